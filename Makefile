@@ -1,0 +1,80 @@
+# tapegrad — build, test, sanitize, benchmark.
+#   make         library, examples and tests (build/)
+#   make test    run every Check suite
+#   make run     the main job: train a char-level GPT on data/the-verdict.txt
+#   make debug   the same tree at -O0 -g3 (build-debug/)
+#   make asan    the tests under ASan + UBSan (build-asan/)
+#   make bench   speed and memory benchmarks
+#   make clean
+
+CC      ?= cc
+OPT     ?= -O3
+BUILD   ?= build
+WARN    := -Wall -Wextra -Wshadow -Wno-unused-parameter
+CFLAGS  += -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -I. -pthread
+LDLIBS  += -lm -pthread
+
+CHECK_CFLAGS := $(shell pkg-config --cflags check 2>/dev/null)
+CHECK_LIBS   := $(shell pkg-config --libs check 2>/dev/null || echo -lcheck -lsubunit -lrt)
+
+LIB_SRC  := $(wildcard tensor/*.c autograd/*.c nn/*.c optim/*.c)
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
+LIB      := $(BUILD)/libtapegrad.a
+EX_SRC   := $(wildcard examples/*.c)
+EX_BIN   := $(EX_SRC:examples/%.c=$(BUILD)/%)
+TEST_SRC := $(wildcard tests/test_*.c)
+TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+TEST_UTIL := $(BUILD)/tests/testutil.o
+BENCH_SRC := $(wildcard bench/*.c)
+HDRS     := $(wildcard tensor/*.h autograd/*.h nn/*.h optim/*.h tests/*.h)
+
+.PHONY: all test run debug asan bench clean valgrind
+.SUFFIXES:
+.SECONDARY:
+
+all: $(LIB) $(EX_BIN) $(TEST_BIN)
+
+$(BUILD)/%.o: %.c $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(LIB): $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/%: examples/%.c $(LIB) $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $< $(LIB) $(LDLIBS) -o $@
+
+$(TEST_UTIL): tests/testutil.c $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(CHECK_CFLAGS) -c $< -o $@
+
+$(BUILD)/tests/%: tests/%.c $(TEST_UTIL) $(LIB) $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(CHECK_CFLAGS) $< $(TEST_UTIL) $(LIB) $(CHECK_LIBS) $(LDLIBS) -o $@
+
+# Every suite runs even if an earlier one fails; the exit status says if any did.
+test: all
+	@fail=0; for t in $(TEST_BIN); do echo "== $$t"; $$t || fail=1; done; \
+	if [ $$fail -ne 0 ]; then echo "make test: some suites FAILED"; exit 1; fi; echo "make test: all suites passed"
+
+run: all
+	$(BUILD)/train --data data/the-verdict.txt --tokenizer char --seed 123
+
+debug:
+	$(MAKE) BUILD=build-debug OPT="-O0 -g3" all
+
+asan:
+	$(MAKE) BUILD=build-asan OPT="-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined" \
+	        LDLIBS="-lm -pthread -fsanitize=address,undefined" test
+
+valgrind: all
+	@for t in $(TEST_BIN); do echo "== valgrind $$t"; \
+	  CK_FORK=no valgrind --quiet --leak-check=full --errors-for-leak-kinds=definite,indirect --error-exitcode=3 $$t >/dev/null || exit 1; done; echo "valgrind: no leaks"
+
+bench: all
+	@if [ -x bench/run ]; then bash bench/run; else echo "no benchmarks yet"; fi
+
+clean:
+	rm -rf build build-debug build-asan

@@ -1,0 +1,181 @@
+/*
+ * autograd/autograd.h — the tape and every differentiable op.
+ *
+ * The tape is a Wengert list: a plain array of tg_node entries, one per op
+ * that ran while grad mode was on and some input required grad. Each entry
+ * holds the op's name, its inputs, its output, its backward function and what
+ * it saved. tg_backward() seeds the output gradient and runs the entries in
+ * reverse; every backward accumulates (+=) into its inputs' .grad.
+ *
+ * Memory: op outputs (and the grads of intermediates) come from the current
+ * tape's arena and stay valid until tg_tape_reset(). Leaves — tensors made by
+ * the tensor layer's creation functions — live on the heap, keep their grads
+ * across resets, and are freed by their owner. Keep a result past a reset
+ * with tg_copy().
+ *
+ * In gdb:  p *tg_tape_current()->nodes@tg_tape_current()->n_nodes
+ *          call tg_tape_print(0, stderr)
+ */
+#ifndef TG_AUTOGRAD_H
+#define TG_AUTOGRAD_H
+
+#include "../tensor/tensor.h"
+
+/* ---------------------------------------------------------------- the tape */
+
+typedef struct tg_node tg_node;
+typedef void (*tg_backward_fn)(tg_node *n);
+
+#define TG_NODE_SAVED 4
+
+struct tg_node {
+    const char *op;            /* "tg_matmul", ... */
+    tg_backward_fn backward;   /* accumulates into in[i]->grad from out->grad */
+    tg_tensor *out;
+    tg_tensor **in;            /* n_in inputs, arena-allocated */
+    int n_in;
+    tg_tensor *saved[TG_NODE_SAVED]; /* tensors kept for backward (arena) */
+    int iarg[4];               /* small integer arguments (dims, flags) */
+    float farg[4];             /* small float arguments (scalars, p) */
+    void *ctx;                 /* anything larger, arena-allocated */
+};
+
+typedef struct tg_tape {
+    tg_node *nodes;            /* nodes[0..n_nodes) in execution order */
+    int n_nodes, cap_nodes;
+    tg_arena *arena;           /* op outputs, intermediate grads, node extras */
+    bool grad_enabled;
+} tg_tape;
+
+tg_tape *tg_tape_new(void);
+void tg_tape_free(tg_tape *t);
+/* The tape ops record on (per thread). A default one is made on first use. */
+tg_tape *tg_tape_current(void);
+/* Makes t current (NULL: the default) and returns the previous one. */
+tg_tape *tg_tape_use(tg_tape *t);
+/* Forgets all entries and releases every op output; leaves are untouched.
+ * NULL means the current tape. */
+void tg_tape_reset(tg_tape *t);
+/* Frees the default tape's memory (for leak checkers at exit). */
+void tg_tape_release_default(void);
+/* Prints "#i op in-shapes -> out-shape" for every entry. NULL: current. */
+void tg_tape_print(const tg_tape *t, FILE *f);
+
+/* Grad mode of the current tape (like torch.set_grad_enabled); returns the
+ * previous value. With it off, ops record nothing. */
+bool tg_set_grad_enabled(bool on);
+bool tg_is_grad_enabled(void);
+
+/* Runs the tape backward from loss. seed is the gradient of loss (same
+ * shape); NULL means 1, which requires a one-element loss. */
+void tg_backward(tg_tensor *loss, const tg_tensor *seed);
+
+/* Zero the .grad of every tensor in a list (leaves). */
+void tg_zero_grad(tg_tensor **params, int n);
+
+/* ---------------------------------------------------------------- writing ops
+ * How an op (built in or a user's own) is written:
+ *   tg_tensor *out = tg_op_output("my_op", ndim, shape, in, n_in);
+ *   ...forward kernel writes out->data...
+ *   tg_node *n = tg_record("my_op", out, in, n_in, my_op_backward);
+ *   if (n) { n->saved[0] = ...; n->farg[0] = ...; }
+ * tg_record returns NULL (records nothing) when grad mode is off or no input
+ * requires grad. In the backward, tg_grad_of(n->in[i]) gives the input's
+ * grad buffer to accumulate into, or NULL if that input needs no grad.
+ */
+tg_tensor *tg_new_tensor(int ndim, const int *shape);  /* from the current tape's arena */
+tg_node *tg_record(const char *op, tg_tensor *out, tg_tensor **in, int n_in, tg_backward_fn backward);
+float *tg_grad_of(tg_tensor *t);
+void *tg_tape_alloc(size_t bytes);   /* scratch from the current tape's arena */
+
+/* ---------------------------------------------------------------- ops
+ * Every op returns a new tensor from the current tape's arena. Shapes follow
+ * PyTorch: binary ops broadcast (NumPy rules) and their grads are summed back
+ * to each input's shape; dims may be negative (counted from the end).
+ */
+
+/* Arithmetic. */
+tg_tensor *tg_add(tg_tensor *a, tg_tensor *b);
+tg_tensor *tg_sub(tg_tensor *a, tg_tensor *b);
+tg_tensor *tg_mul(tg_tensor *a, tg_tensor *b);
+tg_tensor *tg_div(tg_tensor *a, tg_tensor *b);
+tg_tensor *tg_add_scalar(tg_tensor *a, float s);
+tg_tensor *tg_mul_scalar(tg_tensor *a, float s);
+tg_tensor *tg_neg(tg_tensor *a);
+
+/* Elementwise. */
+tg_tensor *tg_exp(tg_tensor *a);
+tg_tensor *tg_log(tg_tensor *a);
+tg_tensor *tg_sqrt(tg_tensor *a);
+tg_tensor *tg_pow_scalar(tg_tensor *a, float p);
+tg_tensor *tg_tanh(tg_tensor *a);
+tg_tensor *tg_relu(tg_tensor *a);
+tg_tensor *tg_gelu(tg_tensor *a);   /* tanh approximation, as the book's GELU */
+
+/* torch.matmul for ndim >= 2: (..., M, K) @ (..., K, N) -> (..., M, N),
+ * batch dims broadcast. */
+tg_tensor *tg_matmul(tg_tensor *a, tg_tensor *b);
+
+/* Shape ops. Outputs are contiguous. */
+tg_tensor *tg_transpose(tg_tensor *a, int d0, int d1);
+tg_tensor *tg_permute(tg_tensor *a, const int *dims);       /* a->ndim entries */
+tg_tensor *tg_reshape(tg_tensor *a, int ndim, const int *shape); /* one -1 allowed */
+tg_tensor *tg_view(tg_tensor *a, int ndim, const int *shape);    /* same as reshape: shares data */
+tg_tensor *tg_concat(tg_tensor **ts, int n, int dim);
+
+/* Reductions. */
+tg_tensor *tg_sum(tg_tensor *a);                              /* 0-d */
+tg_tensor *tg_sum_dim(tg_tensor *a, int dim, bool keepdim);
+tg_tensor *tg_mean(tg_tensor *a);                             /* 0-d */
+tg_tensor *tg_mean_dim(tg_tensor *a, int dim, bool keepdim);
+tg_tensor *tg_max(tg_tensor *a);                              /* 0-d; grad split evenly among ties, like torch */
+tg_tensor *tg_max_dim(tg_tensor *a, int dim, bool keepdim);   /* values; grad to the first argmax, like torch */
+
+/* Softmax family, numerically stable (max subtracted). */
+tg_tensor *tg_softmax(tg_tensor *a, int dim);
+tg_tensor *tg_log_softmax(tg_tensor *a, int dim);
+
+/* masked_fill: where mask != 0 (mask broadcasts to a's shape), value. */
+tg_tensor *tg_masked_fill(tg_tensor *a, const tg_tensor *mask, float value);
+/* torch.triu / torch.tril over the last two dims (differentiable). */
+tg_tensor *tg_triu(tg_tensor *a, int diagonal);
+tg_tensor *tg_tril(tg_tensor *a, int diagonal);
+
+/* Dropout: in train mode zero each element with probability p (mask drawn
+ * from g exactly as torch does) and scale survivors by 1/(1-p). */
+tg_tensor *tg_dropout(tg_tensor *a, float p, bool train, tg_generator *g);
+
+/* Embedding: ids has shape (ndim, shape); the result is shape + [dim]. */
+tg_tensor *tg_embedding(tg_tensor *weight, const int32_t *ids, int ndim, const int *shape);
+
+/* Cross-entropy of logits (..., C) against n = numel/C integer targets,
+ * mean over targets, through log-sum-exp. Returns a 0-d tensor. */
+tg_tensor *tg_cross_entropy(tg_tensor *logits, const int32_t *targets);
+
+/* LayerNorm over the last dim, the book's version: biased variance, eps,
+ * then * scale + shift (both of shape [last dim]). Fused for speed. */
+tg_tensor *tg_layernorm(tg_tensor *x, tg_tensor *scale, tg_tensor *shift, float eps);
+
+/* ---------------------------------------------------------------- gradcheck
+ * Like torch.autograd.gradcheck: f maps the inputs to one output tensor; the
+ * output is projected onto fixed random weights to a scalar, and every
+ * analytic d(scalar)/d(input) is compared with a central finite difference
+ * (x+eps, x-eps) whose arithmetic is done in double. Runs on a private tape.
+ */
+typedef tg_tensor *(*tg_gradcheck_fn)(tg_tensor **inputs, void *ctx);
+
+#define TG_GRADCHECK_MAX_INPUTS 8
+typedef struct {
+    int n_inputs;
+    double max_abs_err[TG_GRADCHECK_MAX_INPUTS];  /* per input */
+    double max_rel_err[TG_GRADCHECK_MAX_INPUTS];  /* |a-n| / max(|a|,|n|,1e-3) */
+    int worst_index[TG_GRADCHECK_MAX_INPUTS];     /* element with the largest abs error */
+    bool ok;                                      /* every element within atol + rtol*|n| */
+} tg_gradcheck_result;
+
+/* inputs: heap tensors; those with requires_grad are checked. eps is the
+ * finite-difference step (1e-2 suits float32 kernels). */
+tg_gradcheck_result tg_gradcheck(tg_gradcheck_fn f, void *ctx, tg_tensor **inputs, int n_inputs, double eps,
+                                 double atol, double rtol);
+
+#endif /* TG_AUTOGRAD_H */

@@ -1,0 +1,83 @@
+/* autograd/ops_arith.c — broadcast arithmetic and elementwise functions.
+ * Each op: shape contract, forward kernel call, tape record; its backward
+ * right below it. */
+#include "ops_internal.h"
+
+/* ---------------------------------------------------------------- binary
+ * a: any shape, b: any shape broadcastable with a (NumPy rules)
+ * -> out: the broadcast shape. Grads are summed back to each input's shape. */
+
+static void binary_backward(tg_node *n)
+{
+    const tg_binop op = (tg_binop)n->iarg[0];
+    const tg_bcast *bc = n->ctx;
+    tg_tensor *a = n->in[0], *b = n->in[1];
+    float *ga = tg_grad_of(a), *gb = tg_grad_of(b);
+    if (ga)
+        tg_k_binary_backward(op, 0, bc, a->data, b->data, n->out->grad, ga);
+    if (gb)
+        tg_k_binary_backward(op, 1, bc, a->data, b->data, n->out->grad, gb);
+}
+
+static tg_tensor *binary(const char *opname, tg_binop op, tg_tensor *a, tg_tensor *b)
+{
+    tg_check_not_null(opname, a, "first operand");
+    tg_check_not_null(opname, b, "second operand");
+    tg_bcast bc;
+    int nd;
+    if (!tg_bcast_init(&bc, a->ndim, a->shape, b->ndim, b->shape, &nd)) {
+        char b1[64], b2[64];
+        tg_error(opname, "shapes %s and %s cannot be broadcast", SHAPE(b1, a), SHAPE(b2, b));
+    }
+    tg_tensor *out = tg_new_tensor(nd, bc.shape + (TG_MAX_DIMS - nd));
+    tg_k_binary(op, &bc, a->data, b->data, out->data);
+    tg_tensor *in[2] = {a, b};
+    tg_node *n = tg_record(opname, out, in, 2, binary_backward);
+    if (n) {
+        n->iarg[0] = (int)op;
+        tg_bcast *saved = tg_tape_alloc(sizeof *saved);
+        *saved = bc;
+        n->ctx = saved;
+    }
+    return out;
+}
+
+tg_tensor *tg_add(tg_tensor *a, tg_tensor *b) { return binary("tg_add", TG_BIN_ADD, a, b); }
+tg_tensor *tg_sub(tg_tensor *a, tg_tensor *b) { return binary("tg_sub", TG_BIN_SUB, a, b); }
+tg_tensor *tg_mul(tg_tensor *a, tg_tensor *b) { return binary("tg_mul", TG_BIN_MUL, a, b); }
+tg_tensor *tg_div(tg_tensor *a, tg_tensor *b) { return binary("tg_div", TG_BIN_DIV, a, b); }
+
+/* ---------------------------------------------------------------- unary
+ * a: any shape -> out: same shape. */
+
+static void unary_backward(tg_node *n)
+{
+    float *ga = tg_grad_of(n->in[0]);
+    if (ga)
+        tg_k_unary_backward((tg_unop)n->iarg[0], n->out->numel, n->in[0]->data, n->out->data, n->farg[0],
+                            n->out->grad, ga);
+}
+
+static tg_tensor *unary(const char *opname, tg_unop op, tg_tensor *a, float s)
+{
+    tg_check_not_null(opname, a, "input");
+    tg_tensor *out = tg_new_tensor(a->ndim, a->shape);
+    tg_k_unary(op, a->numel, a->data, s, out->data);
+    tg_node *n = tg_record(opname, out, &a, 1, unary_backward);
+    if (n) {
+        n->iarg[0] = (int)op;
+        n->farg[0] = s;
+    }
+    return out;
+}
+
+tg_tensor *tg_add_scalar(tg_tensor *a, float s) { return unary("tg_add_scalar", TG_UN_ADDS, a, s); }
+tg_tensor *tg_mul_scalar(tg_tensor *a, float s) { return unary("tg_mul_scalar", TG_UN_MULS, a, s); }
+tg_tensor *tg_neg(tg_tensor *a) { return unary("tg_neg", TG_UN_NEG, a, 0.0f); }
+tg_tensor *tg_exp(tg_tensor *a) { return unary("tg_exp", TG_UN_EXP, a, 0.0f); }
+tg_tensor *tg_log(tg_tensor *a) { return unary("tg_log", TG_UN_LOG, a, 0.0f); }
+tg_tensor *tg_sqrt(tg_tensor *a) { return unary("tg_sqrt", TG_UN_SQRT, a, 0.0f); }
+tg_tensor *tg_pow_scalar(tg_tensor *a, float p) { return unary("tg_pow_scalar", TG_UN_POW, a, p); }
+tg_tensor *tg_tanh(tg_tensor *a) { return unary("tg_tanh", TG_UN_TANH, a, 0.0f); }
+tg_tensor *tg_relu(tg_tensor *a) { return unary("tg_relu", TG_UN_RELU, a, 0.0f); }
+tg_tensor *tg_gelu(tg_tensor *a) { return unary("tg_gelu", TG_UN_GELU, a, 0.0f); }

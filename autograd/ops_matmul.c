@@ -1,0 +1,108 @@
+/* autograd/ops_matmul.c — torch.matmul for ndim >= 2.
+ *   a: (..., M, K)  b: (..., K, N)  ->  out: (..., M, N)
+ * The batch dims (...) broadcast. When b is a plain matrix the batch of a is
+ * folded into M, so x(B,T,C) @ W(C,D) is a single gemm. */
+#include "ops_internal.h"
+
+typedef struct {
+    int M, N, K;
+    int nbatch;                    /* number of output batch matrices */
+    int bshape[2];                 /* output batch shape, left-padded (<= 2 dims) */
+    int64_t sa[2], sb[2];          /* batch strides in matrices (0 = broadcast) */
+} mm_plan;
+
+static void mm_offsets(const mm_plan *p, int bi, int64_t *oa, int64_t *ob)
+{
+    const int i0 = bi / p->bshape[1], i1 = bi % p->bshape[1];
+    *oa = (i0 * p->sa[0] + i1 * p->sa[1]) * (int64_t)p->M * p->K;
+    *ob = (i0 * p->sb[0] + i1 * p->sb[1]) * (int64_t)p->K * p->N;
+}
+
+static void matmul_backward(tg_node *n)
+{
+    const mm_plan *p = n->ctx;
+    tg_tensor *a = n->in[0], *b = n->in[1];
+    float *ga = tg_grad_of(a), *gb = tg_grad_of(b);
+    const float *g = n->out->grad;
+    for (int bi = 0; bi < p->nbatch; bi++) {
+        int64_t oa, ob;
+        mm_offsets(p, bi, &oa, &ob);
+        const float *gc = g + (int64_t)bi * p->M * p->N;
+        if (ga) /* dA += dC @ B^T */
+            tg_k_gemm(false, true, p->M, p->K, p->N, gc, b->data + ob, ga + oa, true);
+        if (gb) /* dB += A^T @ dC */
+            tg_k_gemm(true, false, p->K, p->N, p->M, a->data + oa, gc, gb + ob, true);
+    }
+}
+
+tg_tensor *tg_matmul(tg_tensor *a, tg_tensor *b)
+{
+    char b1[64], b2[64];
+    tg_check_not_null("tg_matmul", a, "first operand");
+    tg_check_not_null("tg_matmul", b, "second operand");
+    if (a->ndim < 2 || b->ndim < 2)
+        tg_error("tg_matmul", "both operands need at least 2 dimensions, got %s and %s", SHAPE(b1, a),
+                 SHAPE(b2, b));
+    mm_plan p;
+    p.M = a->shape[a->ndim - 2];
+    p.K = a->shape[a->ndim - 1];
+    p.N = b->shape[b->ndim - 1];
+    if (b->shape[b->ndim - 2] != p.K)
+        tg_error("tg_matmul", "shapes %s and %s do not match", SHAPE(b1, a), SHAPE(b2, b));
+
+    int out_shape[TG_MAX_DIMS], nd;
+    if (b->ndim == 2) {
+        /* fold a's batch into M */
+        int64_t rows = a->numel / (p.K ? p.K : 1);
+        if (p.K == 0)
+            rows = tg_shape_numel(a->ndim - 1, a->shape);
+        for (int i = 0; i < a->ndim - 1; i++)
+            out_shape[i] = a->shape[i];
+        out_shape[a->ndim - 1] = p.N;
+        nd = a->ndim;
+        p.M = (int)rows;
+        p.nbatch = 1;
+        p.bshape[0] = p.bshape[1] = 1;
+        p.sa[0] = p.sa[1] = p.sb[0] = p.sb[1] = 0;
+    } else {
+        /* broadcast the batch dims (at most 2 of them with TG_MAX_DIMS = 4) */
+        const int na = a->ndim - 2, nb = b->ndim - 2;
+        int as[2], bs[2];
+        for (int i = 0; i < 2; i++) {
+            int ia = i - (2 - na), ib = i - (2 - nb);
+            as[i] = ia >= 0 ? a->shape[ia] : 1;
+            bs[i] = ib >= 0 ? b->shape[ib] : 1;
+            if (as[i] != bs[i] && as[i] != 1 && bs[i] != 1)
+                tg_error("tg_matmul", "batch dimensions of %s and %s cannot be broadcast", SHAPE(b1, a),
+                         SHAPE(b2, b));
+            p.bshape[i] = as[i] == 1 ? bs[i] : as[i];
+        }
+        p.sa[1] = as[1] == 1 ? 0 : 1;
+        p.sa[0] = as[0] == 1 ? 0 : as[1];
+        p.sb[1] = bs[1] == 1 ? 0 : 1;
+        p.sb[0] = bs[0] == 1 ? 0 : bs[1];
+        p.nbatch = p.bshape[0] * p.bshape[1];
+        const int nbd = na > nb ? na : nb;
+        nd = nbd + 2;
+        for (int i = 0; i < nbd; i++)
+            out_shape[i] = p.bshape[2 - nbd + i];
+        out_shape[nbd] = p.M;
+        out_shape[nbd + 1] = p.N;
+    }
+
+    tg_tensor *out = tg_new_tensor(nd, out_shape);
+    for (int bi = 0; bi < p.nbatch; bi++) {
+        int64_t oa, ob;
+        mm_offsets(&p, bi, &oa, &ob);
+        tg_k_gemm(false, false, p.M, p.N, p.K, a->data + oa, b->data + ob, out->data + (int64_t)bi * p.M * p.N,
+                  false);
+    }
+    tg_tensor *in[2] = {a, b};
+    tg_node *n = tg_record("tg_matmul", out, in, 2, matmul_backward);
+    if (n) {
+        mm_plan *saved = tg_tape_alloc(sizeof *saved);
+        *saved = p;
+        n->ctx = saved;
+    }
+    return out;
+}

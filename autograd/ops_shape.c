@@ -1,0 +1,182 @@
+/* autograd/ops_shape.c — transpose, permute, reshape/view, concat.
+ * Tensors are always contiguous: transpose and permute copy; reshape and
+ * view share the data (no copy) and only the grad is separate. */
+#include "ops_internal.h"
+
+#include <string.h>
+
+/* ---------------------------------------------------------------- permute
+ * a: (d0..dn-1), dims: a permutation of 0..n-1 -> out: (d[dims[0]], ...) */
+
+static void permute_backward(tg_node *n)
+{
+    float *ga = tg_grad_of(n->in[0]);
+    if (ga)
+        tg_k_permute_backward(n->out->grad, ga, n->in[0]->ndim, n->in[0]->shape, n->iarg);
+}
+
+static tg_tensor *permute(const char *opname, tg_tensor *a, const int *dims_in)
+{
+    int dims[TG_MAX_DIMS], seen[TG_MAX_DIMS] = {0}, shape[TG_MAX_DIMS];
+    char b1[64];
+    for (int i = 0; i < a->ndim; i++) {
+        dims[i] = tg_wrap_dim(opname, dims_in[i], a->ndim);
+        if (seen[dims[i]]++)
+            tg_error(opname, "dims repeat dimension %d for a tensor of shape %s", dims[i], SHAPE(b1, a));
+        shape[i] = a->shape[dims[i]];
+    }
+    tg_tensor *out = tg_new_tensor(a->ndim, shape);
+    tg_k_permute(a->data, out->data, a->ndim, a->shape, dims);
+    tg_node *n = tg_record(opname, out, &a, 1, permute_backward);
+    if (n)
+        memcpy(n->iarg, dims, sizeof dims);
+    return out;
+}
+
+tg_tensor *tg_permute(tg_tensor *a, const int *dims)
+{
+    tg_check_not_null("tg_permute", a, "input");
+    tg_check_not_null("tg_permute", dims, "dims");
+    return permute("tg_permute", a, dims);
+}
+
+tg_tensor *tg_transpose(tg_tensor *a, int d0, int d1)
+{
+    tg_check_not_null("tg_transpose", a, "input");
+    d0 = tg_wrap_dim("tg_transpose", d0, a->ndim);
+    d1 = tg_wrap_dim("tg_transpose", d1, a->ndim);
+    int dims[TG_MAX_DIMS];
+    for (int i = 0; i < a->ndim; i++)
+        dims[i] = i;
+    dims[d0] = d1;
+    dims[d1] = d0;
+    return permute("tg_transpose", a, dims);
+}
+
+/* ---------------------------------------------------------------- reshape
+ * a: any shape; shape: same numel, one entry may be -1 -> out shares a's data */
+
+static void reshape_backward(tg_node *n)
+{
+    float *ga = tg_grad_of(n->in[0]);
+    if (!ga)
+        return;
+    const float *g = n->out->grad;
+    for (int64_t i = 0; i < n->out->numel; i++)
+        ga[i] += g[i];
+}
+
+static tg_tensor *reshape(const char *opname, tg_tensor *a, int ndim, const int *shape_in)
+{
+    char b1[64], b2[64];
+    tg_check_not_null(opname, a, "input");
+    if (ndim < 0 || ndim > TG_MAX_DIMS)
+        tg_error(opname, "%d dimensions requested, tapegrad supports 0 to %d", ndim, TG_MAX_DIMS);
+    int shape[TG_MAX_DIMS], infer = -1;
+    int64_t known = 1;
+    for (int i = 0; i < ndim; i++) {
+        shape[i] = shape_in[i];
+        if (shape[i] == -1) {
+            if (infer >= 0)
+                tg_error(opname, "only one dimension can be inferred in %s", tg_shape_str(b2, ndim, shape_in));
+            infer = i;
+        } else if (shape[i] < 0) {
+            tg_error(opname, "invalid shape dimension %d in %s", shape[i], tg_shape_str(b2, ndim, shape_in));
+        } else {
+            known *= shape[i];
+        }
+    }
+    if (infer >= 0) {
+        if (known == 0 || a->numel % known != 0)
+            tg_error(opname, "shape %s is invalid for input of shape %s", tg_shape_str(b2, ndim, shape_in),
+                     SHAPE(b1, a));
+        shape[infer] = (int)(a->numel / known);
+        known *= shape[infer];
+    }
+    if (known != a->numel)
+        tg_error(opname, "shape %s is invalid for input of shape %s", tg_shape_str(b2, ndim, shape_in),
+                 SHAPE(b1, a));
+    /* A view: a fresh tensor header over the same data. */
+    tg_tensor *out = tg_tape_alloc(sizeof *out);
+    memset(out, 0, sizeof *out);
+    out->data = a->data;
+    out->data_borrowed = true;
+    out->storage = TG_STORAGE_ARENA;
+    out->ndim = ndim;
+    memcpy(out->shape, shape, (size_t)ndim * sizeof(int));
+    out->numel = a->numel;
+    out->node = -1;
+    tg_record(opname, out, &a, 1, reshape_backward);
+    return out;
+}
+
+tg_tensor *tg_reshape(tg_tensor *a, int ndim, const int *shape) { return reshape("tg_reshape", a, ndim, shape); }
+tg_tensor *tg_view(tg_tensor *a, int ndim, const int *shape) { return reshape("tg_view", a, ndim, shape); }
+
+/* ---------------------------------------------------------------- concat
+ * ts[i]: equal shapes except along dim -> out: sizes along dim added */
+
+static void concat_backward(tg_node *n)
+{
+    const int dim = n->iarg[0];
+    int64_t outer, inner;
+    int nout;
+    tg_split_dim(n->out, dim, &outer, &nout, &inner);
+    int off = 0;
+    for (int k = 0; k < n->n_in; k++) {
+        tg_tensor *t = n->in[k];
+        const int nk = t->shape[dim];
+        float *g = tg_grad_of(t);
+        if (g)
+            for (int64_t o = 0; o < outer; o++) {
+                const float *src = n->out->grad + (o * nout + off) * inner;
+                float *dst = g + o * nk * inner;
+                for (int64_t i = 0; i < nk * inner; i++)
+                    dst[i] += src[i];
+            }
+        off += nk;
+    }
+}
+
+tg_tensor *tg_concat(tg_tensor **ts, int n, int dim)
+{
+    char b1[64], b2[64];
+    tg_check_not_null("tg_concat", ts, "tensor list");
+    if (n < 1)
+        tg_error("tg_concat", "expects a non-empty list of tensors, got %d", n);
+    for (int k = 0; k < n; k++)
+        tg_check_not_null("tg_concat", ts[k], "a tensor in the list");
+    tg_tensor *t0 = ts[0];
+    if (t0->ndim == 0)
+        tg_error("tg_concat", "zero-dimensional tensor cannot be concatenated");
+    dim = tg_wrap_dim("tg_concat", dim, t0->ndim);
+    int shape[TG_MAX_DIMS];
+    memcpy(shape, t0->shape, sizeof shape);
+    shape[dim] = 0;
+    for (int k = 0; k < n; k++) {
+        tg_tensor *t = ts[k];
+        bool ok = t->ndim == t0->ndim;
+        for (int i = 0; ok && i < t->ndim; i++)
+            ok = i == dim || t->shape[i] == t0->shape[i];
+        if (!ok)
+            tg_error("tg_concat", "tensor %d has shape %s, expected %s except along dim %d", k, SHAPE(b1, t),
+                     SHAPE(b2, t0), dim);
+        shape[dim] += t->shape[dim];
+    }
+    tg_tensor *out = tg_new_tensor(t0->ndim, shape);
+    int64_t outer, inner;
+    int nout;
+    tg_split_dim(out, dim, &outer, &nout, &inner);
+    int off = 0;
+    for (int k = 0; k < n; k++) {
+        const int nk = ts[k]->shape[dim];
+        for (int64_t o = 0; o < outer; o++)
+            memcpy(out->data + (o * nout + off) * inner, ts[k]->data + o * nk * inner,
+                   (size_t)(nk * inner) * sizeof(float));
+        off += nk;
+    }
+    tg_node *node = tg_record("tg_concat", out, ts, n, concat_backward);
+    if (node)
+        node->iarg[0] = dim;
+    return out;
+}

@@ -1,0 +1,44 @@
+/* tensor/error.c — the one failure path (see tg_error in tensor.h). */
+#include "tensor.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+static tg_error_handler g_handler;   /* NULL: print and abort */
+static void *g_handler_user;
+
+tg_error_handler tg_set_error_handler(tg_error_handler h, void *user)
+{
+    tg_error_handler prev = g_handler;
+    g_handler = h;
+    g_handler_user = user;
+    return prev;
+}
+
+void tg_error(const char *op, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (g_handler)
+        g_handler(op, msg, g_handler_user);
+    /* Default, or a handler that returned: never continue with bad input.
+     * Flush stdout first so what the program printed so far comes before. */
+    fflush(stdout);
+    fprintf(stderr, "tapegrad: %s: %s\n", op, msg);
+    fflush(stderr);
+    abort();
+}
+
+char *tg_shape_str(char *buf, int ndim, const int *shape)
+{
+    int n = 0;
+    buf[n++] = '[';
+    for (int i = 0; i < ndim; i++)
+        n += snprintf(buf + n, 64 - (size_t)n, i ? ",%d" : "%d", shape[i]);
+    buf[n++] = ']';
+    buf[n] = '\0';
+    return buf;
+}

@@ -1,0 +1,364 @@
+/* tensor/kernels.c — elementwise, broadcast, row-wise and permute kernels.
+ * (gemm lives in tensor/gemm.c.) */
+#include "kernels.h"
+
+#include <math.h>
+#include <string.h>
+
+/* ---------------------------------------------------------------- broadcasting */
+
+bool tg_bcast_init(tg_bcast *bc, int na, const int *a, int nb, const int *b, int *out_ndim)
+{
+    int nd = na > nb ? na : nb;
+    int as[TG_MAX_DIMS], bs[TG_MAX_DIMS];
+    for (int i = 0; i < TG_MAX_DIMS; i++) {
+        int ia = i - (TG_MAX_DIMS - na), ib = i - (TG_MAX_DIMS - nb);
+        as[i] = ia >= 0 ? a[ia] : 1;
+        bs[i] = ib >= 0 ? b[ib] : 1;
+        if (as[i] != bs[i] && as[i] != 1 && bs[i] != 1)
+            return false;
+        bc->shape[i] = as[i] == 1 ? bs[i] : as[i];
+    }
+    int64_t sa = 1, sb = 1;
+    for (int i = TG_MAX_DIMS - 1; i >= 0; i--) {
+        bc->sa[i] = (as[i] == 1) ? 0 : sa;
+        bc->sb[i] = (bs[i] == 1) ? 0 : sb;
+        sa *= as[i];
+        sb *= bs[i];
+    }
+    if (out_ndim)
+        *out_ndim = nd;
+    return true;
+}
+
+/* One inner row of a binary op: n elements, strides a_s, b_s (0 or 1 mostly). */
+#define BIN_ROW(EXPR)                                                                      \
+    do {                                                                                   \
+        if (a_s == 1 && b_s == 1)                                                          \
+            for (int i = 0; i < n; i++) { float x = pa[i], y = pb[i]; po[i] = (EXPR); }    \
+        else if (a_s == 1 && b_s == 0) {                                                   \
+            const float y = pb[0];                                                         \
+            for (int i = 0; i < n; i++) { float x = pa[i]; po[i] = (EXPR); }               \
+        } else if (a_s == 0 && b_s == 1) {                                                 \
+            const float x = pa[0];                                                         \
+            for (int i = 0; i < n; i++) { float y = pb[i]; po[i] = (EXPR); }               \
+        } else                                                                             \
+            for (int i = 0; i < n; i++) { float x = pa[i * a_s], y = pb[i * b_s]; po[i] = (EXPR); } \
+    } while (0)
+
+void tg_k_binary(tg_binop op, const tg_bcast *bc, const float *a, const float *b, float *out)
+{
+    const int *S = bc->shape;
+    const int n = S[3];
+    const int64_t a_s = bc->sa[3], b_s = bc->sb[3];
+    for (int i0 = 0; i0 < S[0]; i0++)
+        for (int i1 = 0; i1 < S[1]; i1++)
+            for (int i2 = 0; i2 < S[2]; i2++) {
+                const float *pa = a + i0 * bc->sa[0] + i1 * bc->sa[1] + i2 * bc->sa[2];
+                const float *pb = b + i0 * bc->sb[0] + i1 * bc->sb[1] + i2 * bc->sb[2];
+                float *po = out + (((int64_t)i0 * S[1] + i1) * S[2] + i2) * n;
+                switch (op) {
+                case TG_BIN_ADD: BIN_ROW(x + y); break;
+                case TG_BIN_SUB: BIN_ROW(x - y); break;
+                case TG_BIN_MUL: BIN_ROW(x * y); break;
+                case TG_BIN_DIV: BIN_ROW(x / y); break;
+                }
+            }
+}
+
+void tg_k_binary_backward(tg_binop op, int which, const tg_bcast *bc, const float *a, const float *b,
+                          const float *gout, float *gin)
+{
+    const int *S = bc->shape;
+    const int64_t *s = which ? bc->sb : bc->sa;
+    for (int i0 = 0; i0 < S[0]; i0++)
+        for (int i1 = 0; i1 < S[1]; i1++)
+            for (int i2 = 0; i2 < S[2]; i2++) {
+                const int64_t ao = i0 * bc->sa[0] + i1 * bc->sa[1] + i2 * bc->sa[2];
+                const int64_t bo = i0 * bc->sb[0] + i1 * bc->sb[1] + i2 * bc->sb[2];
+                const int64_t go = (((int64_t)i0 * S[1] + i1) * S[2] + i2) * S[3];
+                float *gi = gin + (which ? bo : ao);
+                const float *g = gout + go;
+                const float *pa = a ? a + ao : NULL, *pb = b ? b + bo : NULL;
+                const int64_t as = bc->sa[3], bs = bc->sb[3], is = s[3];
+                for (int i = 0; i < S[3]; i++) {
+                    float d;
+                    switch (op) {
+                    case TG_BIN_ADD: d = g[i]; break;
+                    case TG_BIN_SUB: d = which ? -g[i] : g[i]; break;
+                    case TG_BIN_MUL: d = g[i] * (which ? pa[i * as] : pb[i * bs]); break;
+                    default: /* DIV */
+                        if (!which)
+                            d = g[i] / pb[i * bs];
+                        else {
+                            const float y = pb[i * bs];
+                            d = -g[i] * pa[i * as] / (y * y);
+                        }
+                        break;
+                    }
+                    gi[i * is] += d;
+                }
+            }
+}
+
+/* ---------------------------------------------------------------- elementwise */
+
+#define GELU_BETA 0.7978845608028654f /* sqrt(2/pi) */
+#define GELU_KAPPA 0.044715f
+
+void tg_k_unary(tg_unop op, int64_t n, const float *x, float s, float *y)
+{
+    switch (op) {
+    case TG_UN_NEG: for (int64_t i = 0; i < n; i++) y[i] = -x[i]; break;
+    case TG_UN_EXP: for (int64_t i = 0; i < n; i++) y[i] = expf(x[i]); break;
+    case TG_UN_LOG: for (int64_t i = 0; i < n; i++) y[i] = logf(x[i]); break;
+    case TG_UN_SQRT: for (int64_t i = 0; i < n; i++) y[i] = sqrtf(x[i]); break;
+    case TG_UN_TANH: for (int64_t i = 0; i < n; i++) y[i] = tanhf(x[i]); break;
+    case TG_UN_RELU: for (int64_t i = 0; i < n; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f; break;
+    case TG_UN_GELU:
+        for (int64_t i = 0; i < n; i++) {
+            const float v = x[i];
+            y[i] = 0.5f * v * (1.0f + tanhf(GELU_BETA * (v + GELU_KAPPA * v * v * v)));
+        }
+        break;
+    case TG_UN_POW:
+        if (s == 2.0f)
+            for (int64_t i = 0; i < n; i++) y[i] = x[i] * x[i];
+        else
+            for (int64_t i = 0; i < n; i++) y[i] = powf(x[i], s);
+        break;
+    case TG_UN_ADDS: for (int64_t i = 0; i < n; i++) y[i] = x[i] + s; break;
+    case TG_UN_MULS: for (int64_t i = 0; i < n; i++) y[i] = x[i] * s; break;
+    }
+}
+
+void tg_k_unary_backward(tg_unop op, int64_t n, const float *x, const float *y, float s, const float *dy,
+                         float *gx)
+{
+    switch (op) {
+    case TG_UN_NEG: for (int64_t i = 0; i < n; i++) gx[i] -= dy[i]; break;
+    case TG_UN_EXP: for (int64_t i = 0; i < n; i++) gx[i] += dy[i] * y[i]; break;
+    case TG_UN_LOG: for (int64_t i = 0; i < n; i++) gx[i] += dy[i] / x[i]; break;
+    case TG_UN_SQRT: for (int64_t i = 0; i < n; i++) gx[i] += dy[i] / (2.0f * y[i]); break;
+    case TG_UN_TANH: for (int64_t i = 0; i < n; i++) gx[i] += dy[i] * (1.0f - y[i] * y[i]); break;
+    case TG_UN_RELU: for (int64_t i = 0; i < n; i++) gx[i] += x[i] > 0.0f ? dy[i] : 0.0f; break;
+    case TG_UN_GELU:
+        /* torch's GeluBackward (approximate='tanh') */
+        for (int64_t i = 0; i < n; i++) {
+            const float v = x[i], v2 = v * v;
+            const float t = tanhf(GELU_BETA * (v + GELU_KAPPA * v2 * v));
+            const float left_d = 0.5f * (1.0f + t);
+            const float right_d = 0.5f * v * (1.0f - t * t) * GELU_BETA * (1.0f + 3.0f * GELU_KAPPA * v2);
+            gx[i] += dy[i] * (left_d + right_d);
+        }
+        break;
+    case TG_UN_POW:
+        if (s == 0.0f)
+            break;
+        for (int64_t i = 0; i < n; i++)
+            gx[i] += dy[i] * (s * powf(x[i], s - 1.0f));
+        break;
+    case TG_UN_ADDS: for (int64_t i = 0; i < n; i++) gx[i] += dy[i]; break;
+    case TG_UN_MULS: for (int64_t i = 0; i < n; i++) gx[i] += dy[i] * s; break;
+    }
+}
+
+/* ---------------------------------------------------------------- rows */
+
+void tg_k_softmax(const float *x, float *y, int64_t outer, int n, int64_t inner, bool log)
+{
+    for (int64_t o = 0; o < outer; o++)
+        for (int64_t in = 0; in < inner; in++) {
+            const float *px = x + o * n * inner + in;
+            float *py = y + o * n * inner + in;
+            float mx = -INFINITY;
+            for (int i = 0; i < n; i++)
+                if (px[i * inner] > mx)
+                    mx = px[i * inner];
+            if (mx == -INFINITY)
+                mx = 0.0f; /* an all -inf row: torch gives nan; exp(-inf - 0) = 0, sum 0 -> nan below */
+            double sum = 0.0;
+            if (log) {
+                for (int i = 0; i < n; i++)
+                    sum += expf(px[i * inner] - mx);
+                const float lse = (float)logf((float)sum);
+                for (int i = 0; i < n; i++)
+                    py[i * inner] = px[i * inner] - mx - lse;
+            } else {
+                for (int i = 0; i < n; i++) {
+                    const float e = expf(px[i * inner] - mx);
+                    py[i * inner] = e;
+                    sum += e;
+                }
+                const float inv = (float)(1.0 / sum);
+                for (int i = 0; i < n; i++)
+                    py[i * inner] *= inv;
+            }
+        }
+}
+
+void tg_k_softmax_backward(const float *y, const float *dy, float *gx, int64_t outer, int n, int64_t inner,
+                           bool log)
+{
+    for (int64_t o = 0; o < outer; o++)
+        for (int64_t in = 0; in < inner; in++) {
+            const int64_t base = o * n * inner + in;
+            const float *py = y + base, *pd = dy + base;
+            float *pg = gx + base;
+            float dot = 0.0f;
+            if (log) {
+                for (int i = 0; i < n; i++)
+                    dot += pd[i * inner];
+                for (int i = 0; i < n; i++)
+                    pg[i * inner] += pd[i * inner] - expf(py[i * inner]) * dot;
+            } else {
+                for (int i = 0; i < n; i++)
+                    dot += pd[i * inner] * py[i * inner];
+                for (int i = 0; i < n; i++)
+                    pg[i * inner] += py[i * inner] * (pd[i * inner] - dot);
+            }
+        }
+}
+
+void tg_k_sum_dim(const float *x, float *y, int64_t outer, int n, int64_t inner, float scale)
+{
+    for (int64_t o = 0; o < outer; o++) {
+        float *py = y + o * inner;
+        for (int64_t in = 0; in < inner; in++)
+            py[in] = 0.0f;
+        for (int i = 0; i < n; i++) {
+            const float *px = x + (o * n + i) * inner;
+            for (int64_t in = 0; in < inner; in++)
+                py[in] += px[in];
+        }
+        if (scale != 1.0f)
+            for (int64_t in = 0; in < inner; in++)
+                py[in] *= scale;
+    }
+}
+
+void tg_k_max_dim(const float *x, float *y, int32_t *idx, int64_t outer, int n, int64_t inner)
+{
+    for (int64_t o = 0; o < outer; o++)
+        for (int64_t in = 0; in < inner; in++) {
+            const float *px = x + o * n * inner + in;
+            float mx = px[0];
+            int32_t arg = 0;
+            for (int i = 1; i < n; i++) {
+                const float v = px[i * inner];
+                if (v > mx || (isnan(v) && !isnan(mx))) {
+                    mx = v;
+                    arg = i;
+                }
+            }
+            y[o * inner + in] = mx;
+            idx[o * inner + in] = arg;
+        }
+}
+
+void tg_k_layernorm(const float *x, const float *scale, const float *shift, float *y, float *mean, float *rstd,
+                    int64_t rows, int n, float eps)
+{
+    for (int64_t r = 0; r < rows; r++) {
+        const float *px = x + r * n;
+        float *py = y + r * n;
+        float m = 0.0f;
+        for (int i = 0; i < n; i++)
+            m += px[i];
+        m /= (float)n;
+        float v = 0.0f;
+        for (int i = 0; i < n; i++) {
+            const float d = px[i] - m;
+            v += d * d;
+        }
+        v /= (float)n;
+        const float s = 1.0f / sqrtf(v + eps);
+        for (int i = 0; i < n; i++)
+            py[i] = (px[i] - m) * s * scale[i] + shift[i];
+        mean[r] = m;
+        rstd[r] = s;
+    }
+}
+
+void tg_k_layernorm_backward(const float *x, const float *scale, const float *mean, const float *rstd,
+                             const float *dy, float *gx, float *gscale, float *gshift, int64_t rows, int n)
+{
+    for (int64_t r = 0; r < rows; r++) {
+        const float *px = x + r * n, *pd = dy + r * n;
+        const float m = mean[r], s = rstd[r];
+        float dn_mean = 0.0f, dn_norm_mean = 0.0f;
+        for (int i = 0; i < n; i++) {
+            const float norm = (px[i] - m) * s;
+            const float dn = pd[i] * scale[i];
+            dn_mean += dn;
+            dn_norm_mean += dn * norm;
+            if (gscale)
+                gscale[i] += pd[i] * norm;
+            if (gshift)
+                gshift[i] += pd[i];
+        }
+        dn_mean /= (float)n;
+        dn_norm_mean /= (float)n;
+        if (gx) {
+            float *pg = gx + r * n;
+            for (int i = 0; i < n; i++) {
+                const float norm = (px[i] - m) * s;
+                pg[i] += s * (pd[i] * scale[i] - dn_mean - norm * dn_norm_mean);
+            }
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- permute */
+
+static void permute_setup(int ndim, const int *in_shape, const int *dims, int *oshape, int64_t *istride_for_out)
+{
+    int64_t istr[TG_MAX_DIMS];
+    int64_t s = 1;
+    for (int i = ndim - 1; i >= 0; i--) {
+        istr[i] = s;
+        s *= in_shape[i];
+    }
+    /* pad to 4 dims on the left */
+    for (int i = 0; i < TG_MAX_DIMS; i++) {
+        int k = i - (TG_MAX_DIMS - ndim);
+        oshape[i] = k >= 0 ? in_shape[dims[k]] : 1;
+        istride_for_out[i] = k >= 0 ? istr[dims[k]] : 0;
+    }
+}
+
+void tg_k_permute(const float *x, float *y, int ndim, const int *in_shape, const int *dims)
+{
+    int os[TG_MAX_DIMS];
+    int64_t st[TG_MAX_DIMS];
+    permute_setup(ndim, in_shape, dims, os, st);
+    int64_t o = 0;
+    for (int i0 = 0; i0 < os[0]; i0++)
+        for (int i1 = 0; i1 < os[1]; i1++)
+            for (int i2 = 0; i2 < os[2]; i2++) {
+                const float *px = x + i0 * st[0] + i1 * st[1] + i2 * st[2];
+                const int64_t s3 = st[3];
+                if (s3 == 1) {
+                    memcpy(y + o, px, (size_t)os[3] * sizeof(float));
+                    o += os[3];
+                } else
+                    for (int i3 = 0; i3 < os[3]; i3++)
+                        y[o++] = px[i3 * s3];
+            }
+}
+
+void tg_k_permute_backward(const float *gy, float *gx, int ndim, const int *in_shape, const int *dims)
+{
+    int os[TG_MAX_DIMS];
+    int64_t st[TG_MAX_DIMS];
+    permute_setup(ndim, in_shape, dims, os, st);
+    int64_t o = 0;
+    for (int i0 = 0; i0 < os[0]; i0++)
+        for (int i1 = 0; i1 < os[1]; i1++)
+            for (int i2 = 0; i2 < os[2]; i2++) {
+                float *px = gx + i0 * st[0] + i1 * st[1] + i2 * st[2];
+                const int64_t s3 = st[3];
+                for (int i3 = 0; i3 < os[3]; i3++)
+                    px[i3 * s3] += gy[o++];
+            }
+}

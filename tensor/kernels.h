@@ -1,0 +1,83 @@
+/*
+ * tensor/kernels.h — the numeric kernels: plain loops over contiguous float
+ * arrays, no tape, no allocation. The autograd ops call these for forward
+ * and backward; this is the one place to block, vectorise and thread.
+ */
+#ifndef TG_KERNELS_H
+#define TG_KERNELS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "tensor.h"
+
+/* ---------------------------------------------------------------- threads
+ * Kernels split large loops over a small pthread pool. 1 = single-threaded.
+ * The default is 1 unless TG_THREADS is set in the environment. */
+void tg_set_num_threads(int n);
+int tg_get_num_threads(void);
+/* Runs fn(ctx, i0, i1) over [0, n) split into contiguous chunks, one per
+ * thread; runs inline when n is below min_chunk * 2 or one thread is set. */
+typedef void (*tg_range_fn)(void *ctx, int64_t i0, int64_t i1);
+void tg_parallel_for(int64_t n, int64_t min_chunk, tg_range_fn fn, void *ctx);
+
+/* ---------------------------------------------------------------- gemm
+ * C[M,N] = (accumulate ? C : 0) + op(A) @ op(B), all row-major.
+ * op(A) is [M,K]: A stored [M,K], or [K,M] when ta. op(B) is [K,N]: B stored
+ * [K,N], or [N,K] when tb. */
+void tg_k_gemm(bool ta, bool tb, int M, int N, int K, const float *A, const float *B, float *C, bool accumulate);
+
+/* ---------------------------------------------------------------- broadcasting
+ * Shapes are right-aligned into TG_MAX_DIMS slots; a stride of 0 repeats. */
+typedef struct {
+    int shape[TG_MAX_DIMS];        /* output shape, left-padded with 1 */
+    int64_t sa[TG_MAX_DIMS];       /* a's strides in the output's index space */
+    int64_t sb[TG_MAX_DIMS];
+} tg_bcast;
+/* Fills bc; returns false if the shapes cannot broadcast. out_ndim gets max(ndim). */
+bool tg_bcast_init(tg_bcast *bc, int na, const int *a, int nb, const int *b, int *out_ndim);
+
+typedef enum { TG_BIN_ADD, TG_BIN_SUB, TG_BIN_MUL, TG_BIN_DIV } tg_binop;
+void tg_k_binary(tg_binop op, const tg_bcast *bc, const float *a, const float *b, float *out);
+/* Backward of a broadcast binary op for the operand with strides s (a or b):
+ *   ADD/SUB: g_in[s-index] += sign * g_out
+ *   MUL    : g_in += g_out * other
+ *   DIV    : for a: g_in += g_out / b;  for b: g_in -= g_out * a / b^2
+ * which selects the operand: 0 = a, 1 = b. */
+void tg_k_binary_backward(tg_binop op, int which, const tg_bcast *bc, const float *a, const float *b,
+                          const float *gout, float *gin);
+
+/* ---------------------------------------------------------------- elementwise */
+typedef enum {
+    TG_UN_NEG, TG_UN_EXP, TG_UN_LOG, TG_UN_SQRT, TG_UN_TANH, TG_UN_RELU, TG_UN_GELU,
+    TG_UN_POW, TG_UN_ADDS, TG_UN_MULS
+} tg_unop;
+/* y = f(x) (s: exponent for POW, the scalar for ADDS/MULS). */
+void tg_k_unary(tg_unop op, int64_t n, const float *x, float s, float *y);
+/* gx += dy * f'(x) (y = f(x) is given for ops whose derivative uses it). */
+void tg_k_unary_backward(tg_unop op, int64_t n, const float *x, const float *y, float s, const float *dy,
+                         float *gx);
+
+/* ---------------------------------------------------------------- rows
+ * A tensor viewed as [outer, n, inner] around one dim. */
+void tg_k_softmax(const float *x, float *y, int64_t outer, int n, int64_t inner, bool log);
+/* gx += softmax backward: y*(dy - sum(dy*y)) or, for log, dy - exp(y)*sum(dy) */
+void tg_k_softmax_backward(const float *y, const float *dy, float *gx, int64_t outer, int n, int64_t inner,
+                           bool log);
+void tg_k_sum_dim(const float *x, float *y, int64_t outer, int n, int64_t inner, float scale);
+/* max along the dim: values y and first argmax idx */
+void tg_k_max_dim(const float *x, float *y, int32_t *idx, int64_t outer, int n, int64_t inner);
+
+/* LayerNorm over rows of length n: y = (x - mean) * rstd * scale + shift,
+ * saving mean and rstd per row for the backward. */
+void tg_k_layernorm(const float *x, const float *scale, const float *shift, float *y, float *mean, float *rstd,
+                    int64_t rows, int n, float eps);
+void tg_k_layernorm_backward(const float *x, const float *scale, const float *mean, const float *rstd,
+                             const float *dy, float *gx, float *gscale, float *gshift, int64_t rows, int n);
+
+/* Permute a contiguous tensor of shape in_shape (ndim) by dims into out. */
+void tg_k_permute(const float *x, float *y, int ndim, const int *in_shape, const int *dims);
+/* Inverse-accumulate: gx += permute^-1(gy). */
+void tg_k_permute_backward(const float *gy, float *gx, int ndim, const int *in_shape, const int *dims);
+
+#endif /* TG_KERNELS_H */

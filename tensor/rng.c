@@ -1,0 +1,176 @@
+/* tensor/rng.c — PyTorch's CPU generator, reproduced.
+ *
+ * torch's CPUGeneratorImpl is a plain mt19937 seeded with init_genrand(seed).
+ * On top of it (ATen's core/DistributionsHelper.h and TransformationHelper.h):
+ *   float uniform : (u32 & 0xFFFFFF) * 2^-24, then * (to - from) + from in float
+ *   double uniform: (u64 & (2^53-1)) * 2^-53, u64 = (first draw << 32) | second
+ *   bernoulli(p)  : double uniform < p, one per element, in order
+ *   normal, numel >= 16 (contiguous float): fill with float uniforms, then
+ *                   Box-Muller on pairs (j, j+8) of every 16-block; a ragged
+ *                   tail redraws and redoes the last 16 elements
+ *   normal, numel < 16: per element, double Box-Muller with a cached second
+ *                   value (u1 -> angle, u2 -> radius through log1p(-u2))
+ */
+#include "tensor.h"
+
+#include <math.h>
+
+#define TG_PI 3.14159265358979323846
+
+#define MT_N 624
+#define MT_M 397
+
+void tg_manual_seed(tg_generator *g, uint64_t seed)
+{
+    g->seed = seed;
+    g->state[0] = (uint32_t)(seed & 0xffffffffu);
+    for (int j = 1; j < MT_N; j++)
+        g->state[j] = 1812433253u * (g->state[j - 1] ^ (g->state[j - 1] >> 30)) + (uint32_t)j;
+    g->index = MT_N;
+    g->has_next_double_normal = false;
+    g->next_double_normal = 0.0;
+}
+
+tg_generator *tg_default_generator(void)
+{
+    static tg_generator g;
+    static bool seeded;
+    if (!seeded) {
+        tg_manual_seed(&g, 67280421310721ull); /* torch's default_rng_seed_val */
+        seeded = true;
+    }
+    return &g;
+}
+
+static void mt_twist(tg_generator *g)
+{
+    static const uint32_t mag01[2] = {0u, 0x9908b0dfu};
+    uint32_t *s = g->state;
+    int k;
+    for (k = 0; k < MT_N - MT_M; k++) {
+        uint32_t y = (s[k] & 0x80000000u) | (s[k + 1] & 0x7fffffffu);
+        s[k] = s[k + MT_M] ^ (y >> 1) ^ mag01[y & 1u];
+    }
+    for (; k < MT_N - 1; k++) {
+        uint32_t y = (s[k] & 0x80000000u) | (s[k + 1] & 0x7fffffffu);
+        s[k] = s[k + (MT_M - MT_N)] ^ (y >> 1) ^ mag01[y & 1u];
+    }
+    uint32_t y = (s[MT_N - 1] & 0x80000000u) | (s[0] & 0x7fffffffu);
+    s[MT_N - 1] = s[MT_M - 1] ^ (y >> 1) ^ mag01[y & 1u];
+    g->index = 0;
+}
+
+uint32_t tg_random_u32(tg_generator *g)
+{
+    if (g->index >= MT_N)
+        mt_twist(g);
+    uint32_t y = g->state[g->index++];
+    y ^= (y >> 11);
+    y ^= (y << 7) & 0x9d2c5680u;
+    y ^= (y << 15) & 0xefc60000u;
+    y ^= (y >> 18);
+    return y;
+}
+
+uint64_t tg_random_u64(tg_generator *g)
+{
+    uint64_t hi = tg_random_u32(g);
+    uint64_t lo = tg_random_u32(g);
+    return (hi << 32) | lo;
+}
+
+double tg_random_double(tg_generator *g)
+{
+    return (double)(tg_random_u64(g) & ((1ull << 53) - 1)) * (1.0 / 9007199254740992.0);
+}
+
+float tg_random_float(tg_generator *g)
+{
+    return (float)(tg_random_u32(g) & 0xFFFFFFu) * (1.0f / 16777216.0f);
+}
+
+void tg_uniform_(tg_tensor *t, float from, float to, tg_generator *g)
+{
+    if (!(from <= to))
+        tg_error("tg_uniform_", "expects from <= to, but got from=%g to=%g", from, to);
+    const float range = to - from;
+    for (int64_t i = 0; i < t->numel; i++)
+        t->data[i] = tg_random_float(g) * range + from;
+}
+
+static double normal_double(tg_generator *g)
+{
+    if (g->has_next_double_normal) {
+        g->has_next_double_normal = false;
+        return g->next_double_normal;
+    }
+    const double u1 = tg_random_double(g);
+    const double u2 = tg_random_double(g);
+    const double r = sqrt(-2.0 * log1p(-u2));
+    const double theta = 2.0 * TG_PI * u1;
+    g->next_double_normal = r * sin(theta);
+    g->has_next_double_normal = true;
+    return r * cos(theta);
+}
+
+static void normal_fill_16(float *d, float mean, float std)
+{
+    for (int j = 0; j < 8; j++) {
+        const float u1 = 1.0f - d[j]; /* [0,1) -> (0,1] for the log */
+        const float u2 = d[j + 8];
+        const float radius = sqrtf(-2.0f * logf(u1));
+        const float theta = (float)(2.0 * TG_PI * (double)u2);
+        d[j] = radius * cosf(theta) * std + mean;
+        d[j + 8] = radius * sinf(theta) * std + mean;
+    }
+}
+
+void tg_normal_(tg_tensor *t, float mean, float std, tg_generator *g)
+{
+    if (!(std >= 0.0f))
+        tg_error("tg_normal_", "expects std >= 0.0, but found std %g", std);
+    const int64_t n = t->numel;
+    float *d = t->data;
+    if (n >= 16) {
+        for (int64_t i = 0; i < n; i++)
+            d[i] = tg_random_float(g);
+        for (int64_t i = 0; i + 16 <= n; i += 16)
+            normal_fill_16(d + i, mean, std);
+        if (n % 16 != 0) {
+            float *tail = d + n - 16;
+            for (int i = 0; i < 16; i++)
+                tail[i] = tg_random_float(g);
+            normal_fill_16(tail, mean, std);
+        }
+    } else {
+        for (int64_t i = 0; i < n; i++)
+            d[i] = (float)(normal_double(g) * (double)std + (double)mean);
+    }
+}
+
+void tg_bernoulli_(tg_tensor *t, double p, tg_generator *g)
+{
+    if (!(p >= 0.0 && p <= 1.0))
+        tg_error("tg_bernoulli_", "expects 0 <= p <= 1, but got p=%g", p);
+    for (int64_t i = 0; i < t->numel; i++)
+        t->data[i] = tg_random_double(g) < p ? 1.0f : 0.0f;
+}
+
+tg_tensor *tg_rand(tg_generator *g, int ndim, const int *shape)
+{
+    return tg_uniform(g, 0.0f, 1.0f, ndim, shape);
+}
+
+tg_tensor *tg_uniform(tg_generator *g, float from, float to, int ndim, const int *shape)
+{
+    tg_tensor *t = tg_empty(ndim, shape);
+    tg_uniform_(t, from, to, g);
+    return t;
+}
+
+tg_tensor *tg_randn(tg_generator *g, int ndim, const int *shape)
+{
+    tg_tensor *t = tg_empty(ndim, shape);
+    tg_normal_(t, 0.0f, 1.0f, g);
+    return t;
+}

@@ -1,0 +1,150 @@
+/*
+ * tensor/tensor.h — the tensor layer's public contract.
+ *
+ * A tg_tensor is a float32, contiguous, row-major n-d array of at most
+ * TG_MAX_DIMS dimensions, in PyTorch dimension order (outermost first).
+ * This layer knows nothing of the tape: it holds the data type, creation,
+ * printing, the torch-compatible random generator, the growing arena that
+ * op outputs live in, and the one error path every layer reports through.
+ * The numeric kernels live apart, in tensor/kernels.h.
+ */
+#ifndef TG_TENSOR_H
+#define TG_TENSOR_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define TG_MAX_DIMS 4
+
+/* Where a tensor's memory comes from. */
+typedef enum {
+    TG_STORAGE_HEAP = 0, /* malloc'd; the caller owns it and calls tg_free() */
+    TG_STORAGE_ARENA = 1 /* from an arena; released when that arena is reset */
+} tg_storage;
+
+typedef struct tg_tensor {
+    float *data;          /* numel floats, contiguous, row-major */
+    float *grad;          /* same layout as data; NULL until a gradient arrives */
+    int64_t numel;        /* product of shape; 1 for a 0-d (scalar) tensor */
+    int ndim;             /* 0..TG_MAX_DIMS */
+    int shape[TG_MAX_DIMS];
+    bool requires_grad;   /* leaves: set by the user; op outputs: inherited */
+    bool data_borrowed;   /* data belongs to another tensor (views) */
+    uint8_t storage;      /* tg_storage */
+    int node;             /* tape entry that produced it, -1 for a leaf */
+    const char *name;     /* optional, for printing and debugging */
+} tg_tensor;
+
+/* ---------------------------------------------------------------- errors
+ * Every layer reports misuse through tg_error(): op (or file) name first,
+ * then a printf-style reason, e.g.
+ *   tg_matmul: shapes [2,6,3] and [2,4] do not match
+ * The default handler prints "tapegrad: <op>: <reason>" on stderr and calls
+ * abort(), so a debugger stops right at the fault. A program may install its
+ * own handler (tests longjmp out of it); if a handler returns, tg_error()
+ * still aborts: execution never continues past bad input with garbage.
+ */
+typedef void (*tg_error_handler)(const char *op, const char *msg, void *user);
+/* Install handler (NULL restores the default); returns the previous one. */
+tg_error_handler tg_set_error_handler(tg_error_handler h, void *user);
+#if defined(__GNUC__)
+__attribute__((noreturn, format(printf, 2, 3)))
+#endif
+void tg_error(const char *op, const char *fmt, ...);
+/* Formats a shape as "[2,6,3]" into buf (at least 64 bytes); returns buf. */
+char *tg_shape_str(char *buf, int ndim, const int *shape);
+
+/* ---------------------------------------------------------------- arena
+ * A bump allocator that grows by itself. tg_arena_reset() rewinds it; if it
+ * had to grow during the last round it coalesces into one block big enough
+ * for everything, so from the second identical round on it never mallocs.
+ */
+typedef struct tg_arena tg_arena;
+tg_arena *tg_arena_new(size_t initial_bytes);
+void tg_arena_free(tg_arena *a);
+void *tg_arena_alloc(tg_arena *a, size_t bytes);  /* 64-byte aligned, uninitialised */
+void tg_arena_reset(tg_arena *a);
+size_t tg_arena_used(const tg_arena *a);
+size_t tg_arena_capacity(const tg_arena *a);
+size_t tg_arena_mallocs(const tg_arena *a);      /* blocks malloc'd so far, ever */
+
+/* ---------------------------------------------------------------- creation
+ * All creation functions return heap tensors the caller frees with tg_free().
+ * Shapes are given as (ndim, shape[]); the TG_SHAPE helper spells them:
+ *   tg_tensor *x = tg_zeros(TG_SHAPE(2, 3));
+ */
+#define TG_SHAPE(...) (int)(sizeof((int[]){__VA_ARGS__}) / sizeof(int)), (const int[]){__VA_ARGS__}
+
+tg_tensor *tg_empty(int ndim, const int *shape);               /* uninitialised */
+tg_tensor *tg_zeros(int ndim, const int *shape);
+tg_tensor *tg_ones(int ndim, const int *shape);
+tg_tensor *tg_full(int ndim, const int *shape, float value);
+tg_tensor *tg_from_array(int ndim, const int *shape, const float *values); /* copies */
+tg_tensor *tg_scalar(float value);                              /* 0-d */
+tg_tensor *tg_arange(float start, float end, float step);       /* 1-d, like torch.arange */
+tg_tensor *tg_copy(const tg_tensor *t);       /* deep copy of data (not grad) onto the heap */
+/* Allocates a tensor struct and its data from arena a (or the heap if a is
+ * NULL). Used by the autograd layer for op outputs. */
+tg_tensor *tg_tensor_alloc(tg_arena *a, int ndim, const int *shape);
+/* Frees a heap tensor and its grad; a NULL or arena tensor is ignored. */
+void tg_free(tg_tensor *t);
+
+tg_tensor *tg_set_name(tg_tensor *t, const char *name);       /* returns t */
+tg_tensor *tg_requires_grad(tg_tensor *t, bool on);           /* returns t */
+/* The gradient buffer of t, allocated zero-filled from arena a (or the heap
+ * for heap tensors) on first use. */
+float *tg_grad_buffer(tg_tensor *t, tg_arena *a);
+void tg_zero_grad_tensor(tg_tensor *t);       /* grad := 0 (keeps the buffer) */
+
+bool tg_same_shape(const tg_tensor *a, const tg_tensor *b);
+int64_t tg_shape_numel(int ndim, const int *shape);
+/* Elementwise copy of src's values into dst (same numel); no autograd. */
+void tg_copy_data(tg_tensor *dst, const tg_tensor *src);
+/* In-place, non-differentiable: zero the elements below / above diagonal d of
+ * the last two dims, like torch.Tensor.triu_ / tril_. */
+void tg_triu_(tg_tensor *t, int diagonal);
+void tg_tril_(tg_tensor *t, int diagonal);
+
+/* ---------------------------------------------------------------- printing
+ * PyTorch's style: tensor([[0.4419, 0.6515, 0.5683]]). 4 decimals, or
+ * scientific notation when the magnitudes call for it, like torch. */
+void tg_print(const tg_tensor *t);                 /* to stdout, newline */
+void tg_fprint(FILE *f, const tg_tensor *t);
+/* Prints into buf (snprintf semantics); returns the length it needed. */
+int tg_snprint(char *buf, size_t size, const tg_tensor *t);
+
+/* ---------------------------------------------------------------- random
+ * A generator reproducing PyTorch's CPU generator (mt19937): after
+ * tg_manual_seed(g, s), rand / uniform / randn / bernoulli / normal give the
+ * same numbers as torch after torch.manual_seed(s), for the same shapes and
+ * call order. The caller owns generators; tg_default_generator() is a
+ * process-wide instance seeded with 67280421310721 like torch's.
+ */
+typedef struct tg_generator {
+    uint32_t state[624];
+    int index;
+    uint64_t seed;
+    bool has_next_double_normal;   /* torch caches the second Box-Muller value */
+    double next_double_normal;
+} tg_generator;
+
+void tg_manual_seed(tg_generator *g, uint64_t seed);
+tg_generator *tg_default_generator(void);
+uint32_t tg_random_u32(tg_generator *g);   /* one mt19937 draw */
+uint64_t tg_random_u64(tg_generator *g);   /* two draws, first is the high word */
+double tg_random_double(tg_generator *g);  /* 53-bit uniform [0,1) as torch's double path */
+float tg_random_float(tg_generator *g);    /* 24-bit uniform [0,1) as torch's float path */
+
+/* In-place fills (torch.Tensor.uniform_, normal_, bernoulli_): */
+void tg_uniform_(tg_tensor *t, float from, float to, tg_generator *g);
+void tg_normal_(tg_tensor *t, float mean, float std, tg_generator *g);
+void tg_bernoulli_(tg_tensor *t, double p, tg_generator *g);
+/* New heap tensors (torch.rand, torch.randn, and an empty tensor + uniform_): */
+tg_tensor *tg_rand(tg_generator *g, int ndim, const int *shape);
+tg_tensor *tg_randn(tg_generator *g, int ndim, const int *shape);
+tg_tensor *tg_uniform(tg_generator *g, float from, float to, int ndim, const int *shape);
+
+#endif /* TG_TENSOR_H */

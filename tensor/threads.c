@@ -1,0 +1,117 @@
+/* tensor/threads.c — a small persistent pthread pool for tg_parallel_for.
+ * Workers sleep on a condition variable between jobs; the calling thread
+ * takes the first chunk itself, so n threads means n-1 workers. */
+#include "kernels.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+
+#define TG_MAX_THREADS 64
+
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t start, done;
+    pthread_t tid[TG_MAX_THREADS];
+    int n_workers;           /* threads started */
+    int n_threads;           /* configured (>= 1) */
+    bool configured;
+    /* the current job */
+    tg_range_fn fn;
+    void *ctx;
+    int64_t n, chunk;
+    int n_chunks;
+    int next;                /* next chunk to take */
+    int pending;             /* chunks not finished */
+    unsigned long generation;
+} pool = {.mu = PTHREAD_MUTEX_INITIALIZER, .start = PTHREAD_COND_INITIALIZER, .done = PTHREAD_COND_INITIALIZER};
+
+static void run_chunks(void)
+{
+    /* called with pool.mu held; returns with it held */
+    while (pool.next < pool.n_chunks) {
+        int c = pool.next++;
+        tg_range_fn fn = pool.fn;
+        void *ctx = pool.ctx;
+        int64_t i0 = c * pool.chunk, i1 = i0 + pool.chunk;
+        if (i1 > pool.n)
+            i1 = pool.n;
+        pthread_mutex_unlock(&pool.mu);
+        fn(ctx, i0, i1);
+        pthread_mutex_lock(&pool.mu);
+        if (--pool.pending == 0)
+            pthread_cond_broadcast(&pool.done);
+    }
+}
+
+static void *worker(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&pool.mu);
+    unsigned long seen = pool.generation;
+    for (;;) {
+        while (pool.generation == seen)
+            pthread_cond_wait(&pool.start, &pool.mu);
+        seen = pool.generation;
+        run_chunks();
+    }
+    return NULL;
+}
+
+static void configure_default(void)
+{
+    if (pool.configured)
+        return;
+    const char *env = getenv("TG_THREADS");
+    int n = env ? atoi(env) : 1;
+    pool.n_threads = n >= 1 ? (n > TG_MAX_THREADS ? TG_MAX_THREADS : n) : 1;
+    pool.configured = true;
+}
+
+void tg_set_num_threads(int n)
+{
+    pthread_mutex_lock(&pool.mu);
+    pool.configured = true;
+    pool.n_threads = n < 1 ? 1 : (n > TG_MAX_THREADS ? TG_MAX_THREADS : n);
+    pthread_mutex_unlock(&pool.mu);
+}
+
+int tg_get_num_threads(void)
+{
+    configure_default();
+    return pool.n_threads;
+}
+
+void tg_parallel_for(int64_t n, int64_t min_chunk, tg_range_fn fn, void *ctx)
+{
+    configure_default();
+    int t = pool.n_threads;
+    if (min_chunk < 1)
+        min_chunk = 1;
+    if (t > 1 && n / min_chunk < t)
+        t = (int)(n / min_chunk);
+    if (t <= 1) {
+        if (n > 0)
+            fn(ctx, 0, n);
+        return;
+    }
+    pthread_mutex_lock(&pool.mu);
+    while (pool.n_workers < pool.n_threads - 1) {
+        if (pthread_create(&pool.tid[pool.n_workers], NULL, worker, NULL) != 0)
+            break;
+        pthread_detach(pool.tid[pool.n_workers]);
+        pool.n_workers++;
+    }
+    pool.fn = fn;
+    pool.ctx = ctx;
+    pool.n = n;
+    pool.chunk = (n + t - 1) / t;
+    pool.n_chunks = (int)((n + pool.chunk - 1) / pool.chunk);
+    pool.next = 0;
+    pool.pending = pool.n_chunks;
+    pool.generation++;
+    pthread_cond_broadcast(&pool.start);
+    run_chunks();
+    while (pool.pending > 0)
+        pthread_cond_wait(&pool.done, &pool.mu);
+    pthread_mutex_unlock(&pool.mu);
+}

@@ -1,0 +1,44 @@
+/*
+ * tests/testutil.h — shared helpers for the Check suites.
+ *
+ * Goldens: tests/golden/<name>.txt, written by the scripts in tests/golden/
+ * (PyTorch), one tensor per line:
+ *     <key> <ndim> <d0> ... <dn-1> : <v0> <v1> ...
+ * Lines starting with '#' are comments. Integer data (ids, targets) is stored
+ * as floats too.
+ */
+#ifndef TG_TESTUTIL_H
+#define TG_TESTUTIL_H
+
+#include <check.h>
+#include <setjmp.h>
+
+#include "autograd/autograd.h"
+
+typedef struct golden_file golden_file;
+
+/* Loads tests/golden/<name>.txt (aborts the test with a clear message if missing). */
+golden_file *golden_open(const char *name);
+void golden_close(golden_file *g);
+/* A heap copy of the tensor under key (caller frees); fails the test if absent. */
+tg_tensor *golden_tensor(golden_file *g, const char *key);
+/* Same, formatted key: golden_tensorf(g, "matmul.%d.out", i). */
+tg_tensor *golden_tensorf(golden_file *g, const char *fmt, ...);
+bool golden_has(golden_file *g, const char *key);
+/* Integer view of a golden tensor's values (ids, targets): malloc'd array. */
+int32_t *golden_ints(golden_file *g, const char *key, int64_t *n);
+
+/* Asserts |got - want| <= atol + rtol*|want| elementwise, and equal numel;
+ * the message names what, the worst index and both values. */
+void assert_close(const float *got, const tg_tensor *want, double atol, double rtol, const char *what);
+void assert_tensor_close(const tg_tensor *got, const tg_tensor *want, double atol, double rtol, const char *what);
+
+/* Runs fn(ctx) with an error handler that longjmps back; returns true if
+ * tg_error was called, copying "op: message" into msg. */
+bool catch_error(void (*fn)(void *ctx), void *ctx, char *msg, size_t size);
+
+/* Runs one suite (CK_NORMAL output, Check's summary line); returns the
+ * number failed. Each test binary's main is: return run_suite(suite()) ? 1 : 0; */
+int run_suite(Suite *s);
+
+#endif
