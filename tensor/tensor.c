@@ -393,3 +393,15 @@ void tg_fprint(FILE *f, const tg_tensor *t)
 }
 
 void tg_print(const tg_tensor *t) { tg_fprint(stdout, t); }
+
+void tg_print_grad(const tg_tensor *t)
+{
+    if (!t->grad) {
+        puts("None");
+        return;
+    }
+    tg_tensor view = *t;
+    view.data = t->grad;
+    view.grad = NULL;
+    tg_fprint(stdout, &view);
+}

@@ -113,6 +113,8 @@ void tg_tril_(tg_tensor *t, int diagonal);
  * scientific notation when the magnitudes call for it, like torch. */
 void tg_print(const tg_tensor *t);                 /* to stdout, newline */
 void tg_fprint(FILE *f, const tg_tensor *t);
+/* Prints t's gradient the same way, or "None" when it has none yet. */
+void tg_print_grad(const tg_tensor *t);
 /* Prints into buf (snprintf semantics); returns the length it needed. */
 int tg_snprint(char *buf, size_t size, const tg_tensor *t);
 
