@@ -116,6 +116,10 @@ tg_tensor *tg_gelu(tg_tensor *a);   /* tanh approximation, as the book's GELU */
  * batch dims broadcast. */
 tg_tensor *tg_matmul(tg_tensor *a, tg_tensor *b);
 
+/* torch.nn.functional.linear: x (..., in) @ weight(out, in)^T + bias (out)
+ * -> (..., out); bias may be NULL. One gemm, no transposed copy. */
+tg_tensor *tg_affine(tg_tensor *x, tg_tensor *weight, tg_tensor *bias);
+
 /* Shape ops. Outputs are contiguous. */
 tg_tensor *tg_transpose(tg_tensor *a, int d0, int d1);
 tg_tensor *tg_permute(tg_tensor *a, const int *dims);       /* a->ndim entries */

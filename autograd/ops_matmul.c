@@ -4,6 +4,8 @@
  * folded into M, so x(B,T,C) @ W(C,D) is a single gemm. */
 #include "ops_internal.h"
 
+#include <string.h>
+
 typedef struct {
     int M, N, K;
     int nbatch;                    /* number of output batch matrices */
@@ -105,4 +107,52 @@ tg_tensor *tg_matmul(tg_tensor *a, tg_tensor *b)
         n->ctx = saved;
     }
     return out;
+}
+
+/* ---------------------------------------------------------------- affine
+ * x: (..., in), weight: (out, in), bias: (out) or NULL -> (..., out)
+ * forward  y  = x @ W^T + b        (rows = numel(x) / in)
+ * backward dx += dy @ W,  dW += dy^T @ x,  db += sum over rows of dy */
+
+static void affine_backward(tg_node *n)
+{
+    tg_tensor *x = n->in[0], *w = n->in[1], *b = n->n_in > 2 ? n->in[2] : NULL;
+    const int in = w->shape[1], out = w->shape[0];
+    const int rows = (int)(x->numel / in);
+    const float *dy = n->out->grad;
+    float *gx = tg_grad_of(x), *gw = tg_grad_of(w), *gb = b ? tg_grad_of(b) : NULL;
+    if (gx)
+        tg_k_gemm(false, false, rows, in, out, dy, w->data, gx, true);
+    if (gw)
+        tg_k_gemm(true, false, out, in, rows, dy, x->data, gw, true);
+    if (gb)
+        for (int r = 0; r < rows; r++)
+            for (int j = 0; j < out; j++)
+                gb[j] += dy[(int64_t)r * out + j];
+}
+
+tg_tensor *tg_affine(tg_tensor *x, tg_tensor *weight, tg_tensor *bias)
+{
+    char b1[64], b2[64], b3[64];
+    tg_check_not_null("tg_affine", x, "input");
+    tg_check_not_null("tg_affine", weight, "weight");
+    if (weight->ndim != 2 || x->ndim < 1 || x->shape[x->ndim - 1] != weight->shape[1])
+        tg_error("tg_affine", "input %s does not match weight %s (expects (..., in) and (out, in))", SHAPE(b1, x),
+                 SHAPE(b2, weight));
+    const int in = weight->shape[1], out = weight->shape[0];
+    if (bias && (bias->ndim != 1 || bias->shape[0] != out))
+        tg_error("tg_affine", "bias %s does not match weight %s", SHAPE(b3, bias), SHAPE(b2, weight));
+    int shape[TG_MAX_DIMS];
+    for (int i = 0; i < x->ndim; i++)
+        shape[i] = x->shape[i];
+    shape[x->ndim - 1] = out;
+    tg_tensor *y = tg_new_tensor(x->ndim, shape);
+    const int rows = (int)(x->numel / in);
+    if (bias)
+        for (int r = 0; r < rows; r++)
+            memcpy(y->data + (int64_t)r * out, bias->data, (size_t)out * sizeof(float));
+    tg_k_gemm(false, true, rows, out, in, x->data, weight->data, y->data, bias != NULL);
+    tg_tensor *ins[3] = {x, weight, bias};
+    tg_record("tg_affine", y, ins, bias ? 3 : 2, affine_backward);
+    return y;
 }

@@ -299,4 +299,110 @@ typedef bool (*tg_st_extra_fn)(const tg_st_entry *e, void *ctx);
 int tg_st_load_params(const tg_st_file *f, const tg_params *params, tg_st_extra_fn allow_extra, void *ctx,
                       tg_st_error *err);
 
+/* ---------------------------------------------------------------- text data and tokenizers
+ * Error-returning functions return 0, or -1 with a one-line reason in err. */
+
+/* Reads a whole training text: a missing, unreadable, empty or binary (NUL
+ * byte) file is an error naming the file. *text is malloc'd (caller frees). */
+int tg_text_load(const char *path, char **text, size_t *len, char *err, size_t errsize);
+
+typedef enum { TG_TOK_CHAR = 0, TG_TOK_BYTE = 1 } tg_tok_kind;
+typedef struct {
+    tg_tok_kind kind;
+    int vocab_size;
+    uint32_t *chars;   /* char: the vocabulary's code points, sorted, id = index; byte: NULL */
+} tg_tokenizer;
+
+/* Char-level: vocabulary = sorted unique characters of text (UTF-8 decoded,
+ * like Python's sorted(set(text))). Invalid UTF-8 is an error. */
+int tg_tokenizer_char_build(tg_tokenizer *t, const char *text, size_t len, char *err, size_t errsize);
+/* Byte-level: 256 symbols, id = byte. */
+void tg_tokenizer_byte_init(tg_tokenizer *t);
+void tg_tokenizer_free(tg_tokenizer *t);
+/* ids must hold len entries (every token is at least one byte); *n = count.
+ * A character outside the vocabulary is an error naming it and its offset. */
+int tg_tokenizer_encode(const tg_tokenizer *t, const char *text, size_t len, int32_t *ids, int64_t *n, char *err,
+                        size_t errsize);
+/* Writes id's bytes (UTF-8 for char, the raw byte for byte) to out (>= 4
+ * bytes); returns their count, 0 for an id outside the vocabulary. */
+int tg_tokenizer_decode(const tg_tokenizer *t, int32_t id, char *out);
+/* Metadata keys: "tokenizer" = "char" | "byte"; "vocab" = the characters in id order (char). */
+void tg_tokenizer_to_meta(const tg_tokenizer *t, tg_st_meta *m);
+int tg_tokenizer_from_meta(tg_tokenizer *t, const tg_st_meta *m, const char *label, tg_st_error *err);
+
+/* ---------------------------------------------------------------- GPTModel (the book's, ch. 4)
+ * in_idx (B, T) token ids, T <= context_length -> logits (B, T, vocab_size):
+ *   x = tok_emb(in_idx) + pos_emb(arange(T)); x = drop_emb(x)
+ *   each of n_layers blocks:  x = x + drop_resid(att(norm1(x)))
+ *                             x = x + drop_resid(ff(norm2(x)))
+ *   logits = out_head(final_norm(x))            (Linear without bias)
+ * Construction draws in GPTModel.__init__'s order (tok_emb, pos_emb, then per
+ * block att [W_query, W_key, W_value, out_proj] and ff, then out_head), so the
+ * same seed gives torch's weights. Parameters, in state_dict order:
+ *   tok_emb.weight, pos_emb.weight,
+ *   trf_blocks.{i}.att.W_query.weight (W_key, W_value; + .bias with qkv_bias),
+ *   trf_blocks.{i}.att.out_proj.weight/bias, trf_blocks.{i}.ff.layers.0.weight/bias,
+ *   trf_blocks.{i}.ff.layers.2.weight/bias, trf_blocks.{i}.norm1.scale/shift,
+ *   trf_blocks.{i}.norm2.scale/shift, final_norm.scale/shift, out_head.weight.
+ * (torch's state_dict also holds the buffers trf_blocks.{i}.att.mask.) */
+typedef struct {
+    int vocab_size, context_length, emb_dim, n_heads, n_layers;
+    float drop_rate;
+    bool qkv_bias;
+} tg_gpt_config;
+
+/* Checks sizes (>= 1, emb_dim % n_heads == 0, 0 <= drop_rate < 1, sane upper
+ * bounds); returns 0, or -1 with a one-line reason. */
+int tg_gpt_config_check(const tg_gpt_config *c, char *err, size_t errsize);
+/* Metadata keys, as the book's cfg dict: vocab_size, context_length, emb_dim,
+ * n_heads, n_layers, drop_rate, qkv_bias ("true"/"false"). */
+void tg_gpt_config_to_meta(const tg_gpt_config *c, tg_st_meta *m);
+bool tg_gpt_meta_has_config(const tg_st_meta *m);      /* any of those keys present */
+/* All keys required and well-formed, and the config valid; else TG_ST_ECONFIG. */
+int tg_gpt_config_from_meta(tg_gpt_config *c, const tg_st_meta *m, const char *label, tg_st_error *err);
+
+typedef struct {
+    tg_mha *att;
+    tg_feedforward *ff;
+    tg_layernorm_mod *norm1, *norm2;
+    tg_dropout_mod *drop_resid;
+} tg_gpt_block;
+
+typedef struct {
+    tg_gpt_config cfg;
+    tg_embedding_mod *tok_emb, *pos_emb;
+    tg_dropout_mod *drop_emb;
+    tg_gpt_block *trf_blocks;     /* n_layers */
+    tg_layernorm_mod *final_norm;
+    tg_linear *out_head;
+    tg_params params;             /* every parameter, state_dict names and order */
+    int32_t *positions;           /* 0 .. context_length-1 */
+    bool training;
+} tg_gpt;
+
+/* tg_error on an invalid config (check it first with tg_gpt_config_check).
+ * g is kept for dropout masks (NULL: the default generator). */
+tg_gpt *tg_gpt_new(const tg_gpt_config *cfg, tg_generator *g);
+tg_tensor *tg_gpt_forward(tg_gpt *m, const int32_t *ids, int batch, int tokens);
+void tg_gpt_train(tg_gpt *m, bool on);
+void tg_gpt_free(tg_gpt *m);
+
+/* Loads m's weights from f. If f's metadata holds a config, it must match m's
+ * (all but drop_rate), else TG_ST_ECONFIG. Every parameter must be present
+ * with m's shape. Extra tensors allowed: torch's trf_blocks.{i}.att.mask
+ * buffers of shape (context_length, context_length), and "optim.*" entries
+ * when allow_optim. Nothing is changed on failure. */
+int tg_gpt_load(tg_gpt *m, const tg_st_file *f, bool allow_optim, tg_st_error *err);
+
+/* Autoregressive generation, as the book's generate() (ch. 5): for each new
+ * token, run the model (eval mode, no grad, on a private tape) on the last
+ * context_length ids, take the last position's logits, keep the top_k largest
+ * (top_k <= 0: all), then greedy argmax when temperature == 0, else sample
+ * from softmax(logits / temperature) with one double draw from g. ids holds
+ * n_prompt ids (>= 1) and has room for n_new more; on_token (may be NULL) is
+ * called with each new id. The model's train/eval mode is restored. */
+typedef void (*tg_gpt_token_fn)(int32_t id, void *ctx);
+void tg_gpt_generate(tg_gpt *m, int32_t *ids, int n_prompt, int n_new, float temperature, int top_k,
+                     tg_generator *g, tg_gpt_token_fn on_token, void *ctx);
+
 #endif /* TG_NN_H */

@@ -2,7 +2,8 @@
  *
  * torch's CPUGeneratorImpl is a plain mt19937 seeded with init_genrand(seed).
  * On top of it (ATen's core/DistributionsHelper.h and TransformationHelper.h):
- *   float uniform : (u32 & 0xFFFFFF) * 2^-24, then * (to - from) + from in float
+ *   float uniform : (u32 & 0xFFFFFF) * 2^-24, then * (to - from) + from in float,
+ *                   fused into one fma as torch's vectorised build does
  *   double uniform: (u64 & (2^53-1)) * 2^-53, u64 = (first draw << 32) | second
  *   bernoulli(p)  : double uniform < p, one per element, in order
  *   normal, numel >= 16 (contiguous float): fill with float uniforms, then
@@ -95,7 +96,7 @@ void tg_uniform_(tg_tensor *t, float from, float to, tg_generator *g)
         tg_error("tg_uniform_", "expects from <= to, but got from=%g to=%g", from, to);
     const float range = to - from;
     for (int64_t i = 0; i < t->numel; i++)
-        t->data[i] = tg_random_float(g) * range + from;
+        t->data[i] = fmaf(tg_random_float(g), range, from); /* torch's AVX2 kernel fuses this */
 }
 
 static double normal_double(tg_generator *g)

@@ -359,6 +359,8 @@ int tg_snprint(char *buf, size_t size, const tg_tensor *t)
                 if (!edge)
                     continue;
             }
+            if (!isfinite(t->data[i]))
+                continue; /* torch sizes columns by the finite values only */
             fmt_value(&probe, t->data[i], item);
             int w = (int)strlen(item);
             if (w > f.width)

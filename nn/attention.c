@@ -1,0 +1,406 @@
+/*
+ * nn/attention.c — the chapter-3 attention family, as the book writes it.
+ *
+ *   SelfAttention_v1        x (..., T, d_in) -> (..., T, d_out)   raw W matrices, x @ W
+ *   SelfAttention_v2        x (..., T, d_in) -> (..., T, d_out)   three Linear layers
+ *   CausalAttention         x (B, T, d_in)   -> (B, T, d_out)     + causal mask, dropout
+ *   MultiHeadAttentionWrapper x (B, T, d_in) -> (B, T, H*d_out)   H CausalAttention heads
+ *   MultiHeadAttention      x (B, T, d_in)   -> (B, T, d_out)     split heads, out_proj
+ *
+ * Constructors draw in the order of the book's __init__ (W_query, W_key,
+ * W_value, then out_proj), so the same seed gives torch's weights. The
+ * causal mask is a (context_length, context_length) buffer, 1 above the
+ * diagonal (torch.triu(ones, diagonal=1)); a forward over T tokens uses its
+ * top-left T x T corner, like the book's mask[:T, :T].
+ */
+#include "nn.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static tg_generator *gen_or_default(tg_generator *g) { return g ? g : tg_default_generator(); }
+
+static void *alloc_module(size_t bytes, const char *op)
+{
+    void *m = calloc(1, bytes);
+    if (!m)
+        tg_error(op, "out of memory");
+    return m;
+}
+
+/* "<prefix><name>." into buf, for a child module's parameters. */
+static const char *child_prefix(char *buf, size_t size, const char *prefix, const char *name)
+{
+    int n = snprintf(buf, size, "%s%s.", prefix ? prefix : "", name);
+    if (n < 0 || (size_t)n >= size)
+        tg_error("tg_params", "parameter name prefix too long: %s%s.", prefix ? prefix : "", name);
+    return buf;
+}
+
+static void check_dims(const char *op, int d_in, int d_out)
+{
+    if (d_in < 1 || d_out < 1)
+        tg_error(op, "d_in=%d and d_out=%d must be >= 1", d_in, d_out);
+}
+
+/* x must be (..., T, d_in) with at least two dims. */
+static void check_tokens_input(const char *op, const tg_tensor *x, int d_in)
+{
+    if (x->ndim < 2 || x->shape[x->ndim - 1] != d_in) {
+        char s[64];
+        tg_error(op, "expects input (..., num_tokens, d_in=%d), got %s", d_in, tg_shape_str(s, x->ndim, x->shape));
+    }
+}
+
+/* x must be (batch, num_tokens, d_in) with num_tokens <= context_length. */
+static void check_batch_input(const char *op, const tg_tensor *x, int d_in, int context_length)
+{
+    char s[64];
+    if (x->ndim != 3 || x->shape[2] != d_in)
+        tg_error(op, "expects input (batch, num_tokens, d_in=%d), got %s", d_in, tg_shape_str(s, x->ndim, x->shape));
+    if (x->shape[1] > context_length)
+        tg_error(op, "input %s has %d tokens, more than context_length=%d", tg_shape_str(s, x->ndim, x->shape),
+                 x->shape[1], context_length);
+}
+
+/* torch.triu(torch.ones(n, n), diagonal=1) on the heap. */
+static tg_tensor *causal_mask_buffer(int n)
+{
+    tg_tensor *m = tg_ones(TG_SHAPE(n, n));
+    tg_triu_(m, 1);
+    return tg_set_name(m, "mask");
+}
+
+/* The book's self.mask.bool()[:T, :T]: the buffer itself when T is the full
+ * context, else a copy of its top-left corner in the tape's arena. */
+static tg_tensor *causal_mask_slice(tg_tensor *mask, int T)
+{
+    const int n = mask->shape[0];
+    if (T == n)
+        return mask;
+    tg_tensor *s = tg_new_tensor(TG_SHAPE(T, T));
+    for (int i = 0; i < T; i++)
+        memcpy(s->data + (size_t)i * T, mask->data + (size_t)i * n, (size_t)T * sizeof(float));
+    return s;
+}
+
+/* softmax(scores / sqrt(d_k)) over the last dim. */
+static tg_tensor *scaled_softmax(tg_tensor *scores, int d_k)
+{
+    return tg_softmax(tg_mul_scalar(scores, (float)(1.0 / sqrt((double)d_k))), -1);
+}
+
+/* ---------------------------------------------------------------- SelfAttention_v1 */
+
+tg_self_attention_v1 *tg_self_attention_v1_new(int d_in, int d_out, tg_generator *g)
+{
+    check_dims("tg_self_attention_v1_new", d_in, d_out);
+    g = gen_or_default(g);
+    tg_self_attention_v1 *m = alloc_module(sizeof *m, "tg_self_attention_v1_new");
+    m->d_in = d_in;
+    m->d_out = d_out;
+    /* nn.Parameter(torch.rand(d_in, d_out)), three times, in this order */
+    m->W_query = tg_requires_grad(tg_set_name(tg_rand(g, TG_SHAPE(d_in, d_out)), "W_query"), true);
+    m->W_key = tg_requires_grad(tg_set_name(tg_rand(g, TG_SHAPE(d_in, d_out)), "W_key"), true);
+    m->W_value = tg_requires_grad(tg_set_name(tg_rand(g, TG_SHAPE(d_in, d_out)), "W_value"), true);
+    return m;
+}
+
+tg_tensor *tg_self_attention_v1_forward(tg_self_attention_v1 *m, tg_tensor *x)
+{
+    check_tokens_input("tg_self_attention_v1_forward", x, m->d_in);
+    tg_tensor *keys = tg_matmul(x, m->W_key);       /* (..., T, d_out) */
+    tg_tensor *queries = tg_matmul(x, m->W_query);
+    tg_tensor *values = tg_matmul(x, m->W_value);
+    tg_tensor *attn_scores = tg_matmul(queries, tg_transpose(keys, -2, -1)); /* omega, (..., T, T) */
+    tg_tensor *attn_weights = scaled_softmax(attn_scores, keys->shape[keys->ndim - 1]);
+    return tg_matmul(attn_weights, values);
+}
+
+void tg_self_attention_v1_params(tg_self_attention_v1 *m, tg_params *list, const char *prefix)
+{
+    tg_params_add(list, prefix, "W_query", m->W_query);
+    tg_params_add(list, prefix, "W_key", m->W_key);
+    tg_params_add(list, prefix, "W_value", m->W_value);
+}
+
+void tg_self_attention_v1_free(tg_self_attention_v1 *m)
+{
+    if (!m)
+        return;
+    tg_free(m->W_query);
+    tg_free(m->W_key);
+    tg_free(m->W_value);
+    free(m);
+}
+
+/* ---------------------------------------------------------------- SelfAttention_v2 */
+
+tg_self_attention_v2 *tg_self_attention_v2_new(int d_in, int d_out, bool qkv_bias, tg_generator *g)
+{
+    check_dims("tg_self_attention_v2_new", d_in, d_out);
+    g = gen_or_default(g);
+    tg_self_attention_v2 *m = alloc_module(sizeof *m, "tg_self_attention_v2_new");
+    m->d_in = d_in;
+    m->d_out = d_out;
+    m->W_query = tg_linear_new(d_in, d_out, qkv_bias, g);
+    m->W_key = tg_linear_new(d_in, d_out, qkv_bias, g);
+    m->W_value = tg_linear_new(d_in, d_out, qkv_bias, g);
+    return m;
+}
+
+tg_tensor *tg_self_attention_v2_forward(tg_self_attention_v2 *m, tg_tensor *x)
+{
+    check_tokens_input("tg_self_attention_v2_forward", x, m->d_in);
+    tg_tensor *keys = tg_linear_forward(m->W_key, x);
+    tg_tensor *queries = tg_linear_forward(m->W_query, x);
+    tg_tensor *values = tg_linear_forward(m->W_value, x);
+    tg_tensor *attn_scores = tg_matmul(queries, tg_transpose(keys, -2, -1));
+    tg_tensor *attn_weights = scaled_softmax(attn_scores, keys->shape[keys->ndim - 1]);
+    return tg_matmul(attn_weights, values);
+}
+
+static void qkv_params(tg_linear *q, tg_linear *k, tg_linear *v, tg_params *list, const char *prefix)
+{
+    char buf[256];
+    tg_linear_params(q, list, child_prefix(buf, sizeof buf, prefix, "W_query"));
+    tg_linear_params(k, list, child_prefix(buf, sizeof buf, prefix, "W_key"));
+    tg_linear_params(v, list, child_prefix(buf, sizeof buf, prefix, "W_value"));
+}
+
+void tg_self_attention_v2_params(tg_self_attention_v2 *m, tg_params *list, const char *prefix)
+{
+    qkv_params(m->W_query, m->W_key, m->W_value, list, prefix);
+}
+
+void tg_self_attention_v2_free(tg_self_attention_v2 *m)
+{
+    if (!m)
+        return;
+    tg_linear_free(m->W_query);
+    tg_linear_free(m->W_key);
+    tg_linear_free(m->W_value);
+    free(m);
+}
+
+/* ---------------------------------------------------------------- CausalAttention */
+
+tg_causal_attention *tg_causal_attention_new(int d_in, int d_out, int context_length, float dropout,
+                                             bool qkv_bias, tg_generator *g)
+{
+    check_dims("tg_causal_attention_new", d_in, d_out);
+    if (context_length < 1)
+        tg_error("tg_causal_attention_new", "context_length=%d must be >= 1", context_length);
+    g = gen_or_default(g);
+    tg_causal_attention *m = alloc_module(sizeof *m, "tg_causal_attention_new");
+    m->d_in = d_in;
+    m->d_out = d_out;
+    m->context_length = context_length;
+    m->training = true;
+    m->W_query = tg_linear_new(d_in, d_out, qkv_bias, g);
+    m->W_key = tg_linear_new(d_in, d_out, qkv_bias, g);
+    m->W_value = tg_linear_new(d_in, d_out, qkv_bias, g);
+    m->dropout = tg_dropout_mod_new(dropout, g);
+    m->mask = causal_mask_buffer(context_length);
+    return m;
+}
+
+tg_tensor *tg_causal_attention_forward(tg_causal_attention *m, tg_tensor *x)
+{
+    check_batch_input("tg_causal_attention_forward", x, m->d_in, m->context_length);
+    const int num_tokens = x->shape[1];
+    tg_tensor *keys = tg_linear_forward(m->W_key, x);       /* (b, T, d_out) */
+    tg_tensor *queries = tg_linear_forward(m->W_query, x);
+    tg_tensor *values = tg_linear_forward(m->W_value, x);
+
+    tg_tensor *attn_scores = tg_matmul(queries, tg_transpose(keys, 1, 2)); /* (b, T, T) */
+    attn_scores = tg_masked_fill(attn_scores, causal_mask_slice(m->mask, num_tokens), -INFINITY);
+    tg_tensor *attn_weights = scaled_softmax(attn_scores, keys->shape[2]);
+    attn_weights = tg_dropout_mod_forward(m->dropout, attn_weights);
+
+    return tg_matmul(attn_weights, values); /* (b, T, d_out) */
+}
+
+void tg_causal_attention_params(tg_causal_attention *m, tg_params *list, const char *prefix)
+{
+    qkv_params(m->W_query, m->W_key, m->W_value, list, prefix);
+}
+
+void tg_causal_attention_train(tg_causal_attention *m, bool on)
+{
+    m->training = on;
+    tg_dropout_mod_train(m->dropout, on);
+}
+
+void tg_causal_attention_free(tg_causal_attention *m)
+{
+    if (!m)
+        return;
+    tg_linear_free(m->W_query);
+    tg_linear_free(m->W_key);
+    tg_linear_free(m->W_value);
+    tg_dropout_mod_free(m->dropout);
+    tg_free(m->mask);
+    free(m);
+}
+
+/* ---------------------------------------------------------------- MultiHeadAttentionWrapper */
+
+tg_mha_wrapper *tg_mha_wrapper_new(int d_in, int d_out, int context_length, float dropout, int num_heads,
+                                   bool qkv_bias, tg_generator *g)
+{
+    if (num_heads < 1)
+        tg_error("tg_mha_wrapper_new", "num_heads=%d must be >= 1", num_heads);
+    tg_mha_wrapper *m = alloc_module(sizeof *m, "tg_mha_wrapper_new");
+    m->heads = calloc((size_t)num_heads, sizeof *m->heads);
+    if (!m->heads)
+        tg_error("tg_mha_wrapper_new", "out of memory");
+    m->num_heads = num_heads;
+    m->training = true;
+    for (int h = 0; h < num_heads; h++)
+        m->heads[h] = tg_causal_attention_new(d_in, d_out, context_length, dropout, qkv_bias, g);
+    return m;
+}
+
+tg_tensor *tg_mha_wrapper_forward(tg_mha_wrapper *m, tg_tensor *x)
+{
+    /* torch.cat([head(x) for head in self.heads], dim=-1) */
+    tg_tensor **outs = tg_tape_alloc((size_t)m->num_heads * sizeof *outs);
+    for (int h = 0; h < m->num_heads; h++)
+        outs[h] = tg_causal_attention_forward(m->heads[h], x);
+    return m->num_heads == 1 ? outs[0] : tg_concat(outs, m->num_heads, -1);
+}
+
+void tg_mha_wrapper_params(tg_mha_wrapper *m, tg_params *list, const char *prefix)
+{
+    char buf[256], name[32];
+    for (int h = 0; h < m->num_heads; h++) {
+        snprintf(name, sizeof name, "heads.%d", h);
+        tg_causal_attention_params(m->heads[h], list, child_prefix(buf, sizeof buf, prefix, name));
+    }
+}
+
+void tg_mha_wrapper_train(tg_mha_wrapper *m, bool on)
+{
+    m->training = on;
+    for (int h = 0; h < m->num_heads; h++)
+        tg_causal_attention_train(m->heads[h], on);
+}
+
+void tg_mha_wrapper_free(tg_mha_wrapper *m)
+{
+    if (!m)
+        return;
+    for (int h = 0; h < m->num_heads; h++)
+        tg_causal_attention_free(m->heads[h]);
+    free(m->heads);
+    free(m);
+}
+
+/* ---------------------------------------------------------------- MultiHeadAttention */
+
+tg_mha *tg_mha_new(int d_in, int d_out, int context_length, float dropout, int num_heads, bool qkv_bias,
+                   tg_generator *g)
+{
+    check_dims("tg_mha_new", d_in, d_out);
+    if (num_heads < 1 || d_out % num_heads != 0)
+        tg_error("tg_mha_new", "d_out=%d must be divisible by num_heads=%d", d_out, num_heads);
+    if (context_length < 1)
+        tg_error("tg_mha_new", "context_length=%d must be >= 1", context_length);
+    g = gen_or_default(g);
+    tg_mha *m = alloc_module(sizeof *m, "tg_mha_new");
+    m->d_in = d_in;
+    m->d_out = d_out;
+    m->context_length = context_length;
+    m->num_heads = num_heads;
+    m->head_dim = d_out / num_heads;
+    m->training = true;
+    m->keep_attn = true;
+    m->W_query = tg_linear_new(d_in, d_out, qkv_bias, g);
+    m->W_key = tg_linear_new(d_in, d_out, qkv_bias, g);
+    m->W_value = tg_linear_new(d_in, d_out, qkv_bias, g);
+    m->out_proj = tg_linear_new(d_out, d_out, true, g);
+    m->dropout = tg_dropout_mod_new(dropout, g);
+    m->mask = causal_mask_buffer(context_length);
+    return m;
+}
+
+/* Copies w (B, H, T, T) into m->attn_weights, growing its buffer only when
+ * it does not fit (so a training loop with fixed shapes mallocs once). */
+static void keep_attn_weights(tg_mha *m, const tg_tensor *w)
+{
+    if (!m->attn_weights || m->attn_cap < w->numel) {
+        tg_free(m->attn_weights);
+        m->attn_weights = tg_set_name(tg_empty(w->ndim, w->shape), "attn_weights");
+        m->attn_cap = w->numel;
+    }
+    tg_tensor *a = m->attn_weights;
+    a->ndim = w->ndim;
+    memcpy(a->shape, w->shape, sizeof a->shape);
+    a->numel = w->numel;
+    memcpy(a->data, w->data, (size_t)w->numel * sizeof(float));
+}
+
+tg_tensor *tg_mha_forward(tg_mha *m, tg_tensor *x)
+{
+    check_batch_input("tg_mha_forward", x, m->d_in, m->context_length);
+    const int b = x->shape[0], num_tokens = x->shape[1];
+    const int H = m->num_heads, hd = m->head_dim;
+
+    tg_tensor *keys = tg_linear_forward(m->W_key, x); /* (b, T, d_out) */
+    tg_tensor *queries = tg_linear_forward(m->W_query, x);
+    tg_tensor *values = tg_linear_forward(m->W_value, x);
+
+    /* split the last dim into heads: (b, T, d_out) -> (b, T, H, hd) */
+    keys = tg_view(keys, TG_SHAPE(b, num_tokens, H, hd));
+    values = tg_view(values, TG_SHAPE(b, num_tokens, H, hd));
+    queries = tg_view(queries, TG_SHAPE(b, num_tokens, H, hd));
+
+    /* (b, T, H, hd) -> (b, H, T, hd) */
+    keys = tg_transpose(keys, 1, 2);
+    queries = tg_transpose(queries, 1, 2);
+    values = tg_transpose(values, 1, 2);
+
+    /* scaled dot-product attention per head, with the causal mask */
+    tg_tensor *attn_scores = tg_matmul(queries, tg_transpose(keys, 2, 3)); /* (b, H, T, T) */
+    attn_scores = tg_masked_fill(attn_scores, causal_mask_slice(m->mask, num_tokens), -INFINITY);
+    tg_tensor *attn_weights = scaled_softmax(attn_scores, hd);
+    if (m->keep_attn)
+        keep_attn_weights(m, attn_weights);
+    attn_weights = tg_dropout_mod_forward(m->dropout, attn_weights);
+
+    /* (b, H, T, hd) -> (b, T, H, hd) -> merge heads (b, T, d_out) */
+    tg_tensor *context_vec = tg_transpose(tg_matmul(attn_weights, values), 1, 2);
+    context_vec = tg_view(context_vec, TG_SHAPE(b, num_tokens, m->d_out));
+    return tg_linear_forward(m->out_proj, context_vec);
+}
+
+const tg_tensor *tg_mha_attn_weights(const tg_mha *m) { return m->attn_weights; }
+
+void tg_mha_params(tg_mha *m, tg_params *list, const char *prefix)
+{
+    char buf[256];
+    qkv_params(m->W_query, m->W_key, m->W_value, list, prefix);
+    tg_linear_params(m->out_proj, list, child_prefix(buf, sizeof buf, prefix, "out_proj"));
+}
+
+void tg_mha_train(tg_mha *m, bool on)
+{
+    m->training = on;
+    tg_dropout_mod_train(m->dropout, on);
+}
+
+void tg_mha_free(tg_mha *m)
+{
+    if (!m)
+        return;
+    tg_linear_free(m->W_query);
+    tg_linear_free(m->W_key);
+    tg_linear_free(m->W_value);
+    tg_linear_free(m->out_proj);
+    tg_dropout_mod_free(m->dropout);
+    tg_free(m->mask);
+    tg_free(m->attn_weights);
+    free(m);
+}
