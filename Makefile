@@ -26,7 +26,7 @@ TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 TEST_UTIL := $(BUILD)/tests/testutil.o
 BENCH_SRC := $(wildcard bench/*.c)
-HDRS     := $(wildcard tensor/*.h autograd/*.h nn/*.h optim/*.h tests/*.h)
+HDRS     := $(wildcard tensor/*.h autograd/*.h nn/*.h optim/*.h tests/*.h examples/*.h)
 
 .PHONY: all test run debug asan bench clean valgrind
 .SUFFIXES:

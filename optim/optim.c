@@ -1,0 +1,367 @@
+/*
+ * optim/optim.c — SGD, Adam and AdamW over a parameter list, with flat state,
+ * and clip_grad_norm_. The update formulas (and their float32 operation
+ * order, which follows torch 1.13's _single_tensor_sgd / _single_tensor_adam
+ * / _single_tensor_adamw and the ATen CPU kernels they call) are in optim.h.
+ */
+#include "optim.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Flat moment buffers, by kind: SGD uses slot 0 (momentum_buffer); Adam and
+ * AdamW use 0 (exp_avg), 1 (exp_avg_sq) and 2 (max_exp_avg_sq, amsgrad). */
+enum { MOM_BUF = 0, EXP_AVG = 0, EXP_AVG_SQ = 1, MAX_EXP_AVG_SQ = 2, N_SLOTS = 3 };
+
+struct tg_optim {
+    tg_optim_config cfg;
+    int n;                 /* parameters */
+    tg_tensor **t;         /* [n] borrowed */
+    int64_t *off;          /* [n] offset of parameter i in every flat buffer */
+    int64_t total;         /* sum of numel */
+    float *steps;          /* [n] per-parameter step count (torch's state['step']) */
+    float *slot[N_SLOTS];  /* flat [total] buffers, NULL when unused */
+    tg_optim_state *st;    /* state entries (views), names owned */
+    int n_st;
+};
+
+static void *xcalloc(size_t n, size_t size)
+{
+    void *p = calloc(n ? n : 1, size);
+    if (!p)
+        tg_error("tg_optim_new", "out of memory");
+    return p;
+}
+
+/* ---------------------------------------------------------------- configs */
+
+tg_optim_config tg_sgd_config(double lr)
+{
+    return (tg_optim_config){.kind = TG_OPTIM_SGD, .lr = lr, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8};
+}
+
+tg_optim_config tg_adam_config(double lr)
+{
+    return (tg_optim_config){.kind = TG_OPTIM_ADAM, .lr = lr, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8};
+}
+
+tg_optim_config tg_adamw_config(double lr)
+{
+    tg_optim_config c = tg_adam_config(lr);
+    c.kind = TG_OPTIM_ADAMW;
+    c.weight_decay = 1e-2;
+    return c;
+}
+
+static const char *const kind_names[] = {"sgd", "adam", "adamw"};
+
+const char *tg_optim_kind_name(tg_optim_kind k)
+{
+    return (unsigned)k < 3 ? kind_names[k] : "?";
+}
+
+int tg_optim_kind_parse(const char *s)
+{
+    for (int i = 0; i < 3; i++)
+        if (s && strcmp(s, kind_names[i]) == 0)
+            return i;
+    return -1;
+}
+
+static void check_config(const tg_optim_config *c)
+{
+    const char *op = "tg_optim_new";
+    if ((unsigned)c->kind > TG_OPTIM_ADAMW)
+        tg_error(op, "unknown optimizer kind %d", (int)c->kind);
+    if (!(c->lr >= 0))
+        tg_error(op, "invalid learning rate %g (must be >= 0)", c->lr);
+    if (!(c->weight_decay >= 0))
+        tg_error(op, "invalid weight_decay %g (must be >= 0)", c->weight_decay);
+    if (c->kind == TG_OPTIM_SGD) {
+        if (!(c->momentum >= 0))
+            tg_error(op, "invalid momentum %g (must be >= 0)", c->momentum);
+        if (c->nesterov && (c->momentum <= 0 || c->dampening != 0))
+            tg_error(op, "nesterov momentum requires a momentum > 0 and zero dampening (momentum %g, dampening %g)",
+                     c->momentum, c->dampening);
+    } else {
+        if (!(c->eps >= 0))
+            tg_error(op, "invalid eps %g (must be >= 0)", c->eps);
+        if (!(c->beta1 >= 0 && c->beta1 < 1))
+            tg_error(op, "invalid beta1 %g (must be in [0, 1))", c->beta1);
+        if (!(c->beta2 >= 0 && c->beta2 < 1))
+            tg_error(op, "invalid beta2 %g (must be in [0, 1))", c->beta2);
+    }
+}
+
+/* ---------------------------------------------------------------- construction */
+
+static char *cat3(const char *a, const char *b, const char *c)
+{
+    size_t la = strlen(a), lb = strlen(b), lc = strlen(c);
+    char *s = xcalloc(la + lb + lc + 1, 1);
+    memcpy(s, a, la);
+    memcpy(s + la, b, lb);
+    memcpy(s + la + lb, c, lc);
+    return s;
+}
+
+/* Appends one entry per parameter for a view kind ("exp_avg") over buf
+ * (steps when buf is the steps array: 0-d entries). */
+static void add_entries(tg_optim *o, const char **names, const char *kind, float *buf, bool is_steps)
+{
+    for (int i = 0; i < o->n; i++) {
+        tg_optim_state *e = &o->st[o->n_st++];
+        e->name = cat3("optim.", kind, names[i]);
+        if (is_steps) {
+            e->data = &buf[i];
+            e->numel = 1;
+            e->ndim = 0;
+        } else {
+            const tg_tensor *t = o->t[i];
+            e->data = buf + o->off[i];
+            e->numel = t->numel;
+            e->ndim = t->ndim;
+            memcpy(e->shape, t->shape, sizeof e->shape);
+        }
+    }
+}
+
+tg_optim *tg_optim_new(const tg_params *params, const tg_optim_config *cfg)
+{
+    check_config(cfg);
+    tg_optim *o = xcalloc(1, sizeof *o);
+    o->cfg = *cfg;
+    o->t = xcalloc((size_t)params->n, sizeof *o->t);
+    o->off = xcalloc((size_t)params->n, sizeof *o->off);
+    o->steps = xcalloc((size_t)params->n, sizeof *o->steps);
+    const char **names = xcalloc((size_t)params->n, sizeof *names);
+    for (int i = 0; i < params->n; i++) {
+        tg_tensor *t = params->items[i].t;
+        bool dup = false;   /* a tied tensor listed twice is updated once, like model.parameters() */
+        for (int k = 0; k < o->n && !dup; k++)
+            dup = o->t[k] == t;
+        if (dup)
+            continue;
+        names[o->n] = params->items[i].name;
+        o->t[o->n] = t;
+        o->off[o->n] = o->total;
+        o->total += t->numel;
+        o->n++;
+    }
+    int n_slots = 0;
+    const char *slot_names[N_SLOTS] = {0};
+    if (cfg->kind == TG_OPTIM_SGD) {
+        if (cfg->momentum != 0)
+            slot_names[n_slots++] = "momentum_buffer.";
+    } else {
+        slot_names[n_slots++] = "exp_avg.";
+        slot_names[n_slots++] = "exp_avg_sq.";
+        if (cfg->amsgrad)
+            slot_names[n_slots++] = "max_exp_avg_sq.";
+    }
+    for (int s = 0; s < n_slots; s++)
+        o->slot[s] = xcalloc((size_t)o->total, sizeof(float));
+
+    o->st = xcalloc((size_t)o->n * (size_t)(1 + n_slots), sizeof *o->st);
+    add_entries(o, names, "step.", o->steps, true);
+    for (int s = 0; s < n_slots; s++)
+        add_entries(o, names, slot_names[s], o->slot[s], false);
+    free(names);
+    return o;
+}
+
+void tg_optim_free(tg_optim *o)
+{
+    if (!o)
+        return;
+    for (int i = 0; i < o->n_st; i++)
+        free((char *)o->st[i].name);
+    free(o->st);
+    for (int s = 0; s < N_SLOTS; s++)
+        free(o->slot[s]);
+    free(o->steps);
+    free(o->off);
+    free(o->t);
+    free(o);
+}
+
+/* ---------------------------------------------------------------- updates */
+
+/* torch's _single_tensor_sgd for one parameter (n elements). */
+static void sgd_update(const tg_optim_config *c, bool first, int64_t n, float *p, const float *g, float *buf)
+{
+    const float wd = (float)c->weight_decay, m = (float)c->momentum;
+    const float damp = (float)(1.0 - c->dampening), neg_lr = (float)(-c->lr);
+    const bool has_wd = c->weight_decay != 0, has_m = c->momentum != 0, nesterov = c->nesterov;
+    for (int64_t j = 0; j < n; j++) {
+        float d = g[j];
+        if (has_wd)
+            d = d + wd * p[j];                       /* d_p.add(param, alpha=wd) */
+        if (has_m) {
+            float b = first ? d : buf[j] * m + damp * d; /* buf.mul_(m).add_(d_p, alpha=1-damp) */
+            buf[j] = b;
+            d = nesterov ? d + m * b : b;
+        }
+        p[j] = p[j] + neg_lr * d;                    /* param.add_(d_p, alpha=-lr) */
+    }
+}
+
+/* torch's _single_tensor_adam / _single_tensor_adamw for one parameter;
+ * step is the parameter's step count after the increment. */
+static void adam_update(const tg_optim_config *c, float step, int64_t n, float *p, const float *g, float *m,
+                        float *v, float *vmax)
+{
+    const bool decoupled = c->kind == TG_OPTIM_ADAMW;
+    const double bc1 = 1.0 - pow(c->beta1, (double)step);
+    const double bc2 = 1.0 - pow(c->beta2, (double)step);
+    const float neg_step_size = (float)-(c->lr / bc1);
+    const float bc2_sqrt = (float)sqrt(bc2);
+    const float b1 = (float)c->beta1, omb1 = (float)(1.0 - c->beta1);
+    const float b2 = (float)c->beta2, omb2 = (float)(1.0 - c->beta2);
+    const float eps = (float)c->eps, wd = (float)c->weight_decay;
+    const float decay = (float)(1.0 - c->lr * c->weight_decay);
+    const bool coupled_wd = !decoupled && c->weight_decay != 0;
+    for (int64_t j = 0; j < n; j++) {
+        float gj = g[j];
+        if (coupled_wd)
+            gj = gj + wd * p[j];                     /* grad.add(param, alpha=wd) */
+        if (decoupled)
+            p[j] = p[j] * decay;                     /* param.mul_(1 - lr*wd) */
+        m[j] = m[j] * b1 + omb1 * gj;                /* exp_avg.mul_(b1).add_(g, alpha=1-b1) */
+        v[j] = v[j] * b2 + omb2 * gj * gj;           /* exp_avg_sq.mul_(b2).addcmul_(g, g, value=1-b2) */
+        float vv = v[j];
+        if (vmax) {
+            if (vv > vmax[j] || vv != vv)            /* torch.maximum (NaN propagates) */
+                vmax[j] = vv;
+            vv = vmax[j];
+        }
+        float denom = sqrtf(vv) / bc2_sqrt + eps;    /* (sqrt() / bc2_sqrt).add_(eps) */
+        p[j] = p[j] + neg_step_size * m[j] / denom;  /* addcdiv_(m, denom, value=-step_size) */
+    }
+}
+
+void tg_optim_step(tg_optim *o)
+{
+    const tg_optim_config *c = &o->cfg;
+    for (int i = 0; i < o->n; i++) {
+        tg_tensor *t = o->t[i];
+        if (!t->requires_grad || !t->grad)
+            continue;
+        const int64_t off = o->off[i];
+        const bool first = o->steps[i] == 0;
+        o->steps[i] += 1;
+        if (c->kind == TG_OPTIM_SGD)
+            sgd_update(c, first, t->numel, t->data, t->grad, o->slot[MOM_BUF] ? o->slot[MOM_BUF] + off : NULL);
+        else
+            adam_update(c, o->steps[i], t->numel, t->data, t->grad, o->slot[EXP_AVG] + off,
+                        o->slot[EXP_AVG_SQ] + off, o->slot[MAX_EXP_AVG_SQ] ? o->slot[MAX_EXP_AVG_SQ] + off : NULL);
+    }
+}
+
+void tg_optim_zero_grad(tg_optim *o)
+{
+    for (int i = 0; i < o->n; i++)
+        if (o->t[i]->grad)
+            tg_zero_grad_tensor(o->t[i]);
+}
+
+void tg_optim_set_lr(tg_optim *o, double lr)
+{
+    if (!(lr >= 0))
+        tg_error("tg_optim_set_lr", "invalid learning rate %g (must be >= 0)", lr);
+    o->cfg.lr = lr;
+}
+
+double tg_optim_get_lr(const tg_optim *o) { return o->cfg.lr; }
+const tg_optim_config *tg_optim_get_config(const tg_optim *o) { return &o->cfg; }
+int tg_optim_num_params(const tg_optim *o) { return o->n; }
+
+/* ---------------------------------------------------------------- state */
+
+int tg_optim_state_count(const tg_optim *o) { return o->n_st; }
+
+const tg_optim_state *tg_optim_state_get(const tg_optim *o, int i)
+{
+    if (i < 0 || i >= o->n_st)
+        tg_error("tg_optim_state_get", "index %d out of range [0, %d)", i, o->n_st);
+    return &o->st[i];
+}
+
+const tg_optim_state *tg_optim_state_find(const tg_optim *o, const char *name)
+{
+    for (int i = 0; i < o->n_st; i++)
+        if (strcmp(o->st[i].name, name) == 0)
+            return &o->st[i];
+    return NULL;
+}
+
+bool tg_optim_state_check(const tg_optim *o, char *msg, size_t size)
+{
+    for (int i = 0; i < o->n; i++) {
+        float s = o->steps[i];
+        if (!(s >= 0 && s <= 16777216.0f && s == floorf(s))) {
+            snprintf(msg, size, "%s: step count %g is not an integer in [0, 2^24]", o->st[i].name, (double)s);
+            return false;
+        }
+    }
+    for (int k = o->n; k < o->n_st; k++) {
+        const tg_optim_state *e = &o->st[k];
+        bool second = strncmp(e->name, "optim.exp_avg_sq.", 17) == 0 || strncmp(e->name, "optim.max_exp_avg_sq.", 21) == 0;
+        for (int64_t j = 0; j < e->numel; j++) {
+            float x = e->data[j];
+            if (!isfinite(x) || (second && x < 0)) {
+                snprintf(msg, size, "%s: element %lld is %g (must be finite%s)", e->name, (long long)j, (double)x,
+                         second ? " and >= 0" : "");
+                return false;
+            }
+        }
+    }
+    if (size)
+        msg[0] = '\0';
+    return true;
+}
+
+int64_t tg_optim_step_count(const tg_optim *o)
+{
+    float m = 0;
+    for (int i = 0; i < o->n; i++)
+        if (o->steps[i] > m)
+            m = o->steps[i];
+    return (int64_t)m;
+}
+
+/* ---------------------------------------------------------------- clipping */
+
+float tg_clip_grad_norm(const tg_params *params, double max_norm)
+{
+    if (!(max_norm > 0))
+        tg_error("tg_clip_grad_norm", "max_norm %g must be > 0", max_norm);
+    /* torch: total = norm(stack([norm(g) for g])) in float32; we sum squares
+     * in double and round each norm to float as torch's stack holds floats. */
+    double total2 = 0;
+    for (int i = 0; i < params->n; i++) {
+        const tg_tensor *t = params->items[i].t;
+        if (!t->grad)
+            continue;
+        double s = 0;
+        for (int64_t j = 0; j < t->numel; j++)
+            s += (double)t->grad[j] * t->grad[j];
+        float norm = (float)sqrt(s);
+        total2 += (double)norm * norm;
+    }
+    const float total = (float)sqrt(total2);
+    /* clip_coef = max_norm / (total_norm + 1e-6): a tensor's __rdiv__ is
+     * reciprocal() * max_norm, in float32. */
+    const float coef = (1.0f / (total + 1e-6f)) * (float)max_norm;
+    if (coef < 1.0f) {
+        for (int i = 0; i < params->n; i++) {
+            tg_tensor *t = params->items[i].t;
+            if (!t->grad)
+                continue;
+            for (int64_t j = 0; j < t->numel; j++)
+                t->grad[j] *= coef;
+        }
+    }
+    return total;
+}
