@@ -8,12 +8,16 @@
 /* Formats a tensor's shape for error messages. */
 #define SHAPE(buf, t) tg_shape_str((buf), (t)->ndim, (t)->shape)
 
-/* Resolves a possibly negative dim against ndim (torch's wrap_dim). */
-static inline int tg_wrap_dim(const char *op, int dim, int ndim)
+/* Resolves a possibly negative dim against t's dims (torch's wrap_dim). */
+static inline int tg_wrap_dim(const char *op, int dim, const tg_tensor *t)
 {
+    const int ndim = t->ndim;
     const int lo = ndim ? -ndim : -1, hi = ndim ? ndim - 1 : 0;
-    if (dim < lo || dim > hi)
-        tg_error(op, "dimension out of range (expected to be in range of [%d, %d], but got %d)", lo, hi, dim);
+    if (dim < lo || dim > hi) {
+        char b[64];
+        tg_error(op, "dimension %d is out of range for shape %s (expected to be in range of [%d, %d])", dim,
+                 tg_shape_str(b, t->ndim, t->shape), lo, hi);
+    }
     return dim < 0 ? dim + (ndim ? ndim : 1) : dim;
 }
 

@@ -51,7 +51,7 @@ static tg_tensor *sum_impl(const char *opname, tg_tensor *a, int dim, bool all, 
         inner = 1;
         nd = 0;
     } else {
-        dim = tg_wrap_dim(opname, dim, a->ndim);
+        dim = tg_wrap_dim(opname, dim, a);
         tg_split_dim(a, dim, &outer, &len, &inner);
         reduced_shape(a, dim, keepdim, &nd, shape);
     }
@@ -131,7 +131,7 @@ static void max_dim_backward(tg_node *n)
 tg_tensor *tg_max_dim(tg_tensor *a, int dim, bool keepdim)
 {
     tg_check_not_null("tg_max_dim", a, "input");
-    dim = tg_wrap_dim("tg_max_dim", dim, a->ndim);
+    dim = tg_wrap_dim("tg_max_dim", dim, a);
     int64_t outer, inner;
     int len, nd, shape[TG_MAX_DIMS];
     tg_split_dim(a, dim, &outer, &len, &inner);
@@ -171,7 +171,7 @@ static void softmax_backward(tg_node *n)
 static tg_tensor *softmax_impl(const char *opname, tg_tensor *a, int dim, bool log)
 {
     tg_check_not_null(opname, a, "input");
-    dim = tg_wrap_dim(opname, dim, a->ndim);
+    dim = tg_wrap_dim(opname, dim, a);
     int64_t outer, inner;
     int len;
     tg_split_dim(a, dim, &outer, &len, &inner);

@@ -20,7 +20,7 @@ static tg_tensor *permute(const char *opname, tg_tensor *a, const int *dims_in)
     int dims[TG_MAX_DIMS], seen[TG_MAX_DIMS] = {0}, shape[TG_MAX_DIMS];
     char b1[64];
     for (int i = 0; i < a->ndim; i++) {
-        dims[i] = tg_wrap_dim(opname, dims_in[i], a->ndim);
+        dims[i] = tg_wrap_dim(opname, dims_in[i], a);
         if (seen[dims[i]]++)
             tg_error(opname, "dims repeat dimension %d for a tensor of shape %s", dims[i], SHAPE(b1, a));
         shape[i] = a->shape[dims[i]];
@@ -43,8 +43,8 @@ tg_tensor *tg_permute(tg_tensor *a, const int *dims)
 tg_tensor *tg_transpose(tg_tensor *a, int d0, int d1)
 {
     tg_check_not_null("tg_transpose", a, "input");
-    d0 = tg_wrap_dim("tg_transpose", d0, a->ndim);
-    d1 = tg_wrap_dim("tg_transpose", d1, a->ndim);
+    d0 = tg_wrap_dim("tg_transpose", d0, a);
+    d1 = tg_wrap_dim("tg_transpose", d1, a);
     int dims[TG_MAX_DIMS];
     for (int i = 0; i < a->ndim; i++)
         dims[i] = i;
@@ -149,7 +149,7 @@ tg_tensor *tg_concat(tg_tensor **ts, int n, int dim)
     tg_tensor *t0 = ts[0];
     if (t0->ndim == 0)
         tg_error("tg_concat", "zero-dimensional tensor cannot be concatenated");
-    dim = tg_wrap_dim("tg_concat", dim, t0->ndim);
+    dim = tg_wrap_dim("tg_concat", dim, t0);
     int shape[TG_MAX_DIMS];
     memcpy(shape, t0->shape, sizeof shape);
     shape[dim] = 0;

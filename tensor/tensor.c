@@ -177,10 +177,14 @@ void tg_triu_(tg_tensor *t, int diagonal) { tri_(t, diagonal, true, "tg_triu_");
 void tg_tril_(tg_tensor *t, int diagonal) { tri_(t, diagonal, false, "tg_tril_"); }
 
 /* ---------------------------------------------------------------- printing
- * A port of the essentials of torch/_tensor_str.py: one formatter for the
- * whole tensor (integer mode, fixed 4 decimals or scientific), right-aligned
- * to a common width, 80-column wrapping of the last dim, and summarisation
- * ("...", 3 edge items) above 1000 elements. */
+ * A port of torch/_tensor_str.py (precision 4, linewidth 80, threshold 1000,
+ * edgeitems 3). One _Formatter for the whole tensor, built from the nonzero
+ * finite values (of the summarised data when numel > 1000): integer mode if
+ * they are all integers, scientific if max/min > 1000 or max > 1e8 (or, not
+ * in integer mode, min < 1e-4); every element is right-aligned to the widest.
+ * The last dim wraps at 80 columns, counting " ..." as an element. */
+
+#define TG_EDGE 3
 
 typedef struct {
     char *buf;
@@ -192,10 +196,17 @@ static void put(sbuf *s, const char *str)
     size_t n = strlen(str);
     if (s->len + 1 < s->size) {
         size_t room = s->size - s->len - 1;
-        memcpy(s->buf + s->len, str, n < room ? n : room);
-        s->buf[s->len + (n < room ? n : room)] = '\0';
+        size_t k = n < room ? n : room;
+        memcpy(s->buf + s->len, str, k);
+        s->buf[s->len + k] = '\0';
     }
     s->len += n;
+}
+
+static void put_spaces(sbuf *s, int n)
+{
+    for (int i = 0; i < n; i++)
+        put(s, " ");
 }
 
 typedef struct {
@@ -203,116 +214,127 @@ typedef struct {
     int width;
 } fmt_t;
 
-static void fmt_value(const fmt_t *f, float v, char *out)
+/* The formatted value without padding. */
+static int fmt_raw(const fmt_t *f, float v, char *out, size_t size)
 {
     if (isnan(v))
-        strcpy(out, "nan");
-    else if (isinf(v))
-        strcpy(out, v > 0 ? "inf" : "-inf");
-    else if (f->sci_mode)
-        sprintf(out, "%.4e", (double)v);
-    else if (f->int_mode)
-        sprintf(out, "%.0f.", (double)v);
-    else
-        sprintf(out, "%.4f", (double)v);
+        return snprintf(out, size, "nan");
+    if (isinf(v))
+        return snprintf(out, size, v > 0 ? "inf" : "-inf");
+    if (f->sci_mode)
+        return snprintf(out, size, "%.4e", (double)v);
+    if (f->int_mode)
+        return snprintf(out, size, "%.0f.", (double)v);
+    return snprintf(out, size, "%.4f", (double)v);
 }
 
-static bool summarise_dim(const tg_tensor *t, int d, bool summarise) { return summarise && t->shape[d] > 6; }
-
-/* Visits the printed elements (all, or the summarised edges) to build the formatter. */
-static void collect(const tg_tensor *t, int d, int64_t off, bool summ, float *mx, float *mn, bool *all_int,
-                    bool *any_finite, bool *nonzero_seen, float *mn_nz)
+static void put_value(sbuf *s, const fmt_t *f, float v)
 {
-    if (d == t->ndim) {
-        float v = t->data[off];
-        if (!isfinite(v))
-            return;
-        float a = fabsf(v);
-        *any_finite = true;
-        if (v != truncf(v))
-            *all_int = false;
-        if (a > *mx)
-            *mx = a;
-        if (a < *mn)
-            *mn = a;
-        if (a != 0.0f) {
-            if (!*nonzero_seen || a < *mn_nz)
-                *mn_nz = a;
-            *nonzero_seen = true;
-        }
+    char item[64];
+    int w = fmt_raw(f, v, item, sizeof item);
+    put_spaces(s, f->width - w);
+    put(s, item);
+}
+
+static int64_t dim_stride(const tg_tensor *t, int d)
+{
+    int64_t st = 1;
+    for (int k = d + 1; k < t->ndim && k < TG_MAX_DIMS; k++)
+        st *= t->shape[k];
+    return st;
+}
+
+static bool summarised(const tg_tensor *t, int d, bool summ) { return summ && t->shape[d] > 2 * TG_EDGE; }
+
+/* Calls visit on every printed element (all, or the summarised edges). */
+typedef void (*visit_fn)(float v, void *ctx);
+static void visit(const tg_tensor *t, int d, int64_t off, bool summ, visit_fn fn, void *ctx)
+{
+    if (d >= t->ndim || d >= TG_MAX_DIMS) {
+        fn(t->data[off], ctx);
         return;
     }
-    int64_t stride = 1;
-    for (int k = d + 1; k < t->ndim; k++)
-        stride *= t->shape[k];
+    const int64_t st = dim_stride(t, d);
     for (int i = 0; i < t->shape[d]; i++) {
-        if (summarise_dim(t, d, summ) && i == 3)
-            i = t->shape[d] - 3;
-        collect(t, d + 1, off + i * stride, summ, mx, mn, all_int, any_finite, nonzero_seen, mn_nz);
+        if (summarised(t, d, summ) && i == TG_EDGE)
+            i = t->shape[d] - TG_EDGE;
+        visit(t, d + 1, off + i * st, summ, fn, ctx);
     }
+}
+
+typedef struct {
+    bool any, all_int;
+    double mn, mx;
+} stats_t;
+
+static void stats_visit(float v, void *ctx)
+{
+    stats_t *s = ctx;
+    if (!isfinite(v) || v == 0.0f)
+        return;
+    const double a = fabs((double)v);
+    if (!s->any || a < s->mn)
+        s->mn = a;
+    if (!s->any || a > s->mx)
+        s->mx = a;
+    s->any = true;
+    if (v != ceilf(v))
+        s->all_int = false;
+}
+
+typedef struct {
+    fmt_t *f;
+} width_ctx;
+
+static void width_visit(float v, void *ctx)
+{
+    width_ctx *w = ctx;
+    if (!isfinite(v) || v == 0.0f)
+        return;
+    char item[64];
+    const int n = fmt_raw(w->f, v, item, sizeof item);
+    if (n > w->f->width)
+        w->f->width = n;
 }
 
 static void emit(sbuf *s, const tg_tensor *t, const fmt_t *f, int d, int64_t off, int indent, bool summ)
 {
-    char item[64], pad[80];
-    if (t->ndim == 0) {
-        fmt_value(f, t->data[0], item);
-        put(s, item);
+    if (d >= TG_MAX_DIMS)
         return;
-    }
-    int64_t stride = 1;
-    for (int k = d + 1; k < t->ndim; k++)
-        stride *= t->shape[k];
-    put(s, "[");
     const int n = t->shape[d];
+    const int64_t st = dim_stride(t, d);
+    put(s, "[");
     if (d == t->ndim - 1) {
         int per_line = (80 - indent) / (f->width + 2);
         if (per_line < 1)
             per_line = 1;
-        int on_line = 0;
-        for (int i = 0; i < n; i++) {
-            if (summarise_dim(t, d, summ) && i == 3) {
-                put(s, " ...,");
-                i = n - 3;
+        int k = 0; /* element index in the printed list, " ..." included */
+        for (int i = 0; i < n; i++, k++) {
+            if (k > 0)
+                put(s, k % per_line == 0 ? ",\n" : ", ");
+            if (k > 0 && k % per_line == 0)
+                put_spaces(s, indent + 1);
+            if (summarised(t, d, summ) && i == TG_EDGE) {
+                put(s, " ...");
+                i = n - TG_EDGE - 1;
+                continue;
             }
-            if (i > 0 && on_line == 0) {
-                put(s, "\n");
-                for (int k = 0; k < indent + 1; k++)
-                    put(s, " ");
-            } else if (i > 0) {
-                put(s, " ");
-            }
-            fmt_value(f, t->data[off + i], item);
-            int w = (int)strlen(item);
-            int np = f->width - w;
-            for (int k = 0; k < np && k < 79; k++)
-                pad[k] = ' ';
-            pad[np > 0 ? (np < 79 ? np : 79) : 0] = '\0';
-            put(s, pad);
-            put(s, item);
-            if (i < n - 1)
-                put(s, ",");
-            if (++on_line == per_line)
-                on_line = 0;
+            put_value(s, f, t->data[off + i * st]);
         }
     } else {
         for (int i = 0; i < n; i++) {
-            if (summarise_dim(t, d, summ) && i == 3) {
-                put(s, "\n");
-                for (int k = 0; k < indent + 1; k++)
-                    put(s, " ");
-                put(s, "...,");
-                i = n - 3;
-            }
             if (i > 0) {
+                put(s, ",");
                 for (int k = 0; k < t->ndim - d - 1; k++)
                     put(s, "\n");
-                for (int k = 0; k < indent + 1; k++)
-                    put(s, " ");
+                put_spaces(s, indent + 1);
             }
-            emit(s, t, f, d + 1, off + i * stride, indent + 1, summ);
-            if (i < n - 1)
-                put(s, ",");
+            if (summarised(t, d, summ) && i == TG_EDGE) {
+                put(s, "...");
+                i = n - TG_EDGE - 1;
+                continue;
+            }
+            emit(s, t, f, d + 1, off + i * st, indent + 1, summ);
         }
     }
     put(s, "]");
@@ -324,51 +346,22 @@ int tg_snprint(char *buf, size_t size, const tg_tensor *t)
     if (size)
         buf[0] = '\0';
     const bool summ = t->numel > 1000;
-    float mx = 0.0f, mn = INFINITY, mn_nz = 0.0f;
-    bool all_int = true, any_finite = false, nz = false;
+    fmt_t f = {true, false, 1};
+    stats_t st = {false, true, 0.0, 0.0};
     if (t->numel > 0)
-        collect(t, 0, 0, summ, &mx, &mn, &all_int, &any_finite, &nz, &mn_nz);
-    fmt_t f = {false, false, 1};
-    if (any_finite) {
-        if (all_int) {
-            f.int_mode = true;
-            f.sci_mode = mx > 1e8f;
-        } else {
-            /* torch: sci when max/min > 1000 or max > 1e8 or min < 1e-4, over nonzero |values| */
-            f.sci_mode = nz && (mx / mn_nz > 1000.0f || mx > 1e8f || mn_nz < 1e-4f);
-        }
-    }
-    /* width: widest formatted element */
-    {
-        fmt_t probe = f;
-        char item[64];
-        /* scan the same elements again for width */
-        int64_t idx[TG_MAX_DIMS] = {0};
-        (void)idx;
-        for (int64_t i = 0; i < t->numel; i++) {
-            if (summ) {
-                /* only edges count; cheap check per dim */
-                int64_t r = i;
-                bool edge = true;
-                for (int d = t->ndim - 1; d >= 0; d--) {
-                    int c = (int)(r % t->shape[d]);
-                    r /= t->shape[d];
-                    if (t->shape[d] > 6 && c >= 3 && c < t->shape[d] - 3)
-                        edge = false;
-                }
-                if (!edge)
-                    continue;
-            }
-            if (!isfinite(t->data[i]))
-                continue; /* torch sizes columns by the finite values only */
-            fmt_value(&probe, t->data[i], item);
-            int w = (int)strlen(item);
-            if (w > f.width)
-                f.width = w;
-        }
+        visit(t, 0, 0, summ, stats_visit, &st);
+    if (st.any) {
+        f.int_mode = st.all_int;
+        f.sci_mode = st.mx / st.mn > 1000.0 || st.mx > 1e8 || (!f.int_mode && st.mn < 1e-4);
+        width_ctx w = {&f};
+        visit(t, 0, 0, summ, width_visit, &w);
     }
     put(&s, "tensor(");
-    if (t->numel == 0 && t->ndim > 0) {
+    if (t->ndim == 0) {
+        char item[64];
+        fmt_raw(&f, t->data[0], item, sizeof item);
+        put(&s, item);
+    } else if (t->numel == 0) {
         put(&s, "[]");
     } else {
         emit(&s, t, &f, 0, 0, 7, summ);
