@@ -25,14 +25,15 @@ EX_BIN   := $(EX_SRC:examples/%.c=$(BUILD)/%)
 TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 TEST_UTIL := $(BUILD)/tests/testutil.o
-BENCH_SRC := $(wildcard bench/*.c)
+BENCH_SRC := $(wildcard tests/bench/*.c)
+BENCH_BIN := $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%)
 HDRS     := $(wildcard tensor/*.h autograd/*.h nn/*.h optim/*.h tests/*.h examples/*.h)
 
 .PHONY: all test run debug asan bench clean valgrind
 .SUFFIXES:
 .SECONDARY:
 
-all: $(LIB) $(EX_BIN) $(TEST_BIN)
+all: $(LIB) $(EX_BIN) $(TEST_BIN) $(BENCH_BIN)
 
 $(BUILD)/%.o: %.c $(HDRS)
 	@mkdir -p $(dir $@)
@@ -45,6 +46,11 @@ $(LIB): $(LIB_OBJ)
 $(BUILD)/%: examples/%.c $(LIB) $(HDRS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $< $(LIB) $(LDLIBS) -o $@
+
+# Benchmarks count every malloc the library makes, through the linker's --wrap.
+$(BUILD)/bench/%: tests/bench/%.c $(LIB) $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $< $(LIB) $(LDLIBS) -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=aligned_alloc -o $@
 
 $(TEST_UTIL): tests/testutil.c $(HDRS)
 	@mkdir -p $(dir $@)
@@ -73,8 +79,19 @@ valgrind: all
 	@for t in $(TEST_BIN); do echo "== valgrind $$t"; \
 	  CK_FORK=no valgrind --quiet --leak-check=full --errors-for-leak-kinds=definite,indirect --error-exitcode=3 $$t >/dev/null || exit 1; done; echo "valgrind: no leaks"
 
-bench: all
-	@if [ -x bench/run ]; then bash bench/run; else echo "no benchmarks yet"; fi
+bench: $(BENCH_BIN)
+	@bash tests/bench/run
 
 clean:
 	rm -rf build build-debug build-asan
+
+# ---- fuzzing (issue 5): libFuzzer + ASan/UBSan over the checkpoint loader, a bounded run.
+#   make fuzz [FUZZ_TIME=60]   the library sources are built straight into the fuzz binary
+FUZZ_TIME ?= 60
+FUZZ_CC   ?= clang
+fuzz:
+	@mkdir -p build-fuzz/corpus
+	$(FUZZ_CC) -std=c11 -D_GNU_SOURCE -O1 -g -I. -pthread -fsanitize=fuzzer,address,undefined \
+	    -fno-sanitize-recover=undefined tests/fuzz/fuzz_checkpoint.c $(LIB_SRC) -lm -o build-fuzz/fuzz_checkpoint
+	build-fuzz/fuzz_checkpoint -max_total_time=$(FUZZ_TIME) -max_len=8192 -dict=tests/fuzz/safetensors.dict \
+	    build-fuzz/corpus tests/fuzz/seeds

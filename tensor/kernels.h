@@ -12,10 +12,7 @@
 #include "tensor.h"
 
 /* ---------------------------------------------------------------- threads
- * Kernels split large loops over a small pthread pool. 1 = single-threaded.
- * The default is 1 unless TG_THREADS is set in the environment. */
-void tg_set_num_threads(int n);
-int tg_get_num_threads(void);
+ * (tg_set_num_threads / tg_get_num_threads are in tensor.h.) */
 /* Runs fn(ctx, i0, i1) over [0, n) split into contiguous chunks, one per
  * thread; runs inline when n is below min_chunk * 2 or one thread is set. */
 typedef void (*tg_range_fn)(void *ctx, int64_t i0, int64_t i1);

@@ -149,4 +149,11 @@ tg_tensor *tg_rand(tg_generator *g, int ndim, const int *shape);
 tg_tensor *tg_randn(tg_generator *g, int ndim, const int *shape);
 tg_tensor *tg_uniform(tg_generator *g, float from, float to, int ndim, const int *shape);
 
+/* ---------------------------------------------------------------- threads
+ * The kernels split large loops over a small pthread pool (the caller's
+ * thread works too). 1 = single-threaded; the default is 1 unless the
+ * environment sets TG_THREADS. Set it from one thread, between ops. */
+void tg_set_num_threads(int n);
+int tg_get_num_threads(void);
+
 #endif /* TG_TENSOR_H */

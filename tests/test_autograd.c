@@ -1,0 +1,1320 @@
+/*
+ * tests/test_autograd.c — suite "autograd": every op of autograd/autograd.h
+ * against PyTorch (forward output and the gradient of every input after
+ * backward with a fixed random upstream gradient, tests/golden/ops.txt from
+ * tests/golden/gen_ops.py), tg_gradcheck on the golden inputs and on random
+ * (broadcast) shapes with independent forward references, the tape's
+ * behaviour, and the error messages.
+ */
+#include "testutil.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Tolerances (float32 kernels). */
+#define FWD_ATOL 1e-6
+#define FWD_RTOL 1e-5
+#define BWD_ATOL 1e-5
+#define BWD_RTOL 1e-4
+/* tg_gradcheck: central differences at eps; float32 rounding of the
+ * perturbed outputs gives ~1e-7 * |out| / eps noise per element. */
+#define GC_EPS 1e-2
+#define GC_ATOL 1e-3
+#define GC_RTOL 1e-2
+
+static golden_file *G;
+static void load_goldens(void) { G = golden_open("ops"); }
+static void close_goldens(void)
+{
+    golden_close(G);
+    G = NULL;
+}
+
+/* ================================================================ op cases
+ * One row per golden case: the golden key prefix, the function computing
+ * the output from the float inputs (also the tg_gradcheck function), the
+ * number of float inputs and the op's arguments. */
+
+enum { NO_GC = 1 }; /* no gradcheck on the golden inputs (ties, -inf outputs) */
+
+typedef struct op_case {
+    const char *name;
+    tg_gradcheck_fn fn;
+    int n_in;
+    int i[6];      /* dims, flags, reshape (ndim, shape...) */
+    float f;       /* scalar argument */
+    unsigned flags;
+    double gc_eps; /* 0: GC_EPS */
+} op_case;
+
+typedef struct {
+    const op_case *c;
+    int32_t *ids; /* embedding ids / cross-entropy targets */
+    int ids_ndim;
+    int ids_shape[TG_MAX_DIMS];
+    tg_tensor *mask;
+    uint64_t seed;
+    tg_generator gen;
+    float f;       /* for random cases */
+    int i[6];
+} op_ctx;
+
+#define C_(p) (((op_ctx *)(p))->c)
+#define X_(p) ((op_ctx *)(p))
+
+static tg_tensor *f_add(tg_tensor **x, void *p) { (void)p; return tg_add(x[0], x[1]); }
+static tg_tensor *f_sub(tg_tensor **x, void *p) { (void)p; return tg_sub(x[0], x[1]); }
+static tg_tensor *f_mul(tg_tensor **x, void *p) { (void)p; return tg_mul(x[0], x[1]); }
+static tg_tensor *f_div(tg_tensor **x, void *p) { (void)p; return tg_div(x[0], x[1]); }
+static tg_tensor *f_mul_self(tg_tensor **x, void *p) { (void)p; return tg_mul(x[0], x[0]); }
+static tg_tensor *f_add_scalar(tg_tensor **x, void *p) { return tg_add_scalar(x[0], C_(p)->f); }
+static tg_tensor *f_mul_scalar(tg_tensor **x, void *p) { return tg_mul_scalar(x[0], C_(p)->f); }
+static tg_tensor *f_neg(tg_tensor **x, void *p) { (void)p; return tg_neg(x[0]); }
+static tg_tensor *f_exp(tg_tensor **x, void *p) { (void)p; return tg_exp(x[0]); }
+static tg_tensor *f_log(tg_tensor **x, void *p) { (void)p; return tg_log(x[0]); }
+static tg_tensor *f_sqrt(tg_tensor **x, void *p) { (void)p; return tg_sqrt(x[0]); }
+static tg_tensor *f_pow(tg_tensor **x, void *p) { return tg_pow_scalar(x[0], C_(p)->f); }
+static tg_tensor *f_tanh(tg_tensor **x, void *p) { (void)p; return tg_tanh(x[0]); }
+static tg_tensor *f_relu(tg_tensor **x, void *p) { (void)p; return tg_relu(x[0]); }
+static tg_tensor *f_gelu(tg_tensor **x, void *p) { (void)p; return tg_gelu(x[0]); }
+static tg_tensor *f_matmul(tg_tensor **x, void *p) { (void)p; return tg_matmul(x[0], x[1]); }
+static tg_tensor *f_transpose(tg_tensor **x, void *p) { return tg_transpose(x[0], C_(p)->i[0], C_(p)->i[1]); }
+static tg_tensor *f_permute(tg_tensor **x, void *p) { return tg_permute(x[0], C_(p)->i); }
+static tg_tensor *f_reshape(tg_tensor **x, void *p) { return tg_reshape(x[0], C_(p)->i[0], C_(p)->i + 1); }
+static tg_tensor *f_view(tg_tensor **x, void *p) { return tg_view(x[0], C_(p)->i[0], C_(p)->i + 1); }
+static tg_tensor *f_concat(tg_tensor **x, void *p) { return tg_concat(x, C_(p)->n_in, C_(p)->i[0]); }
+static tg_tensor *f_sum(tg_tensor **x, void *p) { (void)p; return tg_sum(x[0]); }
+static tg_tensor *f_sum_dim(tg_tensor **x, void *p) { return tg_sum_dim(x[0], C_(p)->i[0], C_(p)->i[1]); }
+static tg_tensor *f_mean(tg_tensor **x, void *p) { (void)p; return tg_mean(x[0]); }
+static tg_tensor *f_mean_dim(tg_tensor **x, void *p) { return tg_mean_dim(x[0], C_(p)->i[0], C_(p)->i[1]); }
+static tg_tensor *f_max(tg_tensor **x, void *p) { (void)p; return tg_max(x[0]); }
+static tg_tensor *f_max_dim(tg_tensor **x, void *p) { return tg_max_dim(x[0], C_(p)->i[0], C_(p)->i[1]); }
+static tg_tensor *f_softmax(tg_tensor **x, void *p) { return tg_softmax(x[0], C_(p)->i[0]); }
+static tg_tensor *f_log_softmax(tg_tensor **x, void *p) { return tg_log_softmax(x[0], C_(p)->i[0]); }
+static tg_tensor *f_masked_fill(tg_tensor **x, void *p) { return tg_masked_fill(x[0], X_(p)->mask, C_(p)->f); }
+static tg_tensor *f_masked_softmax(tg_tensor **x, void *p)
+{
+    return tg_softmax(tg_masked_fill(x[0], X_(p)->mask, -INFINITY), -1);
+}
+static tg_tensor *f_triu(tg_tensor **x, void *p) { return tg_triu(x[0], C_(p)->i[0]); }
+static tg_tensor *f_tril(tg_tensor **x, void *p) { return tg_tril(x[0], C_(p)->i[0]); }
+/* Re-seeded on every call, so every gradcheck evaluation sees the same mask. */
+static tg_tensor *f_dropout(tg_tensor **x, void *p)
+{
+    op_ctx *c = p;
+    tg_manual_seed(&c->gen, c->seed);
+    return tg_dropout(x[0], c->c->f, c->c->i[0], &c->gen);
+}
+static tg_tensor *f_embedding(tg_tensor **x, void *p)
+{
+    op_ctx *c = p;
+    return tg_embedding(x[0], c->ids, c->ids_ndim, c->ids_shape);
+}
+static tg_tensor *f_cross_entropy(tg_tensor **x, void *p) { return tg_cross_entropy(x[0], X_(p)->ids); }
+static tg_tensor *f_layernorm(tg_tensor **x, void *p) { (void)p; return tg_layernorm(x[0], x[1], x[2], 1e-5f); }
+
+/* x (B,4,6), wq/wk/wv (6,6): causal single-head attention as in the book. */
+static tg_tensor *f_chain_attn(tg_tensor **x, void *p)
+{
+    tg_tensor *q = tg_matmul(x[0], x[1]), *k = tg_matmul(x[0], x[2]), *v = tg_matmul(x[0], x[3]);
+    tg_tensor *s = tg_masked_fill(tg_matmul(q, tg_transpose(k, 1, 2)), X_(p)->mask, -INFINITY);
+    tg_tensor *w = tg_softmax(tg_mul_scalar(s, (float)(1.0 / sqrt(6.0))), -1);
+    return tg_matmul(w, v);
+}
+
+/* x (2,3,4), w1 (4,8), b1 (8), w2 (8,4), scale/shift (4): a pre-norm MLP block -> mean. */
+static tg_tensor *f_chain_mlp(tg_tensor **x, void *p)
+{
+    (void)p;
+    tg_tensor *h = tg_layernorm(x[0], x[4], x[5], 1e-5f);
+    h = tg_gelu(tg_add(tg_matmul(h, x[1]), x[2]));
+    return tg_mean(tg_add(tg_matmul(h, x[3]), x[0]));
+}
+
+/* OP(name, fn, n_in, designated extras...) */
+#define OP(nm, f_, ...) {.name = nm, .fn = f_, .n_in = __VA_ARGS__}
+static const op_case CASES[] = {
+    OP("add.same", f_add, 2),
+    OP("add.bc_last", f_add, 2),
+    OP("add.bc_mid", f_add, 2),
+    OP("add.bc_4d", f_add, 2),
+    OP("add.scalar_rhs", f_add, 2),
+    OP("add.scalar_both", f_add, 2),
+    OP("sub.bc_last", f_sub, 2),
+    OP("sub.bc_lhs", f_sub, 2),
+    OP("sub.scalar_lhs", f_sub, 2),
+    OP("mul.same", f_mul, 2),
+    OP("mul.bc_col", f_mul, 2),
+    OP("mul.bc_mid", f_mul, 2),
+    OP("mul.scalar_rhs", f_mul, 2),
+    OP("mul.self", f_mul_self, 1),
+    OP("div.same", f_div, 2),
+    OP("div.bc_last", f_div, 2),
+    OP("div.bc_mid", f_div, 2),
+    OP("div.scalar_lhs", f_div, 2),
+    OP("add_scalar", f_add_scalar, 1, .f = 2.5f),
+    OP("mul_scalar", f_mul_scalar, 1, .f = -1.5f),
+    OP("neg", f_neg, 1),
+
+    OP("exp", f_exp, 1),
+    OP("log", f_log, 1),
+    OP("sqrt", f_sqrt, 1),
+    OP("pow.2", f_pow, 1, .f = 2.0f),
+    OP("pow.3", f_pow, 1, .f = 3.0f),
+    OP("pow.half", f_pow, 1, .f = 0.5f),
+    OP("pow.m1_5", f_pow, 1, .f = -1.5f),
+    OP("tanh", f_tanh, 1),
+    OP("relu", f_relu, 1),
+    OP("gelu", f_gelu, 1),
+
+    OP("matmul.2d", f_matmul, 2),
+    OP("matmul.3d", f_matmul, 2),
+    OP("matmul.4d", f_matmul, 2),
+    OP("matmul.bc_rhs2d", f_matmul, 2),
+    OP("matmul.bc_lhs2d", f_matmul, 2),
+    OP("matmul.bc_4d3d", f_matmul, 2),
+    OP("matmul.bc_ones", f_matmul, 2),
+
+    OP("transpose.01", f_transpose, 1, .i = {0, 1}),
+    OP("transpose.neg", f_transpose, 1, .i = {-1, -2}),
+    OP("transpose.2d", f_transpose, 1, .i = {1, 0}),
+    OP("transpose.02", f_transpose, 1, .i = {0, 2}),
+    OP("permute.3d", f_permute, 1, .i = {2, 0, 1}),
+    OP("permute.heads", f_permute, 1, .i = {0, 2, 1, 3}),
+    OP("permute.neg", f_permute, 1, .i = {-1, 0, 1}),
+    OP("reshape.m1_last", f_reshape, 1, .i = {2, -1, 4}),
+    OP("reshape.m1_first", f_reshape, 1, .i = {2, 6, -1}),
+    OP("reshape.flat", f_reshape, 1, .i = {1, 24}),
+    OP("reshape.4d", f_reshape, 1, .i = {4, 2, 3, 2, 2}),
+    OP("reshape.m1_mid", f_reshape, 1, .i = {3, 2, -1, 3}),
+    OP("view.2d", f_view, 1, .i = {2, 4, 6}),
+    OP("view.m1", f_view, 1, .i = {2, 2, -1}),
+    OP("concat.d0", f_concat, 3, .i = {0}),
+    OP("concat.d1", f_concat, 2, .i = {1}),
+    OP("concat.neg", f_concat, 2, .i = {-1}),
+    OP("concat.4d", f_concat, 2, .i = {2}),
+    OP("concat.single", f_concat, 1, .i = {1}),
+
+    OP("sum.all", f_sum, 1),
+    OP("sum.all0d", f_sum, 1),
+    OP("sum.d1", f_sum_dim, 1, .i = {1, 0}),
+    OP("sum.d1k", f_sum_dim, 1, .i = {1, 1}),
+    OP("sum.neg", f_sum_dim, 1, .i = {-1, 0}),
+    OP("sum.d0k", f_sum_dim, 1, .i = {0, 1}),
+    OP("mean.all", f_mean, 1),
+    OP("mean.d2", f_mean_dim, 1, .i = {2, 0}),
+    OP("mean.negk", f_mean_dim, 1, .i = {-2, 1}),
+    OP("mean.d0", f_mean_dim, 1, .i = {0, 0}),
+    OP("max.all", f_max, 1),
+    OP("max.all_ties", f_max, 1, .flags = NO_GC),
+    OP("max.d1", f_max_dim, 1, .i = {1, 0}),
+    OP("max.negk", f_max_dim, 1, .i = {-1, 1}),
+    OP("max.d_ties", f_max_dim, 1, .i = {1, 0}, .flags = NO_GC),
+    OP("max.d0", f_max_dim, 1, .i = {0, 0}),
+
+    OP("softmax.last", f_softmax, 1, .i = {-1}),
+    OP("softmax.d0", f_softmax, 1, .i = {0}),
+    OP("softmax.d1", f_softmax, 1, .i = {1}),
+    OP("softmax.neg2", f_softmax, 1, .i = {-2}),
+    OP("softmax.big", f_softmax, 1, .i = {-1}),
+    OP("softmax.4d", f_softmax, 1, .i = {-1}),
+    OP("log_softmax.last", f_log_softmax, 1, .i = {-1}),
+    OP("log_softmax.d0", f_log_softmax, 1, .i = {0}),
+    OP("log_softmax.d1", f_log_softmax, 1, .i = {1}),
+    OP("log_softmax.neg2", f_log_softmax, 1, .i = {-2}),
+    OP("log_softmax.big", f_log_softmax, 1, .i = {-1}),
+    OP("log_softmax.4d", f_log_softmax, 1, .i = {-1}),
+
+    {"masked_fill.causal", f_masked_fill, 1, .f = -INFINITY, .flags = NO_GC}, /* -inf output */
+    OP("masked_fill.bcast", f_masked_fill, 1, .f = 0.5f),
+    OP("masked_fill.3d", f_masked_fill, 1, .f = -2.0f),
+    OP("masked_fill.attn", f_masked_softmax, 1),
+    OP("triu.d0", f_triu, 1, .i = {0}),
+    OP("triu.d1", f_triu, 1, .i = {1}),
+    OP("triu.dm1", f_triu, 1, .i = {-1}),
+    OP("tril.dm1", f_tril, 1, .i = {-1}),
+    OP("tril.d0", f_tril, 1, .i = {0}),
+    OP("tril.d2", f_tril, 1, .i = {2}),
+
+    OP("dropout.p01", f_dropout, 1, .i = {1}, .f = 0.1f),
+    OP("dropout.p05", f_dropout, 1, .i = {1}, .f = 0.5f),
+    OP("dropout.eval", f_dropout, 1, .i = {0}, .f = 0.5f),
+    OP("dropout.p0", f_dropout, 1, .i = {1}, .f = 0.0f),
+    OP("dropout.p1", f_dropout, 1, .i = {1}, .f = 1.0f),
+    OP("embedding.2d", f_embedding, 1),
+    OP("embedding.1d", f_embedding, 1),
+    OP("cross_entropy.2d", f_cross_entropy, 1),
+    OP("cross_entropy.3d", f_cross_entropy, 1),
+    OP("cross_entropy.big", f_cross_entropy, 1),
+    OP("layernorm.3d", f_layernorm, 3),
+    OP("layernorm.2d", f_layernorm, 3),
+    OP("chain.attn", f_chain_attn, 4),
+    OP("chain.mlp", f_chain_mlp, 6),
+};
+#define N_CASES ((int)(sizeof CASES / sizeof CASES[0]))
+
+static void ctx_load(op_ctx *x, const op_case *c)
+{
+    memset(x, 0, sizeof *x);
+    x->c = c;
+    char key[128];
+    snprintf(key, sizeof key, "%s.ids", c->name);
+    if (golden_has(G, key)) {
+        tg_tensor *t = golden_tensor(G, key);
+        x->ids_ndim = t->ndim;
+        memcpy(x->ids_shape, t->shape, sizeof x->ids_shape);
+        x->ids = golden_ints(G, key, NULL);
+        tg_free(t);
+    }
+    snprintf(key, sizeof key, "%s.mask", c->name);
+    if (golden_has(G, key))
+        x->mask = golden_tensor(G, key);
+    snprintf(key, sizeof key, "%s.seed", c->name);
+    if (golden_has(G, key)) {
+        tg_tensor *t = golden_tensor(G, key);
+        x->seed = (uint64_t)t->data[0];
+        tg_free(t);
+    }
+}
+
+static void ctx_free(op_ctx *x)
+{
+    free(x->ids);
+    tg_free(x->mask);
+}
+
+static void load_inputs(const op_case *c, tg_tensor **in)
+{
+    for (int k = 0; k < c->n_in; k++)
+        in[k] = tg_requires_grad(golden_tensorf(G, "%s.in%d", c->name, k), true);
+}
+
+/* Forward and the backward of every input against torch. */
+START_TEST(test_op_golden)
+{
+    const op_case *c = &CASES[_i];
+    op_ctx x;
+    ctx_load(&x, c);
+    tg_tensor *in[8];
+    load_inputs(c, in);
+    char what[160];
+
+    tg_tape_reset(NULL);
+    tg_tensor *out = c->fn(in, &x);
+    tg_tensor *want = golden_tensorf(G, "%s.out", c->name);
+    snprintf(what, sizeof what, "%s forward", c->name);
+    assert_tensor_close(out, want, FWD_ATOL, FWD_RTOL, what);
+    if (strncmp(c->name, "dropout.", 8) == 0) /* the mask itself must be torch's, element for element */
+        for (int64_t i = 0; i < want->numel; i++)
+            ck_assert_msg((out->data[i] == 0.0f) == (want->data[i] == 0.0f),
+                          "%s: element %lld is %g, torch has %g (different dropout mask)", c->name, (long long)i,
+                          (double)out->data[i], (double)want->data[i]);
+
+    tg_tensor *gout = golden_tensorf(G, "%s.gout", c->name);
+    tg_backward(out, gout);
+    for (int k = 0; k < c->n_in; k++) {
+        tg_tensor *gw = golden_tensorf(G, "%s.grad%d", c->name, k);
+        ck_assert_msg(in[k]->grad != NULL, "%s: input %d got no gradient", c->name, k);
+        snprintf(what, sizeof what, "%s grad of input %d", c->name, k);
+        assert_close(in[k]->grad, gw, BWD_ATOL, BWD_RTOL, what);
+        tg_free(gw);
+    }
+    tg_tape_reset(NULL);
+    tg_free(want);
+    tg_free(gout);
+    for (int k = 0; k < c->n_in; k++)
+        tg_free(in[k]);
+    ctx_free(&x);
+}
+END_TEST
+
+static void assert_gradcheck(tg_gradcheck_result r, int n_in, const char *what, double eps)
+{
+    char info[512];
+    int n = 0;
+    for (int k = 0; k < r.n_inputs && k < TG_GRADCHECK_MAX_INPUTS; k++)
+        n += snprintf(info + n, sizeof info - (size_t)n, " in%d: max abs %.3g, max rel %.3g (element %d);", k,
+                      r.max_abs_err[k], r.max_rel_err[k], r.worst_index[k]);
+    ck_assert_msg(r.n_inputs == n_in, "%s: gradcheck reports %d inputs, expected %d", what, r.n_inputs, n_in);
+    ck_assert_msg(r.ok, "%s: gradcheck failed (eps %g, atol %g, rtol %g):%s", what, eps, GC_ATOL, GC_RTOL, info);
+}
+
+/* Gradcheck indices: the cases without NO_GC. */
+static int GC_IDX[N_CASES];
+static int N_GC;
+
+START_TEST(test_op_gradcheck)
+{
+    const op_case *c = &CASES[GC_IDX[_i]];
+    op_ctx x;
+    ctx_load(&x, c);
+    tg_tensor *in[8];
+    load_inputs(c, in);
+    const double eps = c->gc_eps > 0 ? c->gc_eps : GC_EPS;
+    tg_gradcheck_result r = tg_gradcheck(c->fn, &x, in, c->n_in, eps, GC_ATOL, GC_RTOL);
+    char what[160];
+    snprintf(what, sizeof what, "gradcheck %s", c->name);
+    assert_gradcheck(r, c->n_in, what, eps);
+    for (int k = 0; k < c->n_in; k++)
+        tg_free(in[k]);
+    ctx_free(&x);
+}
+END_TEST
+
+/* ================================================================ random shapes
+ * Shapes drawn from a seeded generator, broadcast cases included; every
+ * forward is checked against a plain reference written here, then
+ * tg_gradcheck. */
+
+static int rnd(tg_generator *g, int n) { return (int)(tg_random_u32(g) % (uint32_t)n); }
+
+static tg_tensor *rand_leaf(tg_generator *g, int ndim, const int *shape, float lo, float hi)
+{
+    return tg_requires_grad(tg_uniform(g, lo, hi, ndim, shape), true);
+}
+
+static void unravel(int64_t i, int ndim, const int *shape, int *idx)
+{
+    for (int d = ndim - 1; d >= 0; d--) {
+        idx[d] = (int)(i % shape[d]);
+        i /= shape[d];
+    }
+}
+
+/* Offset into a tensor of (ndim, shape) broadcast against an output index of out_ndim dims. */
+static int64_t bcast_off(int ndim, const int *shape, int out_ndim, const int *idx)
+{
+    int64_t off = 0;
+    for (int d = 0; d < ndim; d++)
+        off = off * shape[d] + (shape[d] == 1 ? 0 : idx[d + out_ndim - ndim]);
+    return off;
+}
+
+static void check_ref(const tg_tensor *got, int ndim, const int *shape, const double *ref, const char *what)
+{
+    char b1[64], b2[64];
+    ck_assert_msg(got->ndim == ndim && memcmp(got->shape, shape, (size_t)ndim * sizeof(int)) == 0,
+                  "%s: shape %s, expected %s", what, tg_shape_str(b1, got->ndim, got->shape),
+                  tg_shape_str(b2, ndim, shape));
+    for (int64_t i = 0; i < got->numel; i++)
+        ck_assert_msg(fabs(got->data[i] - ref[i]) <= FWD_ATOL + 1e-5 * fabs(ref[i]),
+                      "%s: element %lld is %.7g, reference %.7g", what, (long long)i, (double)got->data[i], ref[i]);
+}
+
+/* A random shape of ndim dims, each 1..4 */
+static void rand_shape(tg_generator *g, int ndim, int *shape)
+{
+    for (int d = 0; d < ndim; d++)
+        shape[d] = 1 + rnd(g, 4);
+}
+
+/* A shape that broadcasts to out: trailing k <= ndim dims, some set to 1. */
+static int bcast_shape(tg_generator *g, int ndim, const int *out, int *shape)
+{
+    int k = rnd(g, ndim + 1);
+    for (int d = 0; d < k; d++)
+        shape[d] = rnd(g, 3) == 0 ? 1 : out[ndim - k + d];
+    return k;
+}
+
+static const char *BIN_NAMES[4] = {"add", "sub", "mul", "div"};
+static const tg_gradcheck_fn BIN_FNS[4] = {f_add, f_sub, f_mul, f_div};
+
+START_TEST(test_random_broadcast_binary)
+{
+    tg_generator g;
+    tg_manual_seed(&g, 1000 + (uint64_t)_i);
+    for (int trial = 0; trial < 10; trial++) {
+        int n = 1 + rnd(&g, 4), out[4], sa[4], sb[4];
+        rand_shape(&g, n, out);
+        int na = bcast_shape(&g, n, out, sa), nb = bcast_shape(&g, n, out, sb);
+        if (trial % 2) /* make one side full so the output shape is out */
+            na = n, memcpy(sa, out, sizeof out);
+        else
+            nb = n, memcpy(sb, out, sizeof out);
+        tg_tensor *in[2];
+        in[0] = rand_leaf(&g, na, sa, -2, 2);
+        in[1] = _i == 3 ? rand_leaf(&g, nb, sb, 0.5f, 2) : rand_leaf(&g, nb, sb, -2, 2);
+        if (_i == 3)
+            for (int64_t i = 0; i < in[1]->numel; i++)
+                if (rnd(&g, 2))
+                    in[1]->data[i] = -in[1]->data[i];
+        char what[160], b1[64], b2[64];
+        snprintf(what, sizeof what, "tg_%s %s %s", BIN_NAMES[_i], tg_shape_str(b1, na, sa), tg_shape_str(b2, nb, sb));
+
+        int64_t numel = tg_shape_numel(n, out);
+        double *ref = malloc((size_t)numel * sizeof *ref);
+        for (int64_t i = 0; i < numel; i++) {
+            int idx[4];
+            unravel(i, n, out, idx);
+            double a = in[0]->data[bcast_off(na, sa, n, idx)], b = in[1]->data[bcast_off(nb, sb, n, idx)];
+            ref[i] = _i == 0 ? a + b : _i == 1 ? a - b : _i == 2 ? a * b : a / b;
+        }
+        tg_tensor *y = BIN_FNS[_i](in, NULL);
+        check_ref(y, n, out, ref, what);
+        tg_tape_reset(NULL);
+        free(ref);
+        assert_gradcheck(tg_gradcheck(BIN_FNS[_i], NULL, in, 2, GC_EPS, GC_ATOL, GC_RTOL), 2, what, GC_EPS);
+        tg_free(in[0]);
+        tg_free(in[1]);
+    }
+}
+END_TEST
+
+START_TEST(test_random_matmul)
+{
+    tg_generator g;
+    tg_manual_seed(&g, 2000);
+    for (int trial = 0; trial < 14; trial++) {
+        int M = 1 + rnd(&g, 4), K = 1 + rnd(&g, 4), N = 1 + rnd(&g, 4);
+        int nbat = rnd(&g, 3), bat[2];
+        rand_shape(&g, nbat, bat);
+        int sa[4], sb[4];
+        int ka = bcast_shape(&g, nbat, bat, sa), kb = bcast_shape(&g, nbat, bat, sb);
+        if (trial % 2)
+            ka = nbat, memcpy(sa, bat, sizeof bat);
+        else
+            kb = nbat, memcpy(sb, bat, sizeof bat);
+        sa[ka] = M, sa[ka + 1] = K;
+        sb[kb] = K, sb[kb + 1] = N;
+        tg_tensor *in[2] = {rand_leaf(&g, ka + 2, sa, -1, 1), rand_leaf(&g, kb + 2, sb, -1, 1)};
+        char what[160], b1[64], b2[64];
+        snprintf(what, sizeof what, "tg_matmul %s @ %s", tg_shape_str(b1, ka + 2, sa), tg_shape_str(b2, kb + 2, sb));
+        int out[4];
+        memcpy(out, bat, sizeof bat);
+        out[nbat] = M, out[nbat + 1] = N;
+        int64_t nb = tg_shape_numel(nbat, bat);
+        double *ref = malloc((size_t)(nb * M * N) * sizeof *ref);
+        for (int64_t bi = 0; bi < nb; bi++) {
+            int idx[2];
+            unravel(bi, nbat, bat, idx);
+            int64_t oa = bcast_off(ka, sa, nbat, idx), ob = bcast_off(kb, sb, nbat, idx);
+            for (int m = 0; m < M; m++)
+                for (int j = 0; j < N; j++) {
+                    double s = 0;
+                    for (int k = 0; k < K; k++)
+                        s += (double)in[0]->data[(oa * M + m) * K + k] * in[1]->data[(ob * K + k) * N + j];
+                    ref[(bi * M + m) * N + j] = s;
+                }
+        }
+        tg_tensor *y = tg_matmul(in[0], in[1]);
+        check_ref(y, nbat + 2, out, ref, what);
+        tg_tape_reset(NULL);
+        free(ref);
+        assert_gradcheck(tg_gradcheck(f_matmul, NULL, in, 2, GC_EPS, GC_ATOL, GC_RTOL), 2, what, GC_EPS);
+        tg_free(in[0]);
+        tg_free(in[1]);
+    }
+}
+END_TEST
+
+/* Unary ops: name, function, input range, scalar, reference. */
+static double gelu_ref(double x) { return 0.5 * x * (1 + tanh(sqrt(2 / M_PI) * (x + 0.044715 * x * x * x))); }
+
+static const struct {
+    const char *name;
+    tg_gradcheck_fn fn;
+    float lo, hi, f;
+    bool away_from_zero;
+} UNARY[] = {
+    {"add_scalar", f_add_scalar, -2, 2, 0.75f, false}, {"mul_scalar", f_mul_scalar, -2, 2, -2.5f, false},
+    {"neg", f_neg, -2, 2, 0, false},                   {"exp", f_exp, -2, 2, 0, false},
+    {"log", f_log, 0.5f, 3, 0, false},                 {"sqrt", f_sqrt, 0.5f, 3, 0, false},
+    {"pow", f_pow, 0.5f, 2, 2.5f, false},              {"pow_int", f_pow, -2, 2, 3.0f, false},
+    {"tanh", f_tanh, -2, 2, 0, false},                 {"relu", f_relu, -2, 2, 0, true},
+    {"gelu", f_gelu, -3, 3, 0, false},
+};
+#define N_UNARY ((int)(sizeof UNARY / sizeof UNARY[0]))
+
+START_TEST(test_random_unary)
+{
+    tg_generator g;
+    tg_manual_seed(&g, 3000 + (uint64_t)_i);
+    op_case c = {UNARY[_i].name, UNARY[_i].fn, 1, {0}, UNARY[_i].f, 0, 0};
+    op_ctx x = {.c = &c};
+    for (int trial = 0; trial < 4; trial++) {
+        int n = rnd(&g, 5), shape[4];
+        rand_shape(&g, n, shape);
+        tg_tensor *in[1] = {rand_leaf(&g, n, shape, UNARY[_i].lo, UNARY[_i].hi)};
+        if (UNARY[_i].away_from_zero)
+            for (int64_t i = 0; i < in[0]->numel; i++)
+                in[0]->data[i] += in[0]->data[i] < 0 ? -0.1f : 0.1f;
+        double *ref = malloc((size_t)in[0]->numel * sizeof *ref);
+        for (int64_t i = 0; i < in[0]->numel; i++) {
+            double v = in[0]->data[i], f = UNARY[_i].f;
+            switch (_i) {
+            case 0: ref[i] = (float)v + (float)f; break;
+            case 1: ref[i] = v * f; break;
+            case 2: ref[i] = -v; break;
+            case 3: ref[i] = exp(v); break;
+            case 4: ref[i] = log(v); break;
+            case 5: ref[i] = sqrt(v); break;
+            case 6:
+            case 7: ref[i] = pow(v, f); break;
+            case 8: ref[i] = tanh(v); break;
+            case 9: ref[i] = v > 0 ? v : 0; break;
+            default: ref[i] = gelu_ref(v); break;
+            }
+        }
+        char what[160], b1[64];
+        snprintf(what, sizeof what, "tg_%s %s", UNARY[_i].name, tg_shape_str(b1, n, shape));
+        tg_tensor *y = UNARY[_i].fn(in, &x);
+        check_ref(y, n, shape, ref, what);
+        tg_tape_reset(NULL);
+        free(ref);
+        assert_gradcheck(tg_gradcheck(UNARY[_i].fn, &x, in, 1, GC_EPS, GC_ATOL, GC_RTOL), 1, what, GC_EPS);
+        tg_free(in[0]);
+    }
+}
+END_TEST
+
+/* Reductions and softmax along a random dim: [outer, n, inner] references. */
+enum { R_SUM, R_MEAN, R_MAX, R_SOFTMAX, R_LOG_SOFTMAX, R_N };
+static const char *RED_NAMES[R_N] = {"sum_dim", "mean_dim", "max_dim", "softmax", "log_softmax"};
+static const tg_gradcheck_fn RED_FNS[R_N] = {f_sum_dim, f_mean_dim, f_max_dim, f_softmax, f_log_softmax};
+
+START_TEST(test_random_reduce)
+{
+    tg_generator g;
+    tg_manual_seed(&g, 4000 + (uint64_t)_i);
+    for (int trial = 0; trial < 6; trial++) {
+        int n = 1 + rnd(&g, 4), shape[4];
+        rand_shape(&g, n, shape);
+        int d = rnd(&g, n), keep = rnd(&g, 2);
+        int dim_arg = rnd(&g, 2) ? d - n : d; /* negative half the time */
+        op_case c = {RED_NAMES[_i], RED_FNS[_i], 1, {dim_arg, keep}, 0, 0, 0};
+        op_ctx x = {.c = &c};
+        tg_tensor *in[1] = {rand_leaf(&g, n, shape, -2, 2)};
+        if (_i == R_MAX) { /* distinct values, spaced well beyond eps */
+            int64_t m = in[0]->numel;
+            for (int64_t i = 0; i < m; i++)
+                in[0]->data[i] = (float)(((i * 37) % m) - m / 2) * 0.25f + 0.01f * in[0]->data[i];
+        }
+        int64_t outer = 1, inner = 1;
+        for (int k = 0; k < d; k++)
+            outer *= shape[k];
+        for (int k = d + 1; k < n; k++)
+            inner *= shape[k];
+        const int len = shape[d];
+        const bool reduces = _i <= R_MAX;
+        int oshape[4], on = 0;
+        for (int k = 0; k < n; k++) {
+            if (k != d || !reduces)
+                oshape[on++] = shape[k];
+            else if (keep)
+                oshape[on++] = 1;
+        }
+        double *ref = malloc((size_t)in[0]->numel * sizeof *ref);
+        const float *a = in[0]->data;
+        for (int64_t o = 0; o < outer; o++)
+            for (int64_t j = 0; j < inner; j++) {
+                double s = 0, mx = -INFINITY;
+                for (int k = 0; k < len; k++) {
+                    double v = a[(o * len + k) * inner + j];
+                    s += v;
+                    mx = fmax(mx, v);
+                }
+                if (reduces) {
+                    ref[o * inner + j] = _i == R_SUM ? s : _i == R_MEAN ? s / len : mx;
+                    continue;
+                }
+                double z = 0;
+                for (int k = 0; k < len; k++)
+                    z += exp(a[(o * len + k) * inner + j] - mx);
+                for (int k = 0; k < len; k++) {
+                    double v = a[(o * len + k) * inner + j] - mx;
+                    ref[(o * len + k) * inner + j] = _i == R_SOFTMAX ? exp(v) / z : v - log(z);
+                }
+            }
+        char what[160], b1[64];
+        snprintf(what, sizeof what, "tg_%s %s dim %d keepdim %d", RED_NAMES[_i], tg_shape_str(b1, n, shape), dim_arg,
+                 reduces ? keep : -1);
+        tg_tensor *y = RED_FNS[_i](in, &x);
+        check_ref(y, on, oshape, ref, what);
+        tg_tape_reset(NULL);
+        free(ref);
+        assert_gradcheck(tg_gradcheck(RED_FNS[_i], &x, in, 1, GC_EPS, GC_ATOL, GC_RTOL), 1, what, GC_EPS);
+        tg_free(in[0]);
+    }
+}
+END_TEST
+
+START_TEST(test_random_shape_ops)
+{
+    tg_generator g;
+    tg_manual_seed(&g, 5000);
+    for (int trial = 0; trial < 8; trial++) {
+        int n = 2 + rnd(&g, 3), shape[4];
+        rand_shape(&g, n, shape);
+        tg_tensor *in[3] = {rand_leaf(&g, n, shape, -2, 2), NULL, NULL};
+        char what[160], b1[64];
+
+        /* permute by a random permutation (transpose when it is a swap) */
+        int perm[6] = {0, 1, 2, 3}, oshape[4];
+        for (int k = n - 1; k > 0; k--) {
+            int j = rnd(&g, k + 1), t = perm[k];
+            perm[k] = perm[j], perm[j] = t;
+        }
+        for (int k = 0; k < n; k++)
+            oshape[k] = shape[perm[k]];
+        op_case c = {"permute", f_permute, 1, {perm[0], perm[1], perm[2], perm[3]}, 0, 0, 0};
+        op_ctx x = {.c = &c};
+        double *ref = malloc((size_t)in[0]->numel * sizeof *ref);
+        for (int64_t i = 0; i < in[0]->numel; i++) {
+            int oidx[4], aidx[4];
+            unravel(i, n, oshape, oidx);
+            for (int k = 0; k < n; k++)
+                aidx[perm[k]] = oidx[k];
+            ref[i] = in[0]->data[bcast_off(n, shape, n, aidx)];
+        }
+        snprintf(what, sizeof what, "tg_permute %s [%d,%d,%d,%d]", tg_shape_str(b1, n, shape), perm[0], perm[1],
+                 perm[2], perm[3]);
+        check_ref(tg_permute(in[0], perm), n, oshape, ref, what);
+        tg_tape_reset(NULL);
+        assert_gradcheck(tg_gradcheck(f_permute, &x, in, 1, GC_EPS, GC_ATOL, GC_RTOL), 1, what, GC_EPS);
+
+        /* transpose two random dims */
+        int d0 = rnd(&g, n), d1 = rnd(&g, n);
+        memcpy(oshape, shape, sizeof oshape);
+        oshape[d0] = shape[d1], oshape[d1] = shape[d0];
+        for (int64_t i = 0; i < in[0]->numel; i++) {
+            int idx[4];
+            unravel(i, n, oshape, idx);
+            int t = idx[d0];
+            idx[d0] = idx[d1], idx[d1] = t;
+            ref[i] = in[0]->data[bcast_off(n, shape, n, idx)];
+        }
+        op_case ct = {"transpose", f_transpose, 1, {d0, d1 - n}, 0, 0, 0};
+        x.c = &ct;
+        snprintf(what, sizeof what, "tg_transpose %s %d %d", tg_shape_str(b1, n, shape), d0, d1 - n);
+        check_ref(tg_transpose(in[0], d0, d1 - n), n, oshape, ref, what);
+        tg_tape_reset(NULL);
+        assert_gradcheck(tg_gradcheck(f_transpose, &x, in, 1, GC_EPS, GC_ATOL, GC_RTOL), 1, what, GC_EPS);
+        free(ref);
+
+        /* concat 2..3 tensors along a random dim */
+        int cd = rnd(&g, n), k_in = 2 + rnd(&g, 2), sizes[3], total = 0;
+        for (int k = 0; k < k_in; k++) {
+            int s[4];
+            memcpy(s, shape, sizeof s);
+            s[cd] = sizes[k] = 1 + rnd(&g, 3);
+            total += sizes[k];
+            if (k)
+                in[k] = rand_leaf(&g, n, s, -2, 2);
+            else {
+                tg_free(in[0]);
+                in[0] = rand_leaf(&g, n, s, -2, 2);
+            }
+        }
+        memcpy(oshape, shape, sizeof oshape);
+        oshape[cd] = total;
+        int64_t on = tg_shape_numel(n, oshape);
+        ref = malloc((size_t)on * sizeof *ref);
+        for (int64_t i = 0; i < on; i++) {
+            int idx[4], k = 0;
+            unravel(i, n, oshape, idx);
+            while (idx[cd] >= sizes[k])
+                idx[cd] -= sizes[k++];
+            ref[i] = in[k]->data[bcast_off(n, in[k]->shape, n, idx)];
+        }
+        op_case cc = {"concat", f_concat, k_in, {cd}, 0, 0, 0};
+        x.c = &cc;
+        snprintf(what, sizeof what, "tg_concat of %d along %d, first %s", k_in, cd,
+                 tg_shape_str(b1, n, in[0]->shape));
+        check_ref(tg_concat(in, k_in, cd), n, oshape, ref, what);
+        tg_tape_reset(NULL);
+        free(ref);
+        assert_gradcheck(tg_gradcheck(f_concat, &x, in, k_in, GC_EPS, GC_ATOL, GC_RTOL), k_in, what, GC_EPS);
+        for (int k = 0; k < 3; k++)
+            tg_free(in[k]);
+    }
+}
+END_TEST
+
+/* layernorm, embedding, cross_entropy, masked_fill, triu/tril, dropout on random shapes. */
+START_TEST(test_random_nn_ops)
+{
+    tg_generator g;
+    tg_manual_seed(&g, 6000);
+    char what[160], b1[64];
+    for (int trial = 0; trial < 4; trial++) {
+        /* layernorm over the last dim C of (..., C) */
+        int n = 1 + rnd(&g, 3), shape[4];
+        rand_shape(&g, n, shape);
+        shape[n - 1] = 2 + rnd(&g, 5);
+        int C = shape[n - 1];
+        tg_tensor *in[3] = {rand_leaf(&g, n, shape, -2, 2), rand_leaf(&g, 1, &C, 0.5f, 1.5f),
+                            rand_leaf(&g, 1, &C, -1, 1)};
+        snprintf(what, sizeof what, "tg_layernorm %s", tg_shape_str(b1, n, shape));
+        assert_gradcheck(tg_gradcheck(f_layernorm, NULL, in, 3, GC_EPS, GC_ATOL, GC_RTOL), 3, what, GC_EPS);
+        for (int k = 0; k < 3; k++)
+            tg_free(in[k]);
+
+        /* cross_entropy of (..., C) logits and embedding of (...) ids into (V, D) */
+        op_ctx x = {0};
+        int64_t rows = tg_shape_numel(n - 1, shape);
+        x.ids = malloc((size_t)rows * sizeof *x.ids);
+        for (int64_t i = 0; i < rows; i++)
+            x.ids[i] = rnd(&g, C);
+        in[0] = rand_leaf(&g, n, shape, -3, 3);
+        snprintf(what, sizeof what, "tg_cross_entropy %s", tg_shape_str(b1, n, shape));
+        assert_gradcheck(tg_gradcheck(f_cross_entropy, &x, in, 1, GC_EPS, GC_ATOL, GC_RTOL), 1, what, GC_EPS);
+        tg_free(in[0]);
+        int wshape[2] = {C, 1 + rnd(&g, 4)};
+        x.ids_ndim = n - 1;
+        memcpy(x.ids_shape, shape, sizeof x.ids_shape);
+        in[0] = rand_leaf(&g, 2, wshape, -1, 1);
+        tg_tensor *e = tg_embedding(in[0], x.ids, x.ids_ndim, x.ids_shape);
+        ck_assert_int_eq(e->ndim, n);
+        ck_assert_int_eq(e->shape[n - 1], wshape[1]);
+        for (int64_t i = 0; i < rows; i++)
+            ck_assert_mem_eq(e->data + i * wshape[1], in[0]->data + (int64_t)x.ids[i] * wshape[1],
+                             (size_t)wshape[1] * sizeof(float));
+        tg_tape_reset(NULL);
+        snprintf(what, sizeof what, "tg_embedding ids %s", tg_shape_str(b1, n - 1, shape));
+        assert_gradcheck(tg_gradcheck(f_embedding, &x, in, 1, GC_EPS, GC_ATOL, GC_RTOL), 1, what, GC_EPS);
+        tg_free(in[0]);
+        free(x.ids);
+
+        /* masked_fill with a broadcast mask, triu/tril, dropout (re-seeded) on a >= 2-D shape */
+        int m = 2 + rnd(&g, 3), s2[4];
+        rand_shape(&g, m, s2);
+        int ms[4];
+        int mn = bcast_shape(&g, m, s2, ms);
+        x.mask = tg_empty(mn, ms);
+        for (int64_t i = 0; i < x.mask->numel; i++)
+            x.mask->data[i] = (float)rnd(&g, 2);
+        op_case cm = {"masked_fill", f_masked_fill, 1, {0}, -1.25f, 0, 0};
+        x.c = &cm;
+        in[0] = rand_leaf(&g, m, s2, -2, 2);
+        snprintf(what, sizeof what, "tg_masked_fill %s mask %s", tg_shape_str(b1, m, s2), "(random broadcast)");
+        tg_tensor *y = tg_masked_fill(in[0], x.mask, -1.25f);
+        for (int64_t i = 0; i < y->numel; i++) {
+            int idx[4];
+            unravel(i, m, s2, idx);
+            bool masked = x.mask->data[bcast_off(mn, ms, m, idx)] != 0;
+            ck_assert_msg(y->data[i] == (masked ? -1.25f : in[0]->data[i]), "%s: element %lld", what, (long long)i);
+        }
+        tg_tape_reset(NULL);
+        assert_gradcheck(tg_gradcheck(f_masked_fill, &x, in, 1, GC_EPS, GC_ATOL, GC_RTOL), 1, what, GC_EPS);
+        tg_free(x.mask);
+        x.mask = NULL;
+
+        op_case ctri = {"triu", rnd(&g, 2) ? f_triu : f_tril, 1, {rnd(&g, 5) - 2}, 0, 0, 0};
+        x.c = &ctri;
+        snprintf(what, sizeof what, "tg_%s %s diagonal %d", ctri.fn == f_triu ? "triu" : "tril",
+                 tg_shape_str(b1, m, s2), ctri.i[0]);
+        assert_gradcheck(tg_gradcheck(ctri.fn, &x, in, 1, GC_EPS, GC_ATOL, GC_RTOL), 1, what, GC_EPS);
+
+        op_case cd = {"dropout", f_dropout, 1, {1}, trial % 2 ? 0.5f : 0.2f, 0, 0};
+        x.c = &cd;
+        x.seed = 77 + (uint64_t)trial;
+        snprintf(what, sizeof what, "tg_dropout %s p %g", tg_shape_str(b1, m, s2), (double)cd.f);
+        assert_gradcheck(tg_gradcheck(f_dropout, &x, in, 1, GC_EPS, GC_ATOL, GC_RTOL), 1, what, GC_EPS);
+        tg_free(in[0]);
+    }
+}
+END_TEST
+
+/* max over all elements: gradient split evenly among ties (torch). */
+START_TEST(test_max_all_tie_split)
+{
+    tg_tensor *a = tg_requires_grad(tg_from_array(TG_SHAPE(2, 3), (const float[]){1, 5, 2, 5, 5, 0}), true);
+    tg_tensor *m = tg_max(a);
+    ck_assert_int_eq(m->ndim, 0);
+    ck_assert(m->data[0] == 5.0f);
+    tg_backward(m, NULL);
+    const float want[6] = {0, 1.0f / 3, 0, 1.0f / 3, 1.0f / 3, 0};
+    for (int i = 0; i < 6; i++)
+        ck_assert_msg(fabsf(a->grad[i] - want[i]) < 1e-7f, "grad[%d] = %g, want %g", i, (double)a->grad[i],
+                      (double)want[i]);
+    tg_tape_reset(NULL);
+    tg_free(a);
+}
+END_TEST
+
+/* ================================================================ the tape */
+
+START_TEST(test_no_grad_records_nothing)
+{
+    tg_tape_reset(NULL);
+    tg_generator g;
+    tg_manual_seed(&g, 1);
+    tg_tensor *a = tg_requires_grad(tg_randn(&g, TG_SHAPE(2, 3)), true);
+    tg_tensor *b = tg_requires_grad(tg_randn(&g, TG_SHAPE(3, 4)), true);
+    ck_assert(tg_is_grad_enabled());
+    bool prev = tg_set_grad_enabled(false);
+    ck_assert(prev);
+    ck_assert(!tg_is_grad_enabled());
+    tg_tensor *y = tg_sum(tg_softmax(tg_relu(tg_matmul(tg_mul(a, a), b)), -1));
+    ck_assert_int_eq(tg_tape_current()->n_nodes, 0);
+    ck_assert(!y->requires_grad);
+    ck_assert_int_eq(y->node, -1);
+    const float v = y->data[0];
+    ck_assert(!tg_set_grad_enabled(true));
+    tg_tensor *z = tg_sum(tg_softmax(tg_relu(tg_matmul(tg_mul(a, a), b)), -1));
+    ck_assert_int_eq(tg_tape_current()->n_nodes, 5);
+    ck_assert(z->requires_grad && z->node == 4);
+    ck_assert(z->data[0] == v);
+    tg_tape_reset(NULL);
+    tg_free(a);
+    tg_free(b);
+}
+END_TEST
+
+START_TEST(test_inputs_without_grad_record_nothing)
+{
+    tg_tape_reset(NULL);
+    tg_tensor *a = tg_ones(TG_SHAPE(2, 3)), *b = tg_ones(TG_SHAPE(3));
+    tg_tensor *y = tg_mean(tg_exp(tg_add(a, b)));
+    ck_assert_int_eq(tg_tape_current()->n_nodes, 0);
+    ck_assert(!y->requires_grad);
+    ck_assert(fabsf(y->data[0] - expf(2.0f)) < 1e-5f);
+    /* one input requiring grad: recorded, and only that input gets a grad */
+    tg_requires_grad(a, true);
+    y = tg_sum(tg_mul(a, b));
+    ck_assert_int_eq(tg_tape_current()->n_nodes, 2);
+    tg_backward(y, NULL);
+    ck_assert(b->grad == NULL);
+    for (int i = 0; i < 6; i++)
+        ck_assert(a->grad[i] == 1.0f);
+    tg_tape_reset(NULL);
+    tg_free(a);
+    tg_free(b);
+}
+END_TEST
+
+START_TEST(test_leaves_accumulate)
+{
+    tg_tensor *x = tg_requires_grad(tg_from_array(TG_SHAPE(3), (const float[]){1, -2, 0.5f}), true);
+    tg_tensor *w = tg_requires_grad(tg_scalar(3.0f), true);
+    for (int round = 1; round <= 2; round++) {
+        /* loss = sum(w * x * x): dx = 2 w x, dw = sum(x^2) */
+        tg_tensor *loss = tg_sum(tg_mul(w, tg_mul(x, x)));
+        tg_backward(loss, NULL);
+        for (int i = 0; i < 3; i++)
+            ck_assert_msg(fabsf(x->grad[i] - round * 6.0f * x->data[i]) < 1e-5f, "round %d: x.grad[%d] = %g", round,
+                          i, (double)x->grad[i]);
+        ck_assert(fabsf(w->grad[0] - round * 5.25f) < 1e-5f);
+        tg_tape_reset(NULL); /* leaves keep their grads */
+    }
+    tg_tensor *params[2] = {x, w};
+    tg_zero_grad(params, 2);
+    for (int i = 0; i < 3; i++)
+        ck_assert(x->grad[i] == 0.0f);
+    ck_assert(w->grad[0] == 0.0f);
+    tg_free(x);
+    tg_free(w);
+}
+END_TEST
+
+START_TEST(test_intermediate_grads_do_not_leak)
+{
+    tg_tensor *x = tg_requires_grad(tg_from_array(TG_SHAPE(2), (const float[]){1, 2}), true);
+    tg_tensor *y = tg_mul_scalar(x, 3.0f); /* intermediate */
+    tg_tensor *loss = tg_sum(tg_mul(y, y));
+    tg_backward(loss, NULL);
+    ck_assert(y->grad != NULL);
+    ck_assert(fabsf(y->grad[0] - 6.0f) < 1e-6f && fabsf(y->grad[1] - 12.0f) < 1e-6f);
+    ck_assert(fabsf(x->grad[0] - 18.0f) < 1e-5f && fabsf(x->grad[1] - 36.0f) < 1e-5f);
+    /* a second backward over the same tape: the leaf accumulates, the intermediate starts over */
+    tg_backward(loss, NULL);
+    ck_assert_msg(fabsf(y->grad[0] - 6.0f) < 1e-6f && fabsf(y->grad[1] - 12.0f) < 1e-6f,
+                  "intermediate grad leaked across backwards: %g %g", (double)y->grad[0], (double)y->grad[1]);
+    ck_assert(fabsf(x->grad[0] - 36.0f) < 1e-5f && fabsf(x->grad[1] - 72.0f) < 1e-5f);
+    tg_tape_reset(NULL);
+    /* a fresh forward after reset starts with no intermediate grads */
+    y = tg_mul_scalar(x, 3.0f);
+    ck_assert(y->grad == NULL);
+    tg_tape_reset(NULL);
+    tg_free(x);
+}
+END_TEST
+
+START_TEST(test_backward_with_seed_and_one_element)
+{
+    tg_tensor *x = tg_requires_grad(tg_from_array(TG_SHAPE(2, 2), (const float[]){1, 2, 3, 4}), true);
+    tg_tensor *y = tg_mul(x, x);
+    tg_tensor *seed = tg_from_array(TG_SHAPE(2, 2), (const float[]){1, 0, -1, 0.5f});
+    tg_backward(y, seed);
+    const float want[4] = {2, 0, -6, 4};
+    for (int i = 0; i < 4; i++)
+        ck_assert(fabsf(x->grad[i] - want[i]) < 1e-6f);
+    tg_tape_reset(NULL);
+    tg_zero_grad_tensor(x);
+    /* a one-element but not 0-d loss needs no seed */
+    y = tg_sum_dim(tg_sum_dim(x, 1, true), 0, true);
+    ck_assert_int_eq(y->ndim, 2);
+    tg_backward(y, NULL);
+    for (int i = 0; i < 4; i++)
+        ck_assert(x->grad[i] == 1.0f);
+    tg_tape_reset(NULL);
+    tg_free(seed);
+    tg_free(x);
+}
+END_TEST
+
+START_TEST(test_tape_reset_releases)
+{
+    tg_tape *t = tg_tape_current();
+    tg_tensor *x = tg_requires_grad(tg_ones(TG_SHAPE(4, 4)), true);
+    tg_tensor *y = tg_sum(tg_matmul(x, x));
+    tg_backward(y, NULL);
+    ck_assert_int_eq(t->n_nodes, 2);
+    ck_assert(tg_arena_used(t->arena) > 0);
+    tg_tape_reset(NULL);
+    ck_assert_int_eq(t->n_nodes, 0);
+    ck_assert_int_eq(tg_arena_used(t->arena), 0);
+    ck_assert(x->grad != NULL); /* the leaf's grad survives */
+    ck_assert(x->grad[0] == 8.0f);
+    tg_free(x);
+}
+END_TEST
+
+START_TEST(test_private_tape)
+{
+    tg_tape *def = tg_tape_current();
+    tg_tape_reset(def);
+    tg_tape *mine = tg_tape_new();
+    tg_tape *prev = tg_tape_use(mine);
+    ck_assert(prev == def);
+    ck_assert(tg_tape_current() == mine);
+    tg_tensor *x = tg_requires_grad(tg_ones(TG_SHAPE(3)), true);
+    tg_tensor *y = tg_sum(tg_exp(x));
+    ck_assert_int_eq(mine->n_nodes, 2);
+    ck_assert_int_eq(def->n_nodes, 0);
+    tg_backward(y, NULL);
+    ck_assert(fabsf(x->grad[0] - expf(1.0f)) < 1e-6f);
+    ck_assert(tg_tape_use(prev) == mine);
+    ck_assert(tg_tape_current() == def);
+    tg_tape_free(mine);
+    tg_free(x);
+}
+END_TEST
+
+/* A small MLP classifier trained for a few steps: after the 2nd step the
+ * arena never mallocs again and the tape's node array stops growing. */
+START_TEST(test_warm_training_loop_no_mallocs)
+{
+    tg_tape *tape = tg_tape_new();
+    tg_tape *prev = tg_tape_use(tape);
+    tg_generator g;
+    tg_manual_seed(&g, 123);
+    tg_tensor *x = tg_randn(&g, TG_SHAPE(8, 6));
+    tg_tensor *w1 = tg_requires_grad(tg_uniform(&g, -0.4f, 0.4f, TG_SHAPE(6, 16)), true);
+    tg_tensor *b1 = tg_requires_grad(tg_zeros(TG_SHAPE(16)), true);
+    tg_tensor *w2 = tg_requires_grad(tg_uniform(&g, -0.25f, 0.25f, TG_SHAPE(16, 3)), true);
+    tg_tensor *b2 = tg_requires_grad(tg_zeros(TG_SHAPE(3)), true);
+    tg_tensor *sc = tg_requires_grad(tg_ones(TG_SHAPE(16)), true);
+    tg_tensor *sh = tg_requires_grad(tg_zeros(TG_SHAPE(16)), true);
+    tg_tensor *params[6] = {w1, b1, w2, b2, sc, sh};
+    const int32_t targets[8] = {0, 1, 2, 0, 1, 2, 2, 1};
+    size_t warm_mallocs = 0;
+    int warm_cap = 0;
+    float first = 0, last = 0;
+    for (int step = 0; step < 12; step++) {
+        tg_tensor *h = tg_add(tg_matmul(x, w1), b1);
+        h = tg_dropout(tg_gelu(tg_layernorm(h, sc, sh, 1e-5f)), 0.1f, true, &g);
+        tg_tensor *logits = tg_add(tg_matmul(h, w2), b2);
+        tg_tensor *loss = tg_cross_entropy(logits, targets);
+        if (step == 0)
+            first = loss->data[0];
+        last = loss->data[0];
+        tg_backward(loss, NULL);
+        for (int p = 0; p < 6; p++) {
+            for (int64_t i = 0; i < params[p]->numel; i++)
+                params[p]->data[i] -= 0.1f * params[p]->grad[i];
+        }
+        tg_zero_grad(params, 6);
+        tg_tape_reset(tape);
+        ck_assert_int_eq(tape->n_nodes, 0);
+        ck_assert_int_eq(tg_arena_used(tape->arena), 0);
+        if (step == 1) {
+            warm_mallocs = tg_arena_mallocs(tape->arena);
+            warm_cap = tape->cap_nodes;
+        } else if (step > 1) {
+            ck_assert_msg(tg_arena_mallocs(tape->arena) == warm_mallocs, "step %d: arena mallocs %zu, warm %zu",
+                          step, tg_arena_mallocs(tape->arena), warm_mallocs);
+            ck_assert_int_eq(tape->cap_nodes, warm_cap);
+        }
+    }
+    ck_assert_msg(last < first, "loss went from %g to %g", (double)first, (double)last);
+    tg_tape_use(prev);
+    tg_tape_free(tape);
+    tg_free(x);
+    for (int p = 0; p < 6; p++)
+        tg_free(params[p]);
+}
+END_TEST
+
+START_TEST(test_tape_print_names_ops)
+{
+    tg_tape_reset(NULL);
+    tg_tensor *a = tg_set_name(tg_requires_grad(tg_ones(TG_SHAPE(2, 3)), true), "a");
+    tg_tensor *b = tg_requires_grad(tg_ones(TG_SHAPE(3, 4)), true);
+    tg_tensor *c = tg_requires_grad(tg_ones(TG_SHAPE(4)), true);
+    tg_sum(tg_softmax(tg_add(tg_matmul(a, b), c), -1));
+    char *mem = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&mem, &len);
+    tg_tape_print(NULL, f);
+    fclose(f);
+    const char *need[] = {"tg_matmul", "tg_add", "tg_softmax", "tg_sum", "#0", "#3", "[2,3]", "[3,4]", "[2,4]"};
+    for (size_t i = 0; i < sizeof need / sizeof need[0]; i++)
+        ck_assert_msg(strstr(mem, need[i]) != NULL, "tape print lacks '%s':\n%s", need[i], mem);
+    ck_assert_msg(strstr(mem, "tg_matmul") < strstr(mem, "tg_add") && strstr(mem, "tg_add") < strstr(mem, "tg_sum"),
+                  "tape print not in execution order:\n%s", mem);
+    free(mem);
+    tg_tape_reset(NULL);
+    tg_free(a);
+    tg_free(b);
+    tg_free(c);
+}
+END_TEST
+
+START_TEST(test_view_shares_data)
+{
+    tg_tensor *a = tg_requires_grad(tg_from_array(TG_SHAPE(2, 3), (const float[]){1, 2, 3, 4, 5, 6}), true);
+    tg_tensor *v = tg_view(a, TG_SHAPE(3, 2));
+    ck_assert_int_eq(v->shape[0], 3);
+    ck_assert_msg(v->data == a->data, "tg_view should share its input's data (autograd.h)");
+    tg_backward(tg_sum(tg_mul_scalar(v, 2.0f)), NULL);
+    for (int i = 0; i < 6; i++)
+        ck_assert(a->grad[i] == 2.0f);
+    tg_tape_reset(NULL);
+    tg_free(a);
+}
+END_TEST
+
+/* A custom op through tg_new_tensor + tg_record (header's recipe), once with
+ * a correct backward and once with a wrong one: gradcheck must tell them apart. */
+static void square_backward_ok(tg_node *n)
+{
+    float *ga = tg_grad_of(n->in[0]);
+    if (ga)
+        for (int64_t i = 0; i < n->out->numel; i++)
+            ga[i] += 2.0f * n->in[0]->data[i] * n->out->grad[i];
+}
+static void square_backward_wrong(tg_node *n)
+{
+    float *ga = tg_grad_of(n->in[0]);
+    if (ga)
+        for (int64_t i = 0; i < n->out->numel; i++)
+            ga[i] += n->in[0]->data[i] * n->out->grad[i];
+}
+static tg_tensor *f_custom_square(tg_tensor **x, void *p)
+{
+    tg_tensor *out = tg_new_tensor(x[0]->ndim, x[0]->shape);
+    for (int64_t i = 0; i < out->numel; i++)
+        out->data[i] = x[0]->data[i] * x[0]->data[i];
+    tg_record("custom_square", out, x, 1, p ? square_backward_wrong : square_backward_ok);
+    return out;
+}
+
+START_TEST(test_gradcheck_custom_op_and_detects_wrong_grad)
+{
+    tg_tape *def = tg_tape_current();
+    tg_tape_reset(def);
+    tg_generator g;
+    tg_manual_seed(&g, 3);
+    tg_tensor *in[1] = {tg_requires_grad(tg_uniform(&g, 0.5f, 2.0f, TG_SHAPE(3, 4)), true)};
+    float *user = tg_grad_buffer(in[0], NULL);
+    user[0] = 42.0f;
+    tg_gradcheck_result ok = tg_gradcheck(f_custom_square, NULL, in, 1, GC_EPS, GC_ATOL, GC_RTOL);
+    assert_gradcheck(ok, 1, "custom_square", GC_EPS);
+    ck_assert(ok.max_abs_err[0] < 1e-3);
+    int dummy;
+    tg_gradcheck_result bad = tg_gradcheck(f_custom_square, &dummy, in, 1, GC_EPS, GC_ATOL, GC_RTOL);
+    ck_assert_msg(!bad.ok, "gradcheck accepted a gradient off by a factor 2 (max abs err %g)", bad.max_abs_err[0]);
+    ck_assert(bad.max_abs_err[0] > 0.1);
+    ck_assert_int_ge(bad.worst_index[0], 0);
+    /* private tape; the caller's grad buffer and values untouched */
+    ck_assert_int_eq(def->n_nodes, 0);
+    ck_assert(tg_tape_current() == def);
+    ck_assert(in[0]->grad == user && user[0] == 42.0f);
+    tg_free(in[0]);
+}
+END_TEST
+
+/* ================================================================ errors */
+
+typedef struct {
+    tg_tensor *a, *b;
+    int32_t ids[2];
+    tg_generator g;
+} err_ctx;
+
+static void e_matmul(void *p) { tg_matmul(((err_ctx *)p)->a, ((err_ctx *)p)->b); }
+static void e_add(void *p) { tg_add(((err_ctx *)p)->a, ((err_ctx *)p)->b); }
+static void e_sub(void *p) { tg_sub(((err_ctx *)p)->a, ((err_ctx *)p)->b); }
+static void e_mul(void *p) { tg_mul(((err_ctx *)p)->a, ((err_ctx *)p)->b); }
+static void e_div(void *p) { tg_div(((err_ctx *)p)->a, ((err_ctx *)p)->b); }
+static void e_transpose(void *p) { tg_transpose(((err_ctx *)p)->a, 0, 3); }
+static void e_transpose_neg(void *p) { tg_transpose(((err_ctx *)p)->a, -3, 0); }
+static void e_permute(void *p) { tg_permute(((err_ctx *)p)->a, (const int[]){0, 0, 1}); }
+static void e_softmax(void *p) { tg_softmax(((err_ctx *)p)->a, 2); }
+static void e_log_softmax(void *p) { tg_log_softmax(((err_ctx *)p)->a, -3); }
+static void e_sum_dim(void *p) { tg_sum_dim(((err_ctx *)p)->a, 2, false); }
+static void e_mean_dim(void *p) { tg_mean_dim(((err_ctx *)p)->a, -3, true); }
+static void e_max_dim(void *p) { tg_max_dim(((err_ctx *)p)->a, 5, false); }
+static void e_reshape(void *p) { tg_reshape(((err_ctx *)p)->a, TG_SHAPE(4, 2)); }
+static void e_reshape_2m1(void *p) { tg_reshape(((err_ctx *)p)->a, TG_SHAPE(-1, -1)); }
+static void e_view(void *p) { tg_view(((err_ctx *)p)->a, TG_SHAPE(5)); }
+static void e_concat(void *p)
+{
+    err_ctx *c = p;
+    tg_concat((tg_tensor *[]){c->a, c->b}, 2, 0);
+}
+static void e_concat_dim(void *p)
+{
+    err_ctx *c = p;
+    tg_concat((tg_tensor *[]){c->a, c->a}, 2, 2);
+}
+static void e_embedding(void *p)
+{
+    err_ctx *c = p;
+    tg_embedding(c->a, c->ids, TG_SHAPE(2));
+}
+static void e_cross_entropy(void *p)
+{
+    err_ctx *c = p;
+    tg_cross_entropy(c->a, c->ids);
+}
+static void e_backward(void *p) { tg_backward(tg_mul_scalar(((err_ctx *)p)->a, 2.0f), NULL); }
+static void e_backward_seed(void *p)
+{
+    err_ctx *c = p;
+    tg_backward(tg_mul_scalar(c->a, 2.0f), c->b);
+}
+static void e_masked_fill(void *p) { tg_masked_fill(((err_ctx *)p)->a, ((err_ctx *)p)->b, 0.0f); }
+static void e_layernorm(void *p) { tg_layernorm(((err_ctx *)p)->a, ((err_ctx *)p)->b, ((err_ctx *)p)->b, 1e-5f); }
+static void e_dropout(void *p)
+{
+    err_ctx *c = p;
+    tg_dropout(c->a, 1.5f, true, &c->g);
+}
+static void e_triu(void *p) { tg_triu(((err_ctx *)p)->a, 0); }
+
+typedef struct {
+    const char *what;
+    void (*fn)(void *);
+    int na, sa[4], nb, sb[4];
+    int32_t ids[2];
+    const char *exact;   /* the whole message, or NULL */
+    const char *op;      /* message starts with "<op>: " */
+    const char *sub[3];  /* and contains these */
+} err_case;
+
+static const err_case ERRS[] = {
+    {"matmul inner dims", e_matmul, 3, {2, 6, 3}, 2, {2, 4}, {0}, "tg_matmul: shapes [2,6,3] and [2,4] do not match",
+     "tg_matmul", {NULL}},
+    {"matmul 1-D", e_matmul, 1, {3}, 1, {3}, {0}, NULL, "tg_matmul", {"[3]"}},
+    {"matmul batch", e_matmul, 3, {2, 3, 4}, 3, {3, 4, 5}, {0}, NULL, "tg_matmul", {"[2,3,4]", "[3,4,5]"}},
+    {"add broadcast", e_add, 2, {2, 3}, 1, {4}, {0}, NULL, "tg_add", {"[2,3]", "[4]"}},
+    {"sub broadcast", e_sub, 2, {2, 3}, 2, {3, 2}, {0}, NULL, "tg_sub", {"[2,3]", "[3,2]"}},
+    {"mul broadcast", e_mul, 3, {2, 3, 4}, 2, {2, 4}, {0}, NULL, "tg_mul", {"[2,3,4]", "[2,4]"}},
+    {"div broadcast", e_div, 1, {5}, 1, {3}, {0}, NULL, "tg_div", {"[5]", "[3]"}},
+    {"transpose dim 3", e_transpose, 2, {2, 3}, 0, {0}, {0}, NULL, "tg_transpose", {"[2,3]"}},
+    {"transpose dim -3", e_transpose_neg, 2, {2, 3}, 0, {0}, {0}, NULL, "tg_transpose", {"[2,3]"}},
+    {"permute repeat", e_permute, 3, {2, 3, 4}, 0, {0}, {0}, NULL, "tg_permute", {"[2,3,4]"}},
+    {"softmax dim", e_softmax, 2, {2, 3}, 0, {0}, {0}, NULL, "tg_softmax", {"[2,3]"}},
+    {"log_softmax dim", e_log_softmax, 2, {2, 3}, 0, {0}, {0}, NULL, "tg_log_softmax", {"[2,3]"}},
+    {"sum dim", e_sum_dim, 2, {2, 3}, 0, {0}, {0}, NULL, "tg_sum_dim", {"[2,3]"}},
+    {"mean dim", e_mean_dim, 2, {2, 3}, 0, {0}, {0}, NULL, "tg_mean_dim", {"[2,3]"}},
+    {"max dim", e_max_dim, 2, {2, 3}, 0, {0}, {0}, NULL, "tg_max_dim", {"[2,3]"}},
+    {"reshape numel", e_reshape, 2, {2, 3}, 0, {0}, {0}, NULL, "tg_reshape", {"[2,3]", "[4,2]"}},
+    {"reshape two -1", e_reshape_2m1, 2, {2, 3}, 0, {0}, {0}, NULL, "tg_reshape", {"[-1,-1]"}},
+    {"view numel", e_view, 2, {2, 3}, 0, {0}, {0}, NULL, "tg_view", {"[2,3]", "[5]"}},
+    {"concat sizes", e_concat, 2, {2, 3}, 2, {2, 4}, {0}, NULL, "tg_concat", {"[2,3]", "[2,4]"}},
+    {"concat ndim", e_concat, 2, {2, 3}, 1, {3}, {0}, NULL, "tg_concat", {"[2,3]", "[3]"}},
+    {"concat dim", e_concat_dim, 2, {2, 3}, 0, {0}, {0}, NULL, "tg_concat", {"[2,3]"}},
+    {"embedding index high", e_embedding, 2, {10, 4}, 0, {0}, {0, 10}, NULL, "tg_embedding", {"[10,4]", "10"}},
+    {"embedding index negative", e_embedding, 2, {10, 4}, 0, {0}, {-1, 0}, NULL, "tg_embedding", {"[10,4]", "-1"}},
+    {"cross_entropy target high", e_cross_entropy, 2, {2, 5}, 0, {0}, {1, 5}, NULL, "tg_cross_entropy", {"[2,5]"}},
+    {"cross_entropy target negative", e_cross_entropy, 2, {2, 5}, 0, {0}, {-1, 0}, NULL, "tg_cross_entropy",
+     {"[2,5]", "-1"}},
+    {"backward non-scalar", e_backward, 2, {2, 3}, 0, {0}, {0}, NULL, "tg_backward", {"[2,3]"}},
+    {"backward seed shape", e_backward_seed, 2, {2, 3}, 1, {4}, {0}, NULL, "tg_backward", {"[2,3]", "[4]"}},
+    {"masked_fill mask", e_masked_fill, 2, {2, 4}, 1, {3}, {0}, NULL, "tg_masked_fill", {"[2,4]", "[3]"}},
+    {"layernorm params", e_layernorm, 2, {2, 4}, 1, {5}, {0}, NULL, "tg_layernorm", {"[2,4]", "[5]"}},
+    {"dropout p", e_dropout, 2, {2, 4}, 0, {0}, {0}, NULL, "tg_dropout", {"1.5"}},
+    {"triu 1-D", e_triu, 1, {3}, 0, {0}, {0}, NULL, "tg_triu", {"[3]"}},
+};
+#define N_ERRS ((int)(sizeof ERRS / sizeof ERRS[0]))
+
+START_TEST(test_errors)
+{
+    const err_case *e = &ERRS[_i];
+    err_ctx c = {0};
+    tg_manual_seed(&c.g, 1);
+    c.a = tg_requires_grad(tg_rand(&c.g, e->na, e->sa), true);
+    c.b = e->nb ? tg_requires_grad(tg_rand(&c.g, e->nb, e->sb), true) : NULL;
+    memcpy(c.ids, e->ids, sizeof c.ids);
+    char msg[600];
+    tg_tape_reset(NULL);
+    bool raised = catch_error(e->fn, &c, msg, sizeof msg);
+    tg_tape_reset(NULL);
+    tg_free(c.a);
+    tg_free(c.b);
+    ck_assert_msg(raised, "%s: no error raised", e->what);
+    if (e->exact)
+        ck_assert_msg(strcmp(msg, e->exact) == 0, "%s: message '%s', expected exactly '%s'", e->what, msg, e->exact);
+    size_t n = strlen(e->op);
+    ck_assert_msg(strncmp(msg, e->op, n) == 0 && msg[n] == ':', "%s: message '%s' should start with '%s:'", e->what,
+                  msg, e->op);
+    for (int k = 0; k < 3 && e->sub[k]; k++)
+        ck_assert_msg(strstr(msg + n, e->sub[k]) != NULL, "%s: message '%s' should contain '%s'", e->what, msg,
+                      e->sub[k]);
+}
+END_TEST
+
+/* ================================================================ suite */
+
+static Suite *autograd_suite(void)
+{
+    Suite *s = suite_create("autograd");
+    N_GC = 0;
+    for (int i = 0; i < N_CASES; i++)
+        if (!(CASES[i].flags & NO_GC))
+            GC_IDX[N_GC++] = i;
+
+    TCase *tc = tcase_create("golden");
+    tcase_add_unchecked_fixture(tc, load_goldens, close_goldens);
+    tcase_add_loop_test(tc, test_op_golden, 0, N_CASES);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("gradcheck");
+    tcase_add_unchecked_fixture(tc, load_goldens, close_goldens);
+    tcase_set_timeout(tc, 60);
+    tcase_add_loop_test(tc, test_op_gradcheck, 0, N_GC);
+    tcase_add_loop_test(tc, test_random_broadcast_binary, 0, 4);
+    tcase_add_test(tc, test_random_matmul);
+    tcase_add_loop_test(tc, test_random_unary, 0, N_UNARY);
+    tcase_add_loop_test(tc, test_random_reduce, 0, R_N);
+    tcase_add_test(tc, test_random_shape_ops);
+    tcase_add_test(tc, test_random_nn_ops);
+    tcase_add_test(tc, test_max_all_tie_split);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("tape");
+    tcase_add_test(tc, test_no_grad_records_nothing);
+    tcase_add_test(tc, test_inputs_without_grad_record_nothing);
+    tcase_add_test(tc, test_leaves_accumulate);
+    tcase_add_test(tc, test_intermediate_grads_do_not_leak);
+    tcase_add_test(tc, test_backward_with_seed_and_one_element);
+    tcase_add_test(tc, test_tape_reset_releases);
+    tcase_add_test(tc, test_private_tape);
+    tcase_add_test(tc, test_warm_training_loop_no_mallocs);
+    tcase_add_test(tc, test_tape_print_names_ops);
+    tcase_add_test(tc, test_view_shares_data);
+    tcase_add_test(tc, test_gradcheck_custom_op_and_detects_wrong_grad);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("errors");
+    tcase_add_loop_test(tc, test_errors, 0, N_ERRS);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void) { return run_suite(autograd_suite()) ? 1 : 0; }
