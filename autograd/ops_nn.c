@@ -124,8 +124,7 @@ tg_tensor *tg_dropout(tg_tensor *a, float p, bool train, tg_generator *g)
         noise = tg_new_tensor(a->ndim, a->shape);
         const double keep = 1.0 - (double)p;
         const float scale = 1.0f / (float)keep;
-        for (int64_t i = 0; i < a->numel; i++)
-            noise->data[i] = tg_random_double(g) < keep ? scale : 0.0f;
+        tg_random_mask(g, a->numel, keep, scale, noise->data);
         for (int64_t i = 0; i < a->numel; i++)
             out->data[i] = a->data[i] * noise->data[i];
     }

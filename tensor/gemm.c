@@ -25,30 +25,27 @@
 
 typedef float vf __attribute__((vector_size(64)));
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__SANITIZE_ADDRESS__) && !defined(TG_NO_CLONES)
-#define TG_TARGET_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define TG_TARGET_CLONES
-#endif
-
-/* C[mr x nr] += Ap (kc x MR, interleaved) * Bp (kc x NR) */
+/* C[mr x nr] += A (MR x kc, element (r,k) at a[r*rs + k*cs]) * Bp (kc x NR).
+ * A is read in place (rs, cs are its strides) or from a packed panel
+ * (rs = 1, cs = MR); either way each A value is one broadcast load. */
 TG_TARGET_CLONES
-static void micro_kernel(int kc, const float *restrict ap, const float *restrict bp, float *restrict C, int ldc,
-                         int mr, int nr)
+static void micro_kernel(int kc, const float *restrict a, int64_t rs, int64_t cs, const float *restrict bp,
+                         float *restrict C, int ldc, int mr, int nr)
 {
     vf c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0}, c20 = {0}, c21 = {0};
     vf c30 = {0}, c31 = {0}, c40 = {0}, c41 = {0}, c50 = {0}, c51 = {0};
+    const float *a0 = a, *a1 = a + rs, *a2 = a + 2 * rs, *a3 = a + 3 * rs, *a4 = a + 4 * rs, *a5 = a + 5 * rs;
     for (int k = 0; k < kc; k++) {
         vf b0, b1;
         memcpy(&b0, bp + k * NR, sizeof b0);
         memcpy(&b1, bp + k * NR + 16, sizeof b1);
-        const float *a = ap + k * MR;
-        c00 += a[0] * b0; c01 += a[0] * b1;
-        c10 += a[1] * b0; c11 += a[1] * b1;
-        c20 += a[2] * b0; c21 += a[2] * b1;
-        c30 += a[3] * b0; c31 += a[3] * b1;
-        c40 += a[4] * b0; c41 += a[4] * b1;
-        c50 += a[5] * b0; c51 += a[5] * b1;
+        const int64_t o = k * cs;
+        c00 += a0[o] * b0; c01 += a0[o] * b1;
+        c10 += a1[o] * b0; c11 += a1[o] * b1;
+        c20 += a2[o] * b0; c21 += a2[o] * b1;
+        c30 += a3[o] * b0; c31 += a3[o] * b1;
+        c40 += a4[o] * b0; c41 += a4[o] * b1;
+        c50 += a5[o] * b0; c51 += a5[o] * b1;
     }
     float tile[MR][NR] __attribute__((aligned(64)));
     memcpy(&tile[0][0], &c00, 64); memcpy(&tile[0][16], &c01, 64);
@@ -90,44 +87,62 @@ static float *grow(float **buf, size_t *cap, size_t n)
     return *buf;
 }
 
-/* Pack op(B)[pc:pc+kc, jc:jc+nc] into NR-wide panels, zero-padded. */
+/* Pack op(B)[pc:pc+kc, jc:jc+nc] into NR-wide panels, zero-padded:
+ * panel p holds bp[p*kc*NR + k*NR + x] = op(B)[pc+k, jc+p*NR+x]. */
 static void pack_b(const gemm_job *j, float *bp)
 {
     const int kc = j->kc, nc = j->nc;
     for (int p0 = 0; p0 < nc; p0 += NR) {
         const int w = nc - p0 < NR ? nc - p0 : NR;
         float *dst = bp + (int64_t)p0 * kc;
-        for (int k = 0; k < kc; k++) {
-            float *d = dst + k * NR;
-            const int kk = j->pc + k;
-            if (!j->tb) {
-                memcpy(d, j->B + (int64_t)kk * j->N + j->jc + p0, (size_t)w * sizeof(float));
-            } else {
-                for (int x = 0; x < w; x++)
-                    d[x] = j->B[(int64_t)(j->jc + p0 + x) * j->K + kk];
+        if (!j->tb) {
+            for (int k = 0; k < kc; k++) {
+                float *d = dst + k * NR;
+                memcpy(d, j->B + (int64_t)(j->pc + k) * j->N + j->jc + p0, (size_t)w * sizeof(float));
+                for (int x = w; x < NR; x++)
+                    d[x] = 0.0f;
+            }
+        } else {
+            /* B stored [N,K]: read each of its rows contiguously */
+            for (int x = 0; x < w; x++) {
+                const float *src = j->B + (int64_t)(j->jc + p0 + x) * j->K + j->pc;
+                for (int k = 0; k < kc; k++)
+                    dst[k * NR + x] = src[k];
             }
             for (int x = w; x < NR; x++)
-                d[x] = 0.0f;
+                for (int k = 0; k < kc; k++)
+                    dst[k * NR + x] = 0.0f;
         }
     }
 }
 
-/* Pack op(A)[i0:i0+mc, pc:pc+kc] into MR-tall panels, zero-padded. */
+/* Pack op(A)[i0:i0+mc, pc:pc+kc] into MR-tall panels, zero-padded:
+ * panel q holds ap[q*kc*MR + k*MR + r] = op(A)[i0+q*MR+r, pc+k]. */
 static void pack_a(const gemm_job *j, int i0, int mc, float *ap)
 {
     const int kc = j->kc;
     for (int r0 = 0; r0 < mc; r0 += MR) {
         const int h = mc - r0 < MR ? mc - r0 : MR;
         float *dst = ap + (int64_t)r0 * kc;
-        for (int k = 0; k < kc; k++) {
-            const int kk = j->pc + k;
-            float *d = dst + k * MR;
+        if (j->ta) {
+            /* A stored [K,M]: the MR values of one k are contiguous */
+            for (int k = 0; k < kc; k++) {
+                const float *src = j->A + (int64_t)(j->pc + k) * j->M + i0 + r0;
+                float *d = dst + k * MR;
+                for (int r = 0; r < h; r++)
+                    d[r] = src[r];
+                for (int r = h; r < MR; r++)
+                    d[r] = 0.0f;
+            }
+        } else {
             for (int r = 0; r < h; r++) {
-                const int i = i0 + r0 + r;
-                d[r] = j->ta ? j->A[(int64_t)kk * j->M + i] : j->A[(int64_t)i * j->K + kk];
+                const float *src = j->A + (int64_t)(i0 + r0 + r) * j->K + j->pc;
+                for (int k = 0; k < kc; k++)
+                    dst[k * MR + r] = src[k];
             }
             for (int r = h; r < MR; r++)
-                d[r] = 0.0f;
+                for (int k = 0; k < kc; k++)
+                    dst[k * MR + r] = 0.0f;
         }
     }
 }
@@ -135,18 +150,26 @@ static void pack_a(const gemm_job *j, int i0, int mc, float *ap)
 static void gemm_task(void *vctx, int64_t t0, int64_t t1)
 {
     const gemm_job *j = vctx;
-    float *ap = grow(&t_apack, &t_apack_cap, (size_t)(j->mc + MR) * KC);
+    float *ap = grow(&t_apack, &t_apack_cap, (size_t)MR * KC);
+    /* strides of op(A) in place: element (i, k) at A[i*rs + k*cs] */
+    const int64_t rs = j->ta ? 1 : j->K, cs = j->ta ? j->M : 1;
     for (int64_t t = t0; t < t1; t++) {
         const int i0 = (int)t * j->mc;
         const int mc = j->M - i0 < j->mc ? j->M - i0 : j->mc;
-        pack_a(j, i0, mc, ap);
         for (int p0 = 0; p0 < j->nc; p0 += NR) {
             const int nr = j->nc - p0 < NR ? j->nc - p0 : NR;
             const float *bp = j->bpack + (int64_t)p0 * j->kc;
             for (int r0 = 0; r0 < mc; r0 += MR) {
                 const int mr = mc - r0 < MR ? mc - r0 : MR;
-                micro_kernel(j->kc, ap + (int64_t)r0 * j->kc, bp, j->C + (int64_t)(i0 + r0) * j->N + j->jc + p0,
-                             j->N, mr, nr);
+                float *c = j->C + (int64_t)(i0 + r0) * j->N + j->jc + p0;
+                if (mr == MR) {
+                    const float *a = j->A + (int64_t)(i0 + r0) * rs + (int64_t)j->pc * cs;
+                    micro_kernel(j->kc, a, rs, cs, bp, c, j->N, mr, nr);
+                } else {
+                    /* a ragged last panel: pack it zero-padded to MR rows */
+                    pack_a(j, i0 + r0, mr, ap);
+                    micro_kernel(j->kc, ap, 1, MR, bp, c, j->N, mr, nr);
+                }
             }
         }
     }

@@ -2,6 +2,8 @@
  * (gemm lives in tensor/gemm.c.) */
 #include "kernels.h"
 
+#include "fastmath.h"
+
 #include <math.h>
 #include <string.h>
 
@@ -106,19 +108,20 @@ void tg_k_binary_backward(tg_binop op, int which, const tg_bcast *bc, const floa
 #define GELU_BETA 0.7978845608028654f /* sqrt(2/pi) */
 #define GELU_KAPPA 0.044715f
 
+TG_TARGET_CLONES
 void tg_k_unary(tg_unop op, int64_t n, const float *x, float s, float *y)
 {
     switch (op) {
     case TG_UN_NEG: for (int64_t i = 0; i < n; i++) y[i] = -x[i]; break;
-    case TG_UN_EXP: for (int64_t i = 0; i < n; i++) y[i] = expf(x[i]); break;
+    case TG_UN_EXP: for (int64_t i = 0; i < n; i++) y[i] = tg_fast_expf(x[i]); break;
     case TG_UN_LOG: for (int64_t i = 0; i < n; i++) y[i] = logf(x[i]); break;
     case TG_UN_SQRT: for (int64_t i = 0; i < n; i++) y[i] = sqrtf(x[i]); break;
-    case TG_UN_TANH: for (int64_t i = 0; i < n; i++) y[i] = tanhf(x[i]); break;
+    case TG_UN_TANH: for (int64_t i = 0; i < n; i++) y[i] = tg_fast_tanhf(x[i]); break;
     case TG_UN_RELU: for (int64_t i = 0; i < n; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f; break;
     case TG_UN_GELU:
         for (int64_t i = 0; i < n; i++) {
             const float v = x[i];
-            y[i] = 0.5f * v * (1.0f + tanhf(GELU_BETA * (v + GELU_KAPPA * v * v * v)));
+            y[i] = 0.5f * v * (1.0f + tg_fast_tanhf(GELU_BETA * (v + GELU_KAPPA * v * v * v)));
         }
         break;
     case TG_UN_POW:
@@ -132,6 +135,7 @@ void tg_k_unary(tg_unop op, int64_t n, const float *x, float s, float *y)
     }
 }
 
+TG_TARGET_CLONES
 void tg_k_unary_backward(tg_unop op, int64_t n, const float *x, const float *y, float s, const float *dy,
                          float *gx)
 {
@@ -146,7 +150,7 @@ void tg_k_unary_backward(tg_unop op, int64_t n, const float *x, const float *y, 
         /* torch's GeluBackward (approximate='tanh') */
         for (int64_t i = 0; i < n; i++) {
             const float v = x[i], v2 = v * v;
-            const float t = tanhf(GELU_BETA * (v + GELU_KAPPA * v2 * v));
+            const float t = tg_fast_tanhf(GELU_BETA * (v + GELU_KAPPA * v2 * v));
             const float left_d = 0.5f * (1.0f + t);
             const float right_d = 0.5f * v * (1.0f - t * t) * GELU_BETA * (1.0f + 3.0f * GELU_KAPPA * v2);
             gx[i] += dy[i] * (left_d + right_d);
@@ -165,38 +169,63 @@ void tg_k_unary_backward(tg_unop op, int64_t n, const float *x, const float *y, 
 
 /* ---------------------------------------------------------------- rows */
 
+/* One row of n elements with stride 1: y = softmax(x) or log_softmax(x). */
+static inline void softmax_row(const float *restrict px, float *restrict py, int n, bool log)
+{
+    float mx = -INFINITY;
+    for (int i = 0; i < n; i++)
+        mx = px[i] > mx ? px[i] : mx;
+    if (mx == -INFINITY)
+        mx = 0.0f; /* an all -inf row: exp gives 0s, 0/0 = nan as in torch */
+    for (int i = 0; i < n; i++)
+        py[i] = tg_fast_expf(px[i] - mx);
+    float sum = 0.0f;
+    for (int i = 0; i < n; i++)
+        sum += py[i];
+    if (log) {
+        const float lse = mx + logf(sum);
+        for (int i = 0; i < n; i++)
+            py[i] = px[i] - lse;
+    } else {
+        const float inv = 1.0f / sum;
+        for (int i = 0; i < n; i++)
+            py[i] *= inv;
+    }
+}
+
+TG_TARGET_CLONES
 void tg_k_softmax(const float *x, float *y, int64_t outer, int n, int64_t inner, bool log)
 {
+    if (inner == 1) {
+        for (int64_t o = 0; o < outer; o++)
+            softmax_row(x + o * n, y + o * n, n, log);
+        return;
+    }
     for (int64_t o = 0; o < outer; o++)
         for (int64_t in = 0; in < inner; in++) {
             const float *px = x + o * n * inner + in;
             float *py = y + o * n * inner + in;
             float mx = -INFINITY;
             for (int i = 0; i < n; i++)
-                if (px[i * inner] > mx)
-                    mx = px[i * inner];
+                mx = px[i * inner] > mx ? px[i * inner] : mx;
             if (mx == -INFINITY)
-                mx = 0.0f; /* an all -inf row: torch gives nan; exp(-inf - 0) = 0, sum 0 -> nan below */
-            double sum = 0.0;
+                mx = 0.0f;
+            float sum = 0.0f;
+            for (int i = 0; i < n; i++)
+                sum += tg_fast_expf(px[i * inner] - mx);
             if (log) {
+                const float lse = mx + logf(sum);
                 for (int i = 0; i < n; i++)
-                    sum += expf(px[i * inner] - mx);
-                const float lse = (float)logf((float)sum);
-                for (int i = 0; i < n; i++)
-                    py[i * inner] = px[i * inner] - mx - lse;
+                    py[i * inner] = px[i * inner] - lse;
             } else {
-                for (int i = 0; i < n; i++) {
-                    const float e = expf(px[i * inner] - mx);
-                    py[i * inner] = e;
-                    sum += e;
-                }
-                const float inv = (float)(1.0 / sum);
+                const float inv = 1.0f / sum;
                 for (int i = 0; i < n; i++)
-                    py[i * inner] *= inv;
+                    py[i * inner] = tg_fast_expf(px[i * inner] - mx) * inv;
             }
         }
 }
 
+TG_TARGET_CLONES
 void tg_k_softmax_backward(const float *y, const float *dy, float *gx, int64_t outer, int n, int64_t inner,
                            bool log)
 {
@@ -210,7 +239,7 @@ void tg_k_softmax_backward(const float *y, const float *dy, float *gx, int64_t o
                 for (int i = 0; i < n; i++)
                     dot += pd[i * inner];
                 for (int i = 0; i < n; i++)
-                    pg[i * inner] += pd[i * inner] - expf(py[i * inner]) * dot;
+                    pg[i * inner] += pd[i * inner] - tg_fast_expf(py[i * inner]) * dot;
             } else {
                 for (int i = 0; i < n; i++)
                     dot += pd[i * inner] * py[i * inner];
@@ -256,6 +285,7 @@ void tg_k_max_dim(const float *x, float *y, int32_t *idx, int64_t outer, int n, 
         }
 }
 
+TG_TARGET_CLONES
 void tg_k_layernorm(const float *x, const float *scale, const float *shift, float *y, float *mean, float *rstd,
                     int64_t rows, int n, float eps)
 {
@@ -280,6 +310,7 @@ void tg_k_layernorm(const float *x, const float *scale, const float *shift, floa
     }
 }
 
+TG_TARGET_CLONES
 void tg_k_layernorm_backward(const float *x, const float *scale, const float *mean, const float *rstd,
                              const float *dy, float *gx, float *gscale, float *gshift, int64_t rows, int n)
 {

@@ -11,6 +11,16 @@
 
 #include "tensor.h"
 
+/* Hot loops are compiled for AVX-512, AVX2+FMA and baseline x86-64 and the
+ * loader picks the best the CPU has (GCC/clang function multi-versioning),
+ * so the build stays portable. Off under the sanitizers. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__SANITIZE_ADDRESS__) && !defined(TG_NO_CLONES) && \
+    !defined(__clang_analyzer__)
+#define TG_TARGET_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define TG_TARGET_CLONES
+#endif
+
 /* ---------------------------------------------------------------- threads
  * (tg_set_num_threads / tg_get_num_threads are in tensor.h.) */
 /* Runs fn(ctx, i0, i1) over [0, n) split into contiguous chunks, one per

@@ -61,16 +61,20 @@ static void mt_twist(tg_generator *g)
     g->index = 0;
 }
 
-uint32_t tg_random_u32(tg_generator *g)
+static inline uint32_t temper(uint32_t y)
 {
-    if (g->index >= MT_N)
-        mt_twist(g);
-    uint32_t y = g->state[g->index++];
     y ^= (y >> 11);
     y ^= (y << 7) & 0x9d2c5680u;
     y ^= (y << 15) & 0xefc60000u;
     y ^= (y >> 18);
     return y;
+}
+
+uint32_t tg_random_u32(tg_generator *g)
+{
+    if (g->index >= MT_N)
+        mt_twist(g);
+    return temper(g->state[g->index++]);
 }
 
 uint64_t tg_random_u64(tg_generator *g)
@@ -149,12 +153,37 @@ void tg_normal_(tg_tensor *t, float mean, float std, tg_generator *g)
     }
 }
 
+void tg_random_mask(tg_generator *g, int64_t n, double p, float on, float *v)
+{
+    /* u < p with u = m * 2^-53 (m < 2^53, exact in double) is m < p * 2^53. */
+    const double threshold = p * 9007199254740992.0;
+    int64_t i = 0;
+    while (i < n) {
+        if (g->index >= MT_N)
+            mt_twist(g);
+        /* draw pairs straight from the state block while two are left */
+        const int avail = (MT_N - g->index) / 2;
+        int64_t take = n - i < avail ? n - i : avail;
+        const uint32_t *s = g->state + g->index;
+        for (int64_t k = 0; k < take; k++) {
+            const uint64_t hi = temper(s[2 * k]), lo = temper(s[2 * k + 1]);
+            const uint64_t m = ((hi << 32) | lo) & ((1ull << 53) - 1);
+            v[i + k] = (double)m < threshold ? on : 0.0f;
+        }
+        g->index += (int)(2 * take);
+        i += take;
+        if (take == 0 && i < n) { /* one value left in this block: straddle */
+            v[i] = tg_random_double(g) < p ? on : 0.0f;
+            i++;
+        }
+    }
+}
+
 void tg_bernoulli_(tg_tensor *t, double p, tg_generator *g)
 {
     if (!(p >= 0.0 && p <= 1.0))
         tg_error("tg_bernoulli_", "expects 0 <= p <= 1, but got p=%g", p);
-    for (int64_t i = 0; i < t->numel; i++)
-        t->data[i] = tg_random_double(g) < p ? 1.0f : 0.0f;
+    tg_random_mask(g, t->numel, p, 1.0f, t->data);
 }
 
 tg_tensor *tg_rand(tg_generator *g, int ndim, const int *shape)

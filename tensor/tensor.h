@@ -140,6 +140,10 @@ uint64_t tg_random_u64(tg_generator *g);   /* two draws, first is the high word 
 double tg_random_double(tg_generator *g);  /* 53-bit uniform [0,1) as torch's double path */
 float tg_random_float(tg_generator *g);    /* 24-bit uniform [0,1) as torch's float path */
 
+/* n values v[i] = (double uniform < p) ? on : 0, drawing exactly what n
+ * bernoulli(p) draws would: torch's dropout mask in one call. */
+void tg_random_mask(tg_generator *g, int64_t n, double p, float on, float *v);
+
 /* In-place fills (torch.Tensor.uniform_, normal_, bernoulli_): */
 void tg_uniform_(tg_tensor *t, float from, float to, tg_generator *g);
 void tg_normal_(tg_tensor *t, float mean, float std, tg_generator *g);
