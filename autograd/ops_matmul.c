@@ -20,21 +20,57 @@ static void mm_offsets(const mm_plan *p, int bi, int64_t *oa, int64_t *ob)
     *ob = (i0 * p->sb[0] + i1 * p->sb[1]) * (int64_t)p->K * p->N;
 }
 
+/* The batch loop runs on the thread pool when there are several matrices;
+ * each gemm is then single-threaded. A gradient is only written in parallel
+ * when its operand is not broadcast over the batch (else two batches would
+ * add into the same matrix). */
+typedef struct {
+    const mm_plan *p;
+    const float *a, *b, *g;
+    float *out, *ga, *gb;
+} mm_batch_job;
+
+static void mm_forward_range(void *vctx, int64_t b0, int64_t b1)
+{
+    const mm_batch_job *j = vctx;
+    const mm_plan *p = j->p;
+    for (int64_t bi = b0; bi < b1; bi++) {
+        int64_t oa, ob;
+        mm_offsets(p, (int)bi, &oa, &ob);
+        tg_k_gemm(false, false, p->M, p->N, p->K, j->a + oa, j->b + ob, j->out + bi * p->M * p->N, false);
+    }
+}
+
+static void mm_backward_range(void *vctx, int64_t b0, int64_t b1)
+{
+    const mm_batch_job *j = vctx;
+    const mm_plan *p = j->p;
+    for (int64_t bi = b0; bi < b1; bi++) {
+        int64_t oa, ob;
+        mm_offsets(p, (int)bi, &oa, &ob);
+        const float *gc = j->g + bi * p->M * p->N;
+        if (j->ga) /* dA += dC @ B^T */
+            tg_k_gemm(false, true, p->M, p->K, p->N, gc, j->b + ob, j->ga + oa, true);
+        if (j->gb) /* dB += A^T @ dC */
+            tg_k_gemm(true, false, p->K, p->N, p->M, j->a + oa, gc, j->gb + ob, true);
+    }
+}
+
+static bool batch_broadcast(const int64_t *s, const int *bshape)
+{
+    return (bshape[0] > 1 && s[0] == 0) || (bshape[1] > 1 && s[1] == 0);
+}
+
 static void matmul_backward(tg_node *n)
 {
     const mm_plan *p = n->ctx;
     tg_tensor *a = n->in[0], *b = n->in[1];
-    float *ga = tg_grad_of(a), *gb = tg_grad_of(b);
-    const float *g = n->out->grad;
-    for (int bi = 0; bi < p->nbatch; bi++) {
-        int64_t oa, ob;
-        mm_offsets(p, bi, &oa, &ob);
-        const float *gc = g + (int64_t)bi * p->M * p->N;
-        if (ga) /* dA += dC @ B^T */
-            tg_k_gemm(false, true, p->M, p->K, p->N, gc, b->data + ob, ga + oa, true);
-        if (gb) /* dB += A^T @ dC */
-            tg_k_gemm(true, false, p->K, p->N, p->M, a->data + oa, gc, gb + ob, true);
-    }
+    mm_batch_job j = {p, a->data, b->data, n->out->grad, NULL, tg_grad_of(a), tg_grad_of(b)};
+    const bool race = (j.ga && batch_broadcast(p->sa, p->bshape)) || (j.gb && batch_broadcast(p->sb, p->bshape));
+    if (p->nbatch > 1 && !race)
+        tg_parallel_for(p->nbatch, 1, mm_backward_range, &j);
+    else
+        mm_backward_range(&j, 0, p->nbatch);
 }
 
 tg_tensor *tg_matmul(tg_tensor *a, tg_tensor *b)
@@ -93,12 +129,11 @@ tg_tensor *tg_matmul(tg_tensor *a, tg_tensor *b)
     }
 
     tg_tensor *out = tg_new_tensor(nd, out_shape);
-    for (int bi = 0; bi < p.nbatch; bi++) {
-        int64_t oa, ob;
-        mm_offsets(&p, bi, &oa, &ob);
-        tg_k_gemm(false, false, p.M, p.N, p.K, a->data + oa, b->data + ob, out->data + (int64_t)bi * p.M * p.N,
-                  false);
-    }
+    mm_batch_job j = {&p, a->data, b->data, NULL, out->data, NULL, NULL};
+    if (p.nbatch > 1)
+        tg_parallel_for(p.nbatch, 1, mm_forward_range, &j);
+    else
+        mm_forward_range(&j, 0, 1);
     tg_tensor *in[2] = {a, b};
     tg_node *n = tg_record("tg_matmul", out, in, 2, matmul_backward);
     if (n) {

@@ -182,11 +182,11 @@ void tg_k_gemm(bool ta, bool tb, int M, int N, int K, const float *A, const floa
     if (M == 0 || N == 0 || K == 0)
         return;
     gemm_job j = {.A = A, .B = B, .C = C, .M = M, .N = N, .K = K, .ta = ta, .tb = tb};
-    const int threads = tg_get_num_threads();
+    const int threads = tg_in_parallel_region() ? 1 : tg_get_num_threads();
     const int64_t flops = (int64_t)M * N * K;
     /* rows per task: MC, or fewer so that every thread gets work */
     int mc = MC;
-    if (threads > 1 && flops >= (1 << 18)) {
+    if (threads > 1 && flops >= (1 << 21)) {
         int per = (M + threads - 1) / threads;
         per = (per + MR - 1) / MR * MR;
         if (per < mc)
@@ -203,7 +203,7 @@ void tg_k_gemm(bool ta, bool tb, int M, int N, int K, const float *A, const floa
             float *bp = grow(&t_bpack, &t_bpack_cap, (size_t)((j.nc + NR - 1) / NR * NR) * KC);
             pack_b(&j, bp);
             j.bpack = bp;
-            if (threads > 1 && flops >= (1 << 18))
+            if (threads > 1 && flops >= (1 << 21))
                 tg_parallel_for(tasks, 1, gemm_task, &j);
             else
                 gemm_task(&j, 0, tasks);

@@ -27,6 +27,8 @@
  * thread; runs inline when n is below min_chunk * 2 or one thread is set. */
 typedef void (*tg_range_fn)(void *ctx, int64_t i0, int64_t i1);
 void tg_parallel_for(int64_t n, int64_t min_chunk, tg_range_fn fn, void *ctx);
+/* True inside a tg_parallel_for chunk (where a nested one runs inline). */
+bool tg_in_parallel_region(void);
 
 /* ---------------------------------------------------------------- gemm
  * C[M,N] = (accumulate ? C : 0) + op(A) @ op(B), all row-major.

@@ -1,12 +1,21 @@
 /* tensor/threads.c — a small persistent pthread pool for tg_parallel_for.
- * Workers sleep on a condition variable between jobs; the calling thread
- * takes the first chunk itself, so n threads means n-1 workers. */
+ * The calling thread takes chunks too, so n threads means n-1 workers.
+ * Between jobs a worker spins briefly on the job counter (a training step
+ * issues jobs back to back, and a condition-variable wake-up costs more than
+ * a small kernel), then sleeps on a condition variable. A tg_parallel_for
+ * issued from inside a chunk runs inline: nested parallelism is serial. */
 #include "kernels.h"
 
 #include <pthread.h>
 #include <stdlib.h>
 
 #define TG_MAX_THREADS 64
+
+#if defined(__x86_64__) || defined(__i386__)
+#define cpu_relax() __builtin_ia32_pause()
+#else
+#define cpu_relax() ((void)0)
+#endif
 
 static struct {
     pthread_mutex_t mu;
@@ -43,19 +52,31 @@ static void run_chunks(void)
     }
 }
 
+static _Thread_local bool t_in_chunk;
+
 static void *worker(void *arg)
 {
     (void)arg;
+    t_in_chunk = true;
     pthread_mutex_lock(&pool.mu);
     unsigned long seen = pool.generation;
     for (;;) {
-        while (pool.generation == seen)
-            pthread_cond_wait(&pool.start, &pool.mu);
+        if (pool.generation == seen) {
+            /* spin a little without the lock before sleeping */
+            pthread_mutex_unlock(&pool.mu);
+            for (int spin = 0; spin < 20000 && __atomic_load_n(&pool.generation, __ATOMIC_ACQUIRE) == seen; spin++)
+                cpu_relax();
+            pthread_mutex_lock(&pool.mu);
+            while (pool.generation == seen)
+                pthread_cond_wait(&pool.start, &pool.mu);
+        }
         seen = pool.generation;
         run_chunks();
     }
     return NULL;
 }
+
+bool tg_in_parallel_region(void) { return t_in_chunk; }
 
 static void configure_default(void)
 {
@@ -84,7 +105,7 @@ int tg_get_num_threads(void)
 void tg_parallel_for(int64_t n, int64_t min_chunk, tg_range_fn fn, void *ctx)
 {
     configure_default();
-    int t = pool.n_threads;
+    int t = t_in_chunk ? 1 : pool.n_threads;
     if (min_chunk < 1)
         min_chunk = 1;
     if (t > 1 && n / min_chunk < t)
@@ -108,9 +129,11 @@ void tg_parallel_for(int64_t n, int64_t min_chunk, tg_range_fn fn, void *ctx)
     pool.n_chunks = (int)((n + pool.chunk - 1) / pool.chunk);
     pool.next = 0;
     pool.pending = pool.n_chunks;
-    pool.generation++;
+    __atomic_add_fetch(&pool.generation, 1, __ATOMIC_RELEASE);
     pthread_cond_broadcast(&pool.start);
+    t_in_chunk = true;
     run_chunks();
+    t_in_chunk = false;
     while (pool.pending > 0)
         pthread_cond_wait(&pool.done, &pool.mu);
     pthread_mutex_unlock(&pool.mu);
