@@ -109,7 +109,7 @@ void tg_k_binary_backward(tg_binop op, int which, const tg_bcast *bc, const floa
 #define GELU_KAPPA 0.044715f
 
 TG_TARGET_CLONES
-void tg_k_unary(tg_unop op, int64_t n, const float *x, float s, float *y)
+static void unary_serial(tg_unop op, int64_t n, const float *x, float s, float *y)
 {
     switch (op) {
     case TG_UN_NEG: for (int64_t i = 0; i < n; i++) y[i] = -x[i]; break;
@@ -136,8 +136,8 @@ void tg_k_unary(tg_unop op, int64_t n, const float *x, float s, float *y)
 }
 
 TG_TARGET_CLONES
-void tg_k_unary_backward(tg_unop op, int64_t n, const float *x, const float *y, float s, const float *dy,
-                         float *gx)
+static void unary_backward_serial(tg_unop op, int64_t n, const float *x, const float *y, float s,
+                                  const float *dy, float *gx)
 {
     switch (op) {
     case TG_UN_NEG: for (int64_t i = 0; i < n; i++) gx[i] -= dy[i]; break;
@@ -167,6 +167,41 @@ void tg_k_unary_backward(tg_unop op, int64_t n, const float *x, const float *y, 
     }
 }
 
+/* Elementwise work is split into contiguous ranges on the thread pool. */
+#define TG_ELEM_CHUNK 32768
+
+typedef struct {
+    tg_unop op;
+    const float *x, *y, *dy;
+    float s;
+    float *out;
+} unary_job;
+
+static void unary_range(void *vctx, int64_t i0, int64_t i1)
+{
+    const unary_job *j = vctx;
+    unary_serial(j->op, i1 - i0, j->x + i0, j->s, j->out + i0);
+}
+
+void tg_k_unary(tg_unop op, int64_t n, const float *x, float s, float *y)
+{
+    unary_job j = {op, x, NULL, NULL, s, y};
+    tg_parallel_for(n, TG_ELEM_CHUNK, unary_range, &j);
+}
+
+static void unary_backward_range(void *vctx, int64_t i0, int64_t i1)
+{
+    const unary_job *j = vctx;
+    unary_backward_serial(j->op, i1 - i0, j->x + i0, j->y ? j->y + i0 : NULL, j->s, j->dy + i0, j->out + i0);
+}
+
+void tg_k_unary_backward(tg_unop op, int64_t n, const float *x, const float *y, float s, const float *dy,
+                         float *gx)
+{
+    unary_job j = {op, x, y, dy, s, gx};
+    tg_parallel_for(n, TG_ELEM_CHUNK, unary_backward_range, &j);
+}
+
 /* ---------------------------------------------------------------- rows */
 
 /* One row of n elements with stride 1: y = softmax(x) or log_softmax(x). */
@@ -194,7 +229,7 @@ static inline void softmax_row(const float *restrict px, float *restrict py, int
 }
 
 TG_TARGET_CLONES
-void tg_k_softmax(const float *x, float *y, int64_t outer, int n, int64_t inner, bool log)
+static void softmax_serial(const float *x, float *y, int64_t outer, int n, int64_t inner, bool log)
 {
     if (inner == 1) {
         for (int64_t o = 0; o < outer; o++)
@@ -226,8 +261,8 @@ void tg_k_softmax(const float *x, float *y, int64_t outer, int n, int64_t inner,
 }
 
 TG_TARGET_CLONES
-void tg_k_softmax_backward(const float *y, const float *dy, float *gx, int64_t outer, int n, int64_t inner,
-                           bool log)
+static void softmax_backward_serial(const float *y, const float *dy, float *gx, int64_t outer, int n,
+                                    int64_t inner, bool log)
 {
     for (int64_t o = 0; o < outer; o++)
         for (int64_t in = 0; in < inner; in++) {
@@ -247,6 +282,44 @@ void tg_k_softmax_backward(const float *y, const float *dy, float *gx, int64_t o
                     pg[i * inner] += py[i * inner] * (pd[i * inner] - dot);
             }
         }
+}
+
+typedef struct {
+    const float *x, *dy;
+    float *y;
+    int n;
+    int64_t inner;
+    bool log;
+} softmax_job;
+
+static void softmax_range(void *vctx, int64_t o0, int64_t o1)
+{
+    const softmax_job *j = vctx;
+    const int64_t row = j->n * j->inner;
+    softmax_serial(j->x + o0 * row, j->y + o0 * row, o1 - o0, j->n, j->inner, j->log);
+}
+
+/* outer blocks of [n, inner] go to the thread pool */
+void tg_k_softmax(const float *x, float *y, int64_t outer, int n, int64_t inner, bool log)
+{
+    softmax_job j = {x, NULL, y, n, inner, log};
+    const int64_t per = n * inner > 0 ? n * inner : 1;
+    tg_parallel_for(outer, TG_ELEM_CHUNK / per + 1, softmax_range, &j);
+}
+
+static void softmax_backward_range(void *vctx, int64_t o0, int64_t o1)
+{
+    const softmax_job *j = vctx; /* x: y (the output), y: gx */
+    const int64_t row = j->n * j->inner;
+    softmax_backward_serial(j->x + o0 * row, j->dy + o0 * row, j->y + o0 * row, o1 - o0, j->n, j->inner, j->log);
+}
+
+void tg_k_softmax_backward(const float *y, const float *dy, float *gx, int64_t outer, int n, int64_t inner,
+                           bool log)
+{
+    softmax_job j = {y, dy, gx, n, inner, log};
+    const int64_t per = n * inner > 0 ? n * inner : 1;
+    tg_parallel_for(outer, TG_ELEM_CHUNK / per + 1, softmax_backward_range, &j);
 }
 
 void tg_k_sum_dim(const float *x, float *y, int64_t outer, int n, int64_t inner, float scale)
