@@ -29,7 +29,7 @@ BENCH_SRC := $(wildcard tests/bench/*.c)
 BENCH_BIN := $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%)
 HDRS     := $(wildcard tensor/*.h autograd/*.h nn/*.h optim/*.h tests/*.h examples/*.h)
 
-.PHONY: all test run debug asan bench clean valgrind
+.PHONY: all test run debug asan bench clean valgrind fuzz
 .SUFFIXES:
 .SECONDARY:
 
@@ -83,7 +83,7 @@ bench: $(BENCH_BIN)
 	@bash tests/bench/run
 
 clean:
-	rm -rf build build-debug build-asan
+	rm -rf build build-debug build-asan build-fuzz
 
 # ---- fuzzing (issue 5): libFuzzer + ASan/UBSan over the checkpoint loader, a bounded run.
 #   make fuzz [FUZZ_TIME=60]   the library sources are built straight into the fuzz binary
@@ -91,7 +91,7 @@ FUZZ_TIME ?= 60
 FUZZ_CC   ?= clang
 fuzz:
 	@mkdir -p build-fuzz/corpus
-	$(FUZZ_CC) -std=c11 -D_GNU_SOURCE -O1 -g -I. -pthread -fsanitize=fuzzer,address,undefined \
+	$(FUZZ_CC) -std=c11 -D_GNU_SOURCE -DTG_NO_CLONES -O1 -g -I. -pthread -fsanitize=fuzzer,address,undefined \
 	    -fno-sanitize-recover=undefined tests/fuzz/fuzz_checkpoint.c $(LIB_SRC) -lm -o build-fuzz/fuzz_checkpoint
 	build-fuzz/fuzz_checkpoint -max_total_time=$(FUZZ_TIME) -max_len=8192 -dict=tests/fuzz/safetensors.dict \
 	    build-fuzz/corpus tests/fuzz/seeds

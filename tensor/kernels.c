@@ -359,8 +359,8 @@ void tg_k_max_dim(const float *x, float *y, int32_t *idx, int64_t outer, int n, 
 }
 
 TG_TARGET_CLONES
-void tg_k_layernorm(const float *x, const float *scale, const float *shift, float *y, float *mean, float *rstd,
-                    int64_t rows, int n, float eps)
+static void layernorm_serial(const float *x, const float *scale, const float *shift, float *y, float *mean,
+                             float *rstd, int64_t rows, int n, float eps)
 {
     for (int64_t r = 0; r < rows; r++) {
         const float *px = x + r * n;
@@ -384,8 +384,8 @@ void tg_k_layernorm(const float *x, const float *scale, const float *shift, floa
 }
 
 TG_TARGET_CLONES
-void tg_k_layernorm_backward(const float *x, const float *scale, const float *mean, const float *rstd,
-                             const float *dy, float *gx, float *gscale, float *gshift, int64_t rows, int n)
+static void layernorm_backward_serial(const float *x, const float *scale, const float *mean, const float *rstd,
+                                      const float *dy, float *gx, float *gscale, float *gshift, int64_t rows, int n)
 {
     for (int64_t r = 0; r < rows; r++) {
         const float *px = x + r * n, *pd = dy + r * n;
@@ -411,6 +411,20 @@ void tg_k_layernorm_backward(const float *x, const float *scale, const float *me
             }
         }
     }
+}
+
+/* Only static functions are multi-versioned (clang resolves clones per
+ * translation unit); these are the public entry points. */
+void tg_k_layernorm(const float *x, const float *scale, const float *shift, float *y, float *mean, float *rstd,
+                    int64_t rows, int n, float eps)
+{
+    layernorm_serial(x, scale, shift, y, mean, rstd, rows, n, eps);
+}
+
+void tg_k_layernorm_backward(const float *x, const float *scale, const float *mean, const float *rstd,
+                             const float *dy, float *gx, float *gscale, float *gshift, int64_t rows, int n)
+{
+    layernorm_backward_serial(x, scale, mean, rstd, dy, gx, gscale, gshift, rows, n);
 }
 
 /* ---------------------------------------------------------------- permute */

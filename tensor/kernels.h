@@ -13,7 +13,13 @@
 
 /* Hot loops are compiled for AVX-512, AVX2+FMA and baseline x86-64 and the
  * loader picks the best the CPU has (GCC/clang function multi-versioning),
- * so the build stays portable. Off under the sanitizers. */
+ * so the build stays portable. Put it on static functions only. Off under
+ * the sanitizers. */
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TG_NO_CLONES 1
+#endif
+#endif
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__SANITIZE_ADDRESS__) && !defined(TG_NO_CLONES) && \
     !defined(__clang_analyzer__)
 #define TG_TARGET_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))

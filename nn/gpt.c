@@ -1,0 +1,386 @@
+/*
+ * nn/gpt.c — the book's GPTModel (ch04 gpt.py), built from the nn modules.
+ *
+ *   in_idx (B, T) -> tok_emb (B, T, E) + pos_emb (T, E) -> drop_emb
+ *   -> n_layers x [ x + drop(att(norm1(x))) ; x + drop(ff(norm2(x))) ]
+ *   -> final_norm -> out_head -> logits (B, T, V)
+ */
+#include "nn.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---------------------------------------------------------------- config */
+
+#if defined(__GNUC__)
+__attribute__((format(printf, 3, 4)))
+#endif
+static int cfg_fail(char *err, size_t size, const char *fmt, ...)
+{
+    if (err && size) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, size, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}
+
+int tg_gpt_config_check(const tg_gpt_config *c, char *err, size_t errsize)
+{
+    if (c->vocab_size < 1 || c->vocab_size > (1 << 24))
+        return cfg_fail(err, errsize, "vocab_size %d must be in [1, 2^24]", c->vocab_size);
+    if (c->context_length < 1 || c->context_length > (1 << 16))
+        return cfg_fail(err, errsize, "context_length (--ctx) %d must be in [1, 65536]", c->context_length);
+    if (c->emb_dim < 1 || c->emb_dim > (1 << 16))
+        return cfg_fail(err, errsize, "emb_dim (--emb) %d must be in [1, 65536]", c->emb_dim);
+    if (c->n_heads < 1 || c->n_heads > c->emb_dim)
+        return cfg_fail(err, errsize, "n_heads (--heads) %d must be in [1, emb_dim=%d]", c->n_heads, c->emb_dim);
+    if (c->emb_dim % c->n_heads != 0)
+        return cfg_fail(err, errsize, "n_heads (--heads) %d does not divide emb_dim (--emb) %d", c->n_heads,
+                        c->emb_dim);
+    if (c->n_layers < 0 || c->n_layers > 1024)
+        return cfg_fail(err, errsize, "n_layers (--layers) %d must be in [0, 1024]", c->n_layers);
+    if (!(c->drop_rate >= 0.0f && c->drop_rate < 1.0f))
+        return cfg_fail(err, errsize, "drop_rate (--dropout) %g must be in [0, 1)", (double)c->drop_rate);
+    /* Every tensor must fit tg_tensor's int shapes and int64 numel comfortably. */
+    double e = c->emb_dim, n = (double)c->vocab_size * e * 2 + (double)c->context_length * e +
+                               (double)c->n_layers * (12 * e * e + 13 * e);
+    if (n > 4e9)
+        return cfg_fail(err, errsize, "model too large (%.3g parameters)", n);
+    return 0;
+}
+
+static const char *const cfg_keys[] = {"vocab_size", "context_length", "emb_dim", "n_heads",
+                                       "n_layers",   "drop_rate",      "qkv_bias"};
+
+void tg_gpt_config_to_meta(const tg_gpt_config *c, tg_st_meta *m)
+{
+    tg_st_meta_setf(m, "vocab_size", "%d", c->vocab_size);
+    tg_st_meta_setf(m, "context_length", "%d", c->context_length);
+    tg_st_meta_setf(m, "emb_dim", "%d", c->emb_dim);
+    tg_st_meta_setf(m, "n_heads", "%d", c->n_heads);
+    tg_st_meta_setf(m, "n_layers", "%d", c->n_layers);
+    tg_st_meta_setf(m, "drop_rate", "%.9g", (double)c->drop_rate);
+    tg_st_meta_set(m, "qkv_bias", c->qkv_bias ? "true" : "false");
+}
+
+bool tg_gpt_meta_has_config(const tg_st_meta *m)
+{
+    for (size_t i = 0; i < sizeof cfg_keys / sizeof *cfg_keys; i++)
+        if (tg_st_meta_get(m, cfg_keys[i]))
+            return true;
+    return false;
+}
+
+static bool parse_int(const char *s, int *out)
+{
+    if (!s || !*s)
+        return false;
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || *end || end == s || v < -2147483647L || v > 2147483647L || s[0] == ' ' || s[0] == '+')
+        return false;
+    *out = (int)v;
+    return true;
+}
+
+static int meta_fail(tg_st_error *err, const char *label, const char *fmt, const char *a, const char *b)
+{
+    if (err) {
+        err->code = TG_ST_ECONFIG;
+        int n = snprintf(err->msg, sizeof err->msg, "%s: ", label ? label : "(checkpoint)");
+        if (n < 0 || (size_t)n >= sizeof err->msg)
+            n = 0;
+        snprintf(err->msg + n, sizeof err->msg - (size_t)n, fmt, a, b);
+    }
+    return TG_ST_ECONFIG;
+}
+
+int tg_gpt_config_from_meta(tg_gpt_config *c, const tg_st_meta *m, const char *label, tg_st_error *err)
+{
+    memset(c, 0, sizeof *c);
+    int *ints[] = {&c->vocab_size, &c->context_length, &c->emb_dim, &c->n_heads, &c->n_layers};
+    for (int i = 0; i < 5; i++) {
+        const char *v = tg_st_meta_get(m, cfg_keys[i]);
+        if (!v)
+            return meta_fail(err, label, "metadata lacks \"%s\"%s", cfg_keys[i], " (not a tapegrad GPT checkpoint?)");
+        if (!parse_int(v, ints[i]))
+            return meta_fail(err, label, "metadata \"%s\" = \"%.40s\" is not an integer", cfg_keys[i], v);
+    }
+    const char *d = tg_st_meta_get(m, "drop_rate");
+    if (!d)
+        return meta_fail(err, label, "metadata lacks \"%s\"%s", "drop_rate", "");
+    char *end;
+    errno = 0;
+    double dr = strtod(d, &end);
+    if (errno || !*d || *end || !isfinite(dr))
+        return meta_fail(err, label, "metadata \"%s\" = \"%.40s\" is not a number", "drop_rate", d);
+    c->drop_rate = (float)dr;
+    const char *q = tg_st_meta_get(m, "qkv_bias");
+    if (!q)
+        return meta_fail(err, label, "metadata lacks \"%s\"%s", "qkv_bias", "");
+    if (strcmp(q, "true") == 0 || strcmp(q, "True") == 0)
+        c->qkv_bias = true;
+    else if (strcmp(q, "false") == 0 || strcmp(q, "False") == 0)
+        c->qkv_bias = false;
+    else
+        return meta_fail(err, label, "metadata \"%s\" = \"%.40s\" is not true/false", "qkv_bias", q);
+    char why[200];
+    if (tg_gpt_config_check(c, why, sizeof why) != 0)
+        return meta_fail(err, label, "invalid config in the metadata: %s%s", why, "");
+    return 0;
+}
+
+/* ---------------------------------------------------------------- model */
+
+static void block_params(tg_gpt_block *b, tg_params *list, int i)
+{
+    char p[96];
+    snprintf(p, sizeof p, "trf_blocks.%d.att.", i);
+    tg_mha_params(b->att, list, p);
+    snprintf(p, sizeof p, "trf_blocks.%d.ff.", i);
+    tg_feedforward_params(b->ff, list, p);
+    snprintf(p, sizeof p, "trf_blocks.%d.norm1.", i);
+    tg_layernorm_mod_params(b->norm1, list, p);
+    snprintf(p, sizeof p, "trf_blocks.%d.norm2.", i);
+    tg_layernorm_mod_params(b->norm2, list, p);
+}
+
+tg_gpt *tg_gpt_new(const tg_gpt_config *cfg, tg_generator *g)
+{
+    char why[200];
+    if (tg_gpt_config_check(cfg, why, sizeof why) != 0)
+        tg_error("tg_gpt_new", "%s", why);
+    tg_gpt *m = calloc(1, sizeof *m);
+    if (!m)
+        tg_error("tg_gpt_new", "out of memory");
+    m->cfg = *cfg;
+    const int E = cfg->emb_dim;
+    /* The order of GPTModel.__init__ (and TransformerBlock.__init__). */
+    m->tok_emb = tg_embedding_mod_new(cfg->vocab_size, E, g);
+    m->pos_emb = tg_embedding_mod_new(cfg->context_length, E, g);
+    m->drop_emb = tg_dropout_mod_new(cfg->drop_rate, g);
+    m->trf_blocks = calloc((size_t)(cfg->n_layers > 0 ? cfg->n_layers : 1), sizeof *m->trf_blocks);
+    m->positions = malloc((size_t)cfg->context_length * sizeof *m->positions);
+    if (!m->trf_blocks || !m->positions)
+        tg_error("tg_gpt_new", "out of memory");
+    for (int i = 0; i < cfg->n_layers; i++) {
+        tg_gpt_block *b = &m->trf_blocks[i];
+        b->att = tg_mha_new(E, E, cfg->context_length, cfg->drop_rate, cfg->n_heads, cfg->qkv_bias, g);
+        b->att->keep_attn = false; /* no per-step copy of the weights while training */
+        b->ff = tg_feedforward_new(E, g);
+        b->norm1 = tg_layernorm_mod_new(E);
+        b->norm2 = tg_layernorm_mod_new(E);
+        b->drop_resid = tg_dropout_mod_new(cfg->drop_rate, g);
+    }
+    m->final_norm = tg_layernorm_mod_new(E);
+    m->out_head = tg_linear_new(E, cfg->vocab_size, false, g);
+    for (int t = 0; t < cfg->context_length; t++)
+        m->positions[t] = t;
+
+    tg_params_init(&m->params);
+    tg_embedding_mod_params(m->tok_emb, &m->params, "tok_emb.");
+    tg_embedding_mod_params(m->pos_emb, &m->params, "pos_emb.");
+    for (int i = 0; i < cfg->n_layers; i++)
+        block_params(&m->trf_blocks[i], &m->params, i);
+    tg_layernorm_mod_params(m->final_norm, &m->params, "final_norm.");
+    tg_linear_params(m->out_head, &m->params, "out_head.");
+    m->training = true;
+    return m;
+}
+
+tg_tensor *tg_gpt_forward(tg_gpt *m, const int32_t *ids, int batch, int tokens)
+{
+    if (batch < 1 || tokens < 1 || tokens > m->cfg.context_length)
+        tg_error("tg_gpt_forward", "input (%d, %d) needs batch >= 1 and 1 <= tokens <= context_length=%d", batch,
+                 tokens, m->cfg.context_length);
+    for (int64_t i = 0; i < (int64_t)batch * tokens; i++)
+        if (ids[i] < 0 || ids[i] >= m->cfg.vocab_size)
+            tg_error("tg_gpt_forward", "token id %d at %lld outside the vocabulary [0, %d)", ids[i], (long long)i,
+                     m->cfg.vocab_size);
+    tg_tensor *tok = tg_embedding_mod_forward(m->tok_emb, ids, TG_SHAPE(batch, tokens)); /* (B, T, E) */
+    tg_tensor *pos = tg_embedding_mod_forward(m->pos_emb, m->positions, TG_SHAPE(tokens)); /* (T, E) */
+    tg_tensor *x = tg_dropout_mod_forward(m->drop_emb, tg_add(tok, pos));
+    for (int i = 0; i < m->cfg.n_layers; i++) {
+        tg_gpt_block *b = &m->trf_blocks[i];
+        tg_tensor *h = tg_mha_forward(b->att, tg_layernorm_mod_forward(b->norm1, x));
+        x = tg_add(tg_dropout_mod_forward(b->drop_resid, h), x);
+        h = tg_feedforward_forward(b->ff, tg_layernorm_mod_forward(b->norm2, x));
+        x = tg_add(tg_dropout_mod_forward(b->drop_resid, h), x);
+    }
+    return tg_linear_forward(m->out_head, tg_layernorm_mod_forward(m->final_norm, x)); /* (B, T, V) */
+}
+
+void tg_gpt_train(tg_gpt *m, bool on)
+{
+    m->training = on;
+    tg_dropout_mod_train(m->drop_emb, on);
+    for (int i = 0; i < m->cfg.n_layers; i++) {
+        tg_mha_train(m->trf_blocks[i].att, on);
+        tg_dropout_mod_train(m->trf_blocks[i].drop_resid, on);
+    }
+}
+
+void tg_gpt_free(tg_gpt *m)
+{
+    if (!m)
+        return;
+    tg_embedding_mod_free(m->tok_emb);
+    tg_embedding_mod_free(m->pos_emb);
+    tg_dropout_mod_free(m->drop_emb);
+    for (int i = 0; i < m->cfg.n_layers && m->trf_blocks; i++) {
+        tg_gpt_block *b = &m->trf_blocks[i];
+        tg_mha_free(b->att);
+        tg_feedforward_free(b->ff);
+        tg_layernorm_mod_free(b->norm1);
+        tg_layernorm_mod_free(b->norm2);
+        tg_dropout_mod_free(b->drop_resid);
+    }
+    free(m->trf_blocks);
+    tg_layernorm_mod_free(m->final_norm);
+    tg_linear_free(m->out_head);
+    tg_params_free(&m->params);
+    free(m->positions);
+    free(m);
+}
+
+/* ---------------------------------------------------------------- loading */
+
+typedef struct {
+    const tg_gpt *m;
+    bool allow_optim;
+} extra_ctx;
+
+/* torch's buffer "trf_blocks.{i}.att.mask" (i < n_layers, shape (ctx, ctx)),
+ * and the optimizer's "optim.*" entries when allowed. */
+static bool gpt_allow_extra(const tg_st_entry *e, void *vctx)
+{
+    const extra_ctx *c = vctx;
+    if (c->allow_optim && strncmp(e->name, "optim.", 6) == 0)
+        return true;
+    int i, n = 0;
+    if (sscanf(e->name, "trf_blocks.%d.att.mask%n", &i, &n) == 1 && e->name[n] == '\0' && i >= 0 &&
+        i < c->m->cfg.n_layers) {
+        char canon[64];
+        snprintf(canon, sizeof canon, "trf_blocks.%d.att.mask", i);
+        return strcmp(canon, e->name) == 0 && e->ndim == 2 && e->shape[0] == c->m->cfg.context_length &&
+               e->shape[1] == c->m->cfg.context_length;
+    }
+    return false;
+}
+
+int tg_gpt_load(tg_gpt *m, const tg_st_file *f, bool allow_optim, tg_st_error *err)
+{
+    const tg_st_meta *meta = tg_st_metadata(f);
+    const char *label = tg_st_label(f);
+    if (tg_gpt_meta_has_config(meta)) {
+        tg_gpt_config c;
+        int rc = tg_gpt_config_from_meta(&c, meta, label, err);
+        if (rc)
+            return rc;
+        const struct {
+            const char *name;
+            int file, model;
+        } cmp[] = {{"vocab_size", c.vocab_size, m->cfg.vocab_size},
+                   {"context_length", c.context_length, m->cfg.context_length},
+                   {"emb_dim", c.emb_dim, m->cfg.emb_dim},
+                   {"n_heads", c.n_heads, m->cfg.n_heads},
+                   {"n_layers", c.n_layers, m->cfg.n_layers},
+                   {"qkv_bias", c.qkv_bias, m->cfg.qkv_bias}};
+        for (size_t i = 0; i < sizeof cmp / sizeof *cmp; i++)
+            if (cmp[i].file != cmp[i].model) {
+                if (err) {
+                    err->code = TG_ST_ECONFIG;
+                    snprintf(err->msg, sizeof err->msg,
+                             "%s: checkpoint of another config: its %s is %d, the model's is %d", label, cmp[i].name,
+                             cmp[i].file, cmp[i].model);
+                }
+                return TG_ST_ECONFIG;
+            }
+    }
+    extra_ctx ctx = {m, allow_optim};
+    return tg_st_load_params(f, &m->params, gpt_allow_extra, &ctx, err);
+}
+
+/* ---------------------------------------------------------------- generation */
+
+void tg_gpt_generate(tg_gpt *m, int32_t *ids, int n_prompt, int n_new, float temperature, int top_k,
+                     tg_generator *g, tg_gpt_token_fn on_token, void *ctx)
+{
+    if (n_prompt < 1 || n_new < 0 || !(temperature >= 0.0f))
+        tg_error("tg_gpt_generate", "needs n_prompt >= 1 (got %d), n_new >= 0 (got %d), temperature >= 0", n_prompt,
+                 n_new);
+    const int V = m->cfg.vocab_size, C = m->cfg.context_length;
+    bool was_training = m->training;
+    tg_gpt_train(m, false);
+    tg_tape *tape = tg_tape_new();
+    tg_tape *prev = tg_tape_use(tape);
+    bool grad = tg_set_grad_enabled(false);
+    double *p = malloc((size_t)V * sizeof *p);
+    float *sorted = malloc((size_t)V * sizeof *sorted);
+    if (!p || !sorted)
+        tg_error("tg_gpt_generate", "out of memory");
+    for (int k = 0; k < n_new; k++) {
+        int n = n_prompt + k, T = n < C ? n : C;
+        tg_tensor *logits = tg_gpt_forward(m, ids + (n - T), 1, T);
+        const float *last = logits->data + (int64_t)(T - 1) * V;
+        /* top-k: everything below the k-th largest logit is dropped (torch.topk + where) */
+        float floor_v = -INFINITY;
+        if (top_k > 0 && top_k < V) {
+            memcpy(sorted, last, (size_t)V * sizeof *sorted);
+            /* partial selection sort of the k largest: V is small here */
+            for (int a = 0; a < top_k; a++) {
+                int best = a;
+                for (int b = a + 1; b < V; b++)
+                    if (sorted[b] > sorted[best])
+                        best = b;
+                float t = sorted[a];
+                sorted[a] = sorted[best];
+                sorted[best] = t;
+            }
+            floor_v = sorted[top_k - 1];
+        }
+        int next = 0;
+        if (temperature == 0.0f) {
+            for (int v = 1; v < V; v++)
+                if (last[v] > last[next])
+                    next = v;
+        } else {
+            double mx = -INFINITY, sum = 0.0;
+            for (int v = 0; v < V; v++)
+                if (last[v] >= floor_v && (double)last[v] / temperature > mx)
+                    mx = (double)last[v] / temperature;
+            for (int v = 0; v < V; v++) {
+                p[v] = last[v] >= floor_v ? exp((double)last[v] / temperature - mx) : 0.0;
+                sum += p[v];
+            }
+            double u = tg_random_double(g ? g : tg_default_generator()) * sum, acc = 0.0;
+            next = -1;
+            for (int v = 0; v < V; v++) {
+                if (p[v] <= 0.0)
+                    continue;
+                next = v;   /* the last candidate catches rounding at the top */
+                acc += p[v];
+                if (u < acc)
+                    break;
+            }
+            if (next < 0)
+                next = 0;
+        }
+        ids[n] = next;
+        tg_tape_reset(tape);
+        if (on_token)
+            on_token(next, ctx);
+    }
+    free(p);
+    free(sorted);
+    tg_set_grad_enabled(grad);
+    tg_tape_use(prev);
+    tg_tape_free(tape);
+    tg_gpt_train(m, was_training);
+}

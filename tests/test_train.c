@@ -1,0 +1,481 @@
+/*
+ * tests/test_train.c — the trainer and sampler programs, run as a user runs them.
+ *
+ * The binaries are the ones built beside this test (build/train and
+ * build/sample for build/tests/test_train; build-asan/... under make asan),
+ * run with fork/exec, stdout and stderr captured in a temp directory.
+ *   - every bad input of the issue: a one-line error that names the problem,
+ *     a non-zero exit, and no output file (--save, --log, --plot) left behind;
+ *   - train -> save -> resume gives the very losses of an uninterrupted run
+ *     (random and sequential batches, dropout, warmup + cosine);
+ *   - Ctrl-C (SIGINT) saves a checkpoint that resumes;
+ *   - the sampler: greedy is deterministic, an unknown prompt char is an error.
+ */
+#include "testutil.h"
+
+#include "nn/nn.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static char g_dir[256];
+static char g_bin[512]; /* the build directory holding train and sample */
+
+static void setup_dir(void)
+{
+    snprintf(g_dir, sizeof g_dir, "/tmp/tg_train_XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(g_dir));
+    char self[512];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    ck_assert_int_gt(n, 0);
+    self[n] = '\0';
+    /* <build>/tests/test_train -> <build> */
+    snprintf(g_bin, sizeof g_bin, "%s", dirname(dirname(self)));
+}
+
+static void teardown_dir(void)
+{
+    DIR *d = opendir(g_dir);
+    if (d) {
+        struct dirent *e;
+        char p[512];
+        while ((e = readdir(d)))
+            if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
+                snprintf(p, sizeof p, "%s/%s", g_dir, e->d_name);
+                unlink(p);
+            }
+        closedir(d);
+    }
+    rmdir(g_dir);
+}
+
+static char *path_in(char *buf, const char *name)
+{
+    snprintf(buf, 512, "%s/%s", g_dir, name);
+    return buf;
+}
+
+static bool exists(const char *name)
+{
+    char p[512];
+    struct stat st;
+    return stat(path_in(p, name), &st) == 0;
+}
+
+static void write_file(const char *name, const void *data, size_t n)
+{
+    char p[512];
+    FILE *f = fopen(path_in(p, name), "wb");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_uint_eq(fwrite(data, 1, n, f), n);
+    fclose(f);
+}
+
+static char *read_file(const char *name, size_t *len)
+{
+    char p[512];
+    FILE *f = fopen(path_in(p, name), "rb");
+    ck_assert_msg(f != NULL, "%s was not written", name);
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *b = malloc((size_t)n + 1);
+    ck_assert_uint_eq(fread(b, 1, (size_t)n, f), (size_t)n);
+    b[n] = '\0';
+    fclose(f);
+    if (len)
+        *len = (size_t)n;
+    return b;
+}
+
+/* A text of a few thousand characters with some structure to learn. */
+static void write_text(const char *name, int repeats)
+{
+    const char *para = "It was the best of times, it was the worst of times; it was the age of wisdom, "
+                       "it was the age of foolishness.\n";
+    char p[512];
+    FILE *f = fopen(path_in(p, name), "w");
+    ck_assert_ptr_nonnull(f);
+    for (int i = 0; i < repeats; i++)
+        fputs(para, f);
+    fclose(f);
+}
+
+/* Runs <bin>/<prog> with args (NULL-terminated; "@x" means the temp path x),
+ * stdout/stderr into out.txt/err.txt. Returns the exit status, or 128+signal.
+ * If sig_after_lines > 0, sends SIGINT once the log file has that many lines. */
+static int run_prog_sig(const char *prog, const char *const *args, const char *log_for_sig, int sig_after_lines)
+{
+    char exe[600], out[512], err[512];
+    snprintf(exe, sizeof exe, "%s/%s", g_bin, prog);
+    ck_assert_msg(access(exe, X_OK) == 0, "%s is not built", exe);
+    char *argv[64];
+    char storage[64][512];
+    int n = 0;
+    argv[n++] = exe;
+    for (int i = 0; args[i]; i++, n++) {
+        ck_assert_int_lt(n, 62);
+        if (args[i][0] == '@')
+            argv[n] = path_in(storage[n], args[i] + 1);
+        else
+            argv[n] = (char *)args[i];
+    }
+    argv[n] = NULL;
+    path_in(out, "out.txt");
+    path_in(err, "err.txt");
+    fflush(NULL);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        int fo = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        int fe = open(err, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fo < 0 || fe < 0)
+            _exit(126);
+        dup2(fo, 1);
+        dup2(fe, 2);
+        int fi = open("/dev/null", O_RDONLY);
+        if (fi >= 0)
+            dup2(fi, 0);
+        execv(exe, argv);
+        _exit(127);
+    }
+    int status;
+    if (sig_after_lines > 0) {
+        bool sent = false;
+        for (int waited = 0; waited < 60000; waited += 5) {
+            if (waitpid(pid, &status, WNOHANG) == pid)
+                goto done;
+            if (!sent) {
+                char p[512];
+                FILE *f = fopen(path_in(p, log_for_sig), "r");
+                int lines = 0, c;
+                if (f) {
+                    while ((c = fgetc(f)) != EOF)
+                        lines += c == '\n';
+                    fclose(f);
+                }
+                if (lines >= sig_after_lines) {
+                    kill(pid, SIGINT);
+                    sent = true;
+                }
+            }
+            struct timespec ts = {0, 5000000};
+            nanosleep(&ts, NULL);
+        }
+        kill(pid, SIGKILL);
+    }
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+done:
+    if (WIFSIGNALED(status))
+        return 128 + WTERMSIG(status);
+    return WEXITSTATUS(status);
+}
+
+static int run_prog(const char *prog, const char *const *args) { return run_prog_sig(prog, args, NULL, 0); }
+
+static int count_lines(const char *s)
+{
+    int n = 0;
+    for (; *s; s++)
+        n += *s == '\n';
+    return n;
+}
+
+#define TINY "--layers", "1", "--heads", "2", "--emb", "16", "--ctx", "16", "--batch", "4", "--threads", "1"
+
+/* A small good checkpoint (emb 16, char vocab of text.txt) in good.safetensors. */
+static void make_good_checkpoint(void)
+{
+    write_text("text.txt", 30);
+    const char *args[] = {"--data", "@text.txt", TINY, "--steps", "3", "--eval-every", "0", "--sample-tokens", "0",
+                          "--save", "@good.safetensors", NULL};
+    ck_assert_int_eq(run_prog("train", args), 0);
+    ck_assert(exists("good.safetensors"));
+}
+
+/* ---------------------------------------------------------------- bad input */
+
+typedef struct {
+    const char *what;
+    const char *args[24];
+    const char *want; /* substring of the one-line error */
+} bad_case;
+
+START_TEST(test_bad_inputs)
+{
+    make_good_checkpoint();
+    write_file("empty.txt", "", 0);
+    write_file("binary.txt", "\x7f" "ELF\x02\x01\x01\0\0\0\0\0\0\0\0\0\x03\0>\0", 20);
+    write_file("short.txt", "just ten c", 10);
+    char *ck;
+    size_t ckn;
+    ck = read_file("good.safetensors", &ckn);
+    write_file("truncated.safetensors", ck, ckn - 100);
+    /* a corrupt header: flip the JSON's first brace */
+    ck[8] = '[';
+    write_file("corrupt.safetensors", ck, ckn);
+    free(ck);
+    write_file("other.txt", "Zebras quietly zigzag.", 22); /* Z, q, z: not in text.txt's vocabulary */
+
+#define OUTS "--save", "@out.safetensors", "--log", "@log.csv", "--plot", "@plot.svg"
+    const bad_case cases[] = {
+        {"missing data", {"--data", "@nope.txt", OUTS, NULL}, "nope.txt: cannot open"},
+        {"empty data", {"--data", "@empty.txt", OUTS, NULL}, "empty.txt: the file is empty"},
+        {"binary data", {"--data", "@binary.txt", OUTS, NULL}, "binary.txt: looks like a binary file"},
+        {"data < ctx+1", {"--data", "@short.txt", "--ctx", "16", OUTS, NULL}, "shorter than --ctx + 1 = 17"},
+        {"val split < ctx+1", {"--data", "@text.txt", "--ctx", "400", "--val-frac", "0.1", OUTS, NULL},
+         "validation split"},
+        {"no data flag", {OUTS, NULL}, "--data FILE is required"},
+        {"unknown flag", {"--data", "@text.txt", "--bogus", "1", OUTS, NULL}, "unknown flag '--bogus'"},
+        {"missing value", {"--data", "@text.txt", OUTS, "--lr", NULL}, "--lr needs a value"},
+        {"lr = 0", {"--data", "@text.txt", "--lr", "0", OUTS, NULL}, "--lr must be > 0"},
+        {"lr < 0", {"--data", "@text.txt", "--lr", "-0.1", OUTS, NULL}, "--lr must be > 0"},
+        {"lr not a number", {"--data", "@text.txt", "--lr=abc", OUTS, NULL}, "--lr: 'abc' is not a number"},
+        {"heads do not divide emb", {"--data", "@text.txt", "--emb", "16", "--heads", "3", OUTS, NULL},
+         "--heads 3 does not divide --emb 16"},
+        {"ctx < 1", {"--data", "@text.txt", "--ctx", "0", OUTS, NULL}, "--ctx must be in [1,"},
+        {"bad tokenizer", {"--data", "@text.txt", "--tokenizer", "bpe", OUTS, NULL},
+         "--tokenizer must be char or byte"},
+        {"dropout 1", {"--data", "@text.txt", "--dropout", "1", OUTS, NULL}, "--dropout must be in [0, 1)"},
+        {"steps negative", {"--data", "@text.txt", "--steps", "-5", OUTS, NULL}, "--steps must be in [0,"},
+        {"corrupt checkpoint", {"--data", "@text.txt", "--resume", "@corrupt.safetensors", OUTS, NULL},
+         "corrupt.safetensors: not a safetensors file"},
+        {"truncated checkpoint", {"--data", "@text.txt", "--resume", "@truncated.safetensors", OUTS, NULL},
+         "truncated.safetensors:"},
+        {"foreign checkpoint", {"--data", "@text.txt", "--init", "@text.txt", OUTS, NULL},
+         "text.txt: header length"},
+        {"missing checkpoint", {"--data", "@text.txt", "--resume", "@none.safetensors", OUTS, NULL},
+         "none.safetensors: cannot open"},
+        {"another config (resume)",
+         {"--data", "@text.txt", "--resume", "@good.safetensors", "--emb", "32", OUTS, NULL},
+         "checkpoint of another config: it has --emb 16, the command line asks for 32"},
+        {"another config (init)",
+         {"--data", "@text.txt", "--init", "@good.safetensors", "--layers", "2", OUTS, NULL},
+         "checkpoint of another config: it has --layers 1"},
+        {"another tokenizer", {"--data", "@text.txt", "--init", "@good.safetensors", "--tokenizer", "byte", OUTS, NULL},
+         "it has --tokenizer char"},
+        {"data outside the checkpoint's vocabulary",
+         {"--data", "@other.txt", "--resume", "@good.safetensors", "--ctx", "16", OUTS, NULL},
+         "character 'Z' at offset 0 is not in the vocabulary"},
+        {"prompt outside the vocabulary", {"--data", "@text.txt", "--prompt", "Xylophone", OUTS, NULL},
+         "--prompt: character 'X'"},
+        {"save into a missing directory", {"--data", "@text.txt", "--save", "/nonexistent-dir/x.safetensors", NULL},
+         "--save /nonexistent-dir/x.safetensors: the directory '/nonexistent-dir' does not exist"},
+        {"resume + init",
+         {"--data", "@text.txt", "--resume", "@good.safetensors", "--init", "@good.safetensors", OUTS, NULL},
+         "cannot be combined"},
+    };
+#undef OUTS
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        int rc = run_prog("train", cases[i].args);
+        char *err = read_file("err.txt", NULL);
+        ck_assert_msg(rc != 0 && rc < 128, "%s: exit status %d (%s)", cases[i].what, rc, err);
+        ck_assert_msg(count_lines(err) == 1, "%s: stderr is not one line: %s", cases[i].what, err);
+        ck_assert_msg(strncmp(err, "train: error: ", 14) == 0, "%s: %s", cases[i].what, err);
+        ck_assert_msg(strstr(err, cases[i].want) != NULL, "%s: '%s' lacks '%s'", cases[i].what, err, cases[i].want);
+        ck_assert_msg(!exists("out.safetensors") && !exists("log.csv") && !exists("plot.svg"),
+                      "%s: left a file behind", cases[i].what);
+        free(err);
+    }
+    /* the checkpoints used above are unchanged and nothing else appeared */
+    DIR *d = opendir(g_dir);
+    struct dirent *e;
+    while ((e = readdir(d)))
+        ck_assert_msg(strstr(e->d_name, ".tmp") == NULL && strstr(e->d_name, "XXXX") == NULL, "stray %s", e->d_name);
+    closedir(d);
+}
+END_TEST
+
+/* ---------------------------------------------------------------- resume */
+
+/* The loss column of a --log CSV, one string per step (exact text). */
+static int log_losses(const char *name, char rows[][48], int max)
+{
+    char *s = read_file(name, NULL);
+    int n = 0;
+    char *save = NULL;
+    char *line = strtok_r(s, "\n", &save); /* header */
+    ck_assert_str_eq(line, "step,lr,train_loss,val_loss,tokens_per_s");
+    while ((line = strtok_r(NULL, "\n", &save)) && n < max) {
+        /* step,lr,train_loss,... -> "step,lr,train_loss,val_loss" */
+        int commas = 0;
+        char *c = line;
+        for (; *c && commas < 4; c++)
+            commas += *c == ',';
+        size_t len = (size_t)(c - line) - (commas == 4); /* without the 4th comma */
+        ck_assert_uint_lt(len, 48);
+        memcpy(rows[n], line, len);
+        rows[n][len] = '\0';
+        n++;
+    }
+    free(s);
+    return n;
+}
+
+static void check_resume(const char *batches, const char *dropout)
+{
+    write_text("text.txt", 30);
+    char rows_a[32][48], rows_b[32][48], rows_c[32][48];
+    const char *full[] = {"--data", "@text.txt", TINY, "--steps", "12", "--eval-every", "4", "--eval-batches", "2",
+                          "--warmup", "3", "--lr-schedule", "cosine", "--dropout", dropout, "--batches", batches,
+                          "--sample-tokens", "0", "--log", "@a.csv", NULL};
+    ck_assert_int_eq(run_prog("train", full), 0);
+    const char *first[] = {"--data", "@text.txt", TINY, "--steps", "12", "--eval-every", "4", "--eval-batches", "2",
+                           "--warmup", "3", "--lr-schedule", "cosine", "--dropout", dropout, "--batches", batches,
+                           "--sample-tokens", "0", "--log", "@b.csv", "--stop-after", "5", "--save", "@ck.safetensors",
+                           NULL};
+    ck_assert_int_eq(run_prog("train", first), 0);
+    char *out = read_file("out.txt", NULL);
+    ck_assert_ptr_nonnull(strstr(out, "stopped at step 5/12"));
+    free(out);
+    /* the model and training flags (batch, steps, warmup, schedule, batches, dropout) come from the checkpoint */
+    const char *second[] = {"--data", "@text.txt", "--threads", "1", "--eval-every", "4", "--eval-batches", "2",
+                            "--sample-tokens", "0", "--log", "@c.csv", "--resume", "@ck.safetensors", NULL};
+    ck_assert_int_eq(run_prog("train", second), 0);
+    int na = log_losses("a.csv", rows_a, 32), nb = log_losses("b.csv", rows_b, 32);
+    int nc = log_losses("c.csv", rows_c, 32);
+    ck_assert_int_eq(na, 12);
+    ck_assert_int_eq(nb, 5);
+    ck_assert_int_eq(nc, 7);
+    for (int i = 0; i < 5; i++)
+        ck_assert_str_eq(rows_b[i], rows_a[i]);
+    for (int i = 0; i < 7; i++)
+        ck_assert_str_eq(rows_c[i], rows_a[5 + i]);
+    /* and training did something: the val loss at step 12 is below that at step 4 */
+    ck_assert_double_lt(strtod(strrchr(rows_a[11], ',') + 1, NULL), strtod(strrchr(rows_a[3], ',') + 1, NULL));
+}
+
+START_TEST(test_resume_random) { check_resume("random", "0.1"); }
+END_TEST
+
+START_TEST(test_resume_sequential) { check_resume("sequential", "0"); }
+END_TEST
+
+/* Ctrl-C: the step in progress ends, the checkpoint is saved, exit 130. */
+START_TEST(test_sigint_saves)
+{
+    write_text("text.txt", 30);
+    const char *args[] = {"--data", "@text.txt", TINY, "--steps", "100000", "--eval-every", "0", "--sample-tokens",
+                          "0", "--log", "@s.csv", "--save", "@int.safetensors", NULL};
+    int rc = run_prog_sig("train", args, "s.csv", 4);
+    ck_assert_int_eq(rc, 130);
+    char *out = read_file("out.txt", NULL);
+    ck_assert_ptr_nonnull(strstr(out, "interrupted at step"));
+    free(out);
+    char p[512];
+    tg_st_file *f;
+    tg_st_error err;
+    ck_assert_msg(tg_st_open(path_in(p, "int.safetensors"), &f, &err) == 0, "%s", err.msg);
+    const char *step = tg_st_meta_get(tg_st_metadata(f), "step");
+    ck_assert_ptr_nonnull(step);
+    char rows[4096][48];
+    int n = log_losses("s.csv", rows, 4096);
+    ck_assert_int_eq(atoi(step), n); /* the checkpoint holds every logged step */
+    ck_assert_ptr_nonnull(tg_st_find(f, "optim.exp_avg.tok_emb.weight"));
+    tg_st_close(f);
+    /* and it resumes */
+    char steps[32];
+    snprintf(steps, sizeof steps, "%d", n + 2);
+    const char *more2[] = {"--data", "@text.txt", "--threads", "1", "--batch", "4", "--steps", steps, "--eval-every",
+                           "0", "--sample-tokens", "0", "--resume", "@int.safetensors", NULL};
+    ck_assert_int_eq(run_prog("train", more2), 0);
+    out = read_file("out.txt", NULL);
+    ck_assert_ptr_nonnull(strstr(out, "done: 2 steps"));
+    free(out);
+}
+END_TEST
+
+/* Output files of a normal run: the CSV log, the SVG plot, the summary. */
+START_TEST(test_outputs)
+{
+    write_text("text.txt", 30);
+    const char *args[] = {"--data", "@text.txt", TINY, "--steps", "6", "--eval-every", "3", "--sample-tokens", "20",
+                          "--log", "@l.csv", "--plot", "@p.svg", "--save", "@m.safetensors", NULL};
+    ck_assert_int_eq(run_prog("train", args), 0);
+    char *out = read_file("out.txt", NULL);
+    ck_assert_ptr_nonnull(strstr(out, "sample before training"));
+    ck_assert_ptr_nonnull(strstr(out, "sample after training"));
+    ck_assert_ptr_nonnull(strstr(out, "done: 6 steps | train loss "));
+    ck_assert_ptr_nonnull(strstr(out, "tok/s | wall "));
+    ck_assert_ptr_null(strchr(out, '\r')); /* not a terminal: plain lines */
+    free(out);
+    char *svg = read_file("p.svg", NULL);
+    ck_assert_int_eq(strncmp(svg, "<svg", 4), 0);
+    ck_assert_ptr_nonnull(strstr(svg, "</svg>"));
+    free(svg);
+    char rows[16][48];
+    ck_assert_int_eq(log_losses("l.csv", rows, 16), 6);
+    ck_assert_ptr_nonnull(strstr(rows[2], "3,")); /* step 3 has a val loss */
+    ck_assert(rows[2][strlen(rows[2]) - 1] != ',');
+    ck_assert(rows[1][strlen(rows[1]) - 1] == ',');  /* step 2 has none */
+    ck_assert(exists("m.safetensors"));
+}
+END_TEST
+
+/* ---------------------------------------------------------------- sampler */
+
+START_TEST(test_sample)
+{
+    make_good_checkpoint();
+    const char *greedy[] = {"--load", "@good.safetensors", "--prompt", "It was", "--tokens", "30", "--temperature",
+                            "0", NULL};
+    ck_assert_int_eq(run_prog("sample", greedy), 0);
+    char *a = read_file("out.txt", NULL);
+    ck_assert_int_eq(strncmp(a, "It was", 6), 0);
+    ck_assert_uint_eq(strlen(a), 6 + 30 + 1);
+    ck_assert_int_eq(run_prog("sample", greedy), 0);
+    char *b = read_file("out.txt", NULL);
+    ck_assert_str_eq(a, b);
+    free(a);
+    free(b);
+    const char *topk[] = {"--load", "@good.safetensors", "--prompt", "It", "--tokens", "20", "--temperature", "0.8",
+                          "--top-k", "5", "--seed", "3", NULL};
+    ck_assert_int_eq(run_prog("sample", topk), 0);
+
+    const struct {
+        const char *args[12];
+        const char *want;
+    } bad[] = {
+        {{"--load", "@good.safetensors", "--prompt", "Quiz", NULL}, "--prompt: character 'Q' at offset 0"},
+        {{"--load", "@nope.safetensors", NULL}, "nope.safetensors: cannot open"},
+        {{"--load", "@text.txt", NULL}, "text.txt: header length"},
+        {{"--prompt", "x", NULL}, "--load FILE is required"},
+        {{"--load", "@good.safetensors", "--temperature", "-1", NULL}, "--temperature"},
+        {{"--load", "@good.safetensors", "--frobnicate", "1", NULL}, "unknown flag '--frobnicate'"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        int rc = run_prog("sample", bad[i].args);
+        char *err = read_file("err.txt", NULL);
+        ck_assert_msg(rc == 1, "case %zu: exit %d", i, rc);
+        ck_assert_msg(count_lines(err) == 1 && strstr(err, bad[i].want), "case %zu: '%s' lacks '%s'", i, err,
+                      bad[i].want);
+        free(err);
+    }
+}
+END_TEST
+
+static Suite *train_suite(void)
+{
+    Suite *s = suite_create("train");
+    TCase *tc = tcase_create("programs");
+    tcase_set_timeout(tc, 120);
+    tcase_add_checked_fixture(tc, setup_dir, teardown_dir);
+    tcase_add_test(tc, test_bad_inputs);
+    tcase_add_test(tc, test_resume_random);
+    tcase_add_test(tc, test_resume_sequential);
+    tcase_add_test(tc, test_sigint_saves);
+    tcase_add_test(tc, test_outputs);
+    tcase_add_test(tc, test_sample);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void) { return run_suite(train_suite()) ? 1 : 0; }
