@@ -62,8 +62,7 @@ $(BUILD)/tests/%: tests/%.c $(TEST_UTIL) $(LIB) $(HDRS)
 
 # Every suite runs even if an earlier one fails; the exit status says if any did.
 test: all
-	@fail=0; for t in $(TEST_BIN); do echo "== $$t"; $$t || fail=1; done; \
-	if [ $$fail -ne 0 ]; then echo "make test: some suites FAILED"; exit 1; fi; echo "make test: all suites passed"
+	@bash tests/run_suites.sh $(TEST_BIN)
 
 run: all
 	$(BUILD)/train --data data/the-verdict.txt --tokenizer char --seed 123
