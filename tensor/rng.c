@@ -13,6 +13,7 @@
  *                   value (u1 -> angle, u2 -> radius through log1p(-u2))
  */
 #include "tensor.h"
+#include "kernels.h"
 
 #include <math.h>
 
@@ -153,26 +154,33 @@ void tg_normal_(tg_tensor *t, float mean, float std, tg_generator *g)
     }
 }
 
+/* v[k] for k < take from the tempered pairs of raw state words s[2k], s[2k+1]:
+ * u = m * 2^-53 < p with m the low 53 bits of (first << 32 | second), which
+ * for an integer m is m < ceil(p * 2^53) (p * 2^53 is exact in double). */
+TG_TARGET_CLONES
+static void mask_block(const uint32_t *restrict s, int64_t take, uint64_t threshold, float on, float *restrict v)
+{
+    for (int64_t k = 0; k < take; k++) {
+        const uint64_t hi = temper(s[2 * k]), lo = temper(s[2 * k + 1]);
+        const uint64_t m = ((hi << 32) | lo) & ((1ull << 53) - 1);
+        v[k] = m < threshold ? on : 0.0f;
+    }
+}
+
 void tg_random_mask(tg_generator *g, int64_t n, double p, float on, float *v)
 {
-    /* u < p with u = m * 2^-53 (m < 2^53, exact in double) is m < p * 2^53. */
-    const double threshold = p * 9007199254740992.0;
+    const uint64_t threshold = (uint64_t)ceil(p * 9007199254740992.0);
     int64_t i = 0;
     while (i < n) {
         if (g->index >= MT_N)
             mt_twist(g);
         /* draw pairs straight from the state block while two are left */
         const int avail = (MT_N - g->index) / 2;
-        int64_t take = n - i < avail ? n - i : avail;
-        const uint32_t *s = g->state + g->index;
-        for (int64_t k = 0; k < take; k++) {
-            const uint64_t hi = temper(s[2 * k]), lo = temper(s[2 * k + 1]);
-            const uint64_t m = ((hi << 32) | lo) & ((1ull << 53) - 1);
-            v[i + k] = (double)m < threshold ? on : 0.0f;
-        }
+        const int64_t take = n - i < avail ? n - i : avail;
+        mask_block(g->state + g->index, take, threshold, on, v + i);
         g->index += (int)(2 * take);
         i += take;
-        if (take == 0 && i < n) { /* one value left in this block: straddle */
+        if (take == 0 && i < n) { /* one word left in this block: straddle */
             v[i] = tg_random_double(g) < p ? on : 0.0f;
             i++;
         }

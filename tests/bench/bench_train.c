@@ -76,7 +76,7 @@ int main(int argc, char **argv)
     const int T = cfg.context_length, n = batch * T;
     int32_t *x = malloc(sizeof *x * (size_t)n), *y = malloc(sizeof *y * (size_t)n);
     double *times = malloc(sizeof *times * (size_t)steps);
-    long warm_allocs = 0;
+    long warm_allocs = 0, warm_faults = 0;
     float loss = 0.0f;
     for (int s = 0; s < steps; s++) {
         for (int i = 0; i < n; i++) {
@@ -84,6 +84,8 @@ int main(int argc, char **argv)
             y[i] = (int32_t)(tg_random_u32(&g) % (uint32_t)cfg.vocab_size);
         }
         const long a0 = g_allocs;
+        struct rusage r0;
+        getrusage(RUSAGE_SELF, &r0);
         const double t0 = now();
         tg_tensor *logits = tg_gpt_forward(m, x, batch, T);
         tg_tensor *l = tg_cross_entropy(logits, y);
@@ -93,8 +95,12 @@ int main(int argc, char **argv)
         tg_optim_zero_grad(opt);
         tg_tape_reset(NULL);
         times[s] = now() - t0;
-        if (s >= 2)
+        if (s >= 2) {
+            struct rusage r1;
+            getrusage(RUSAGE_SELF, &r1);
             warm_allocs += g_allocs - a0;
+            warm_faults += r1.ru_minflt - r0.ru_minflt;
+        }
     }
     /* the first two steps warm the arena and the pack buffers */
     qsort(times + 2, (size_t)steps - 2, sizeof *times, cmp_double);
@@ -102,9 +108,9 @@ int main(int argc, char **argv)
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     printf("impl=tapegrad threads=%d params=%lld step_ms=%.2f tokens_per_s=%.0f peak_rss_mb=%.1f "
-           "warm_mallocs_per_step=%.2f final_loss=%.4f\n",
+           "warm_mallocs_per_step=%.2f warm_page_faults_per_step=%.0f final_loss=%.4f\n",
            threads, (long long)tg_params_numel(&m->params), med * 1e3, n / med, ru.ru_maxrss / 1024.0,
-           (double)warm_allocs / (steps - 2), loss);
+           (double)warm_allocs / (steps - 2), (double)warm_faults / (steps - 2), loss);
     free(x);
     free(y);
     free(times);
