@@ -125,7 +125,12 @@ void tg_parallel_for(int64_t n, int64_t min_chunk, tg_range_fn fn, void *ctx)
     pool.fn = fn;
     pool.ctx = ctx;
     pool.n = n;
-    pool.chunk = (n + t - 1) / t;
+    /* several chunks per thread, claimed dynamically: a thread that the OS
+     * preempts (a shared machine) then holds up at most a small piece */
+    int64_t chunk = (n + 4 * t - 1) / (4 * t);
+    if (chunk < min_chunk)
+        chunk = min_chunk;
+    pool.chunk = chunk;
     pool.n_chunks = (int)((n + pool.chunk - 1) / pool.chunk);
     pool.next = 0;
     pool.pending = pool.n_chunks;
