@@ -4,6 +4,10 @@
 
 #include "fastmath.h"
 
+/* Elementwise work is split into ranges of about this many elements on the
+ * thread pool. */
+#define TG_ELEM_CHUNK 32768
+
 #include <math.h>
 #include <string.h>
 
@@ -48,59 +52,98 @@ bool tg_bcast_init(tg_bcast *bc, int na, const int *a, int nb, const int *b, int
             for (int i = 0; i < n; i++) { float x = pa[i * a_s], y = pb[i * b_s]; po[i] = (EXPR); } \
     } while (0)
 
-void tg_k_binary(tg_binop op, const tg_bcast *bc, const float *a, const float *b, float *out)
+/* The broadcast index space is rows (i0, i1, i2) of S[3] elements; ranges
+ * of rows go to the thread pool. */
+typedef struct {
+    tg_binop op;
+    int which;
+    const tg_bcast *bc;
+    const float *a, *b, *g;
+    float *out;
+} binary_job;
+
+static void binary_range(void *vctx, int64_t r0, int64_t r1)
 {
+    const binary_job *j = vctx;
+    const tg_bcast *bc = j->bc;
     const int *S = bc->shape;
     const int n = S[3];
     const int64_t a_s = bc->sa[3], b_s = bc->sb[3];
-    for (int i0 = 0; i0 < S[0]; i0++)
-        for (int i1 = 0; i1 < S[1]; i1++)
-            for (int i2 = 0; i2 < S[2]; i2++) {
-                const float *pa = a + i0 * bc->sa[0] + i1 * bc->sa[1] + i2 * bc->sa[2];
-                const float *pb = b + i0 * bc->sb[0] + i1 * bc->sb[1] + i2 * bc->sb[2];
-                float *po = out + (((int64_t)i0 * S[1] + i1) * S[2] + i2) * n;
-                switch (op) {
-                case TG_BIN_ADD: BIN_ROW(x + y); break;
-                case TG_BIN_SUB: BIN_ROW(x - y); break;
-                case TG_BIN_MUL: BIN_ROW(x * y); break;
-                case TG_BIN_DIV: BIN_ROW(x / y); break;
+    for (int64_t r = r0; r < r1; r++) {
+        const int64_t i2 = r % S[2], i1 = (r / S[2]) % S[1], i0 = r / ((int64_t)S[2] * S[1]);
+        const float *pa = j->a + i0 * bc->sa[0] + i1 * bc->sa[1] + i2 * bc->sa[2];
+        const float *pb = j->b + i0 * bc->sb[0] + i1 * bc->sb[1] + i2 * bc->sb[2];
+        float *po = j->out + r * n;
+        switch (j->op) {
+        case TG_BIN_ADD: BIN_ROW(x + y); break;
+        case TG_BIN_SUB: BIN_ROW(x - y); break;
+        case TG_BIN_MUL: BIN_ROW(x * y); break;
+        case TG_BIN_DIV: BIN_ROW(x / y); break;
+        }
+    }
+}
+
+static int64_t bcast_rows(const tg_bcast *bc) { return (int64_t)bc->shape[0] * bc->shape[1] * bc->shape[2]; }
+
+void tg_k_binary(tg_binop op, const tg_bcast *bc, const float *a, const float *b, float *out)
+{
+    binary_job j = {op, 0, bc, a, b, NULL, out};
+    const int64_t n = bc->shape[3] > 0 ? bc->shape[3] : 1;
+    tg_parallel_for(bcast_rows(bc), TG_ELEM_CHUNK / n + 1, binary_range, &j);
+}
+
+static void binary_backward_range(void *vctx, int64_t r0, int64_t r1)
+{
+    const binary_job *j = vctx;
+    const tg_bcast *bc = j->bc;
+    const int *S = bc->shape;
+    const int which = j->which;
+    const tg_binop op = j->op;
+    const int64_t *s = which ? bc->sb : bc->sa;
+    for (int64_t r = r0; r < r1; r++) {
+        const int64_t i2 = r % S[2], i1 = (r / S[2]) % S[1], i0 = r / ((int64_t)S[2] * S[1]);
+        const int64_t ao = i0 * bc->sa[0] + i1 * bc->sa[1] + i2 * bc->sa[2];
+        const int64_t bo = i0 * bc->sb[0] + i1 * bc->sb[1] + i2 * bc->sb[2];
+        float *gi = j->out + (which ? bo : ao);
+        const float *g = j->g + r * S[3];
+        const float *pa = j->a ? j->a + ao : NULL, *pb = j->b ? j->b + bo : NULL;
+        const int64_t as = bc->sa[3], bs = bc->sb[3], is = s[3];
+        for (int i = 0; i < S[3]; i++) {
+            float d;
+            switch (op) {
+            case TG_BIN_ADD: d = g[i]; break;
+            case TG_BIN_SUB: d = which ? -g[i] : g[i]; break;
+            case TG_BIN_MUL: d = g[i] * (which ? pa[i * as] : pb[i * bs]); break;
+            default: /* DIV */
+                if (!which)
+                    d = g[i] / pb[i * bs];
+                else {
+                    const float y = pb[i * bs];
+                    d = -g[i] * pa[i * as] / (y * y);
                 }
+                break;
             }
+            gi[i * is] += d;
+        }
+    }
 }
 
 void tg_k_binary_backward(tg_binop op, int which, const tg_bcast *bc, const float *a, const float *b,
                           const float *gout, float *gin)
 {
-    const int *S = bc->shape;
+    binary_job j = {op, which, bc, a, b, gout, gin};
+    /* rows write disjoint parts of gin only when that operand is not
+     * broadcast (a zero stride would make rows add into the same place) */
     const int64_t *s = which ? bc->sb : bc->sa;
-    for (int i0 = 0; i0 < S[0]; i0++)
-        for (int i1 = 0; i1 < S[1]; i1++)
-            for (int i2 = 0; i2 < S[2]; i2++) {
-                const int64_t ao = i0 * bc->sa[0] + i1 * bc->sa[1] + i2 * bc->sa[2];
-                const int64_t bo = i0 * bc->sb[0] + i1 * bc->sb[1] + i2 * bc->sb[2];
-                const int64_t go = (((int64_t)i0 * S[1] + i1) * S[2] + i2) * S[3];
-                float *gi = gin + (which ? bo : ao);
-                const float *g = gout + go;
-                const float *pa = a ? a + ao : NULL, *pb = b ? b + bo : NULL;
-                const int64_t as = bc->sa[3], bs = bc->sb[3], is = s[3];
-                for (int i = 0; i < S[3]; i++) {
-                    float d;
-                    switch (op) {
-                    case TG_BIN_ADD: d = g[i]; break;
-                    case TG_BIN_SUB: d = which ? -g[i] : g[i]; break;
-                    case TG_BIN_MUL: d = g[i] * (which ? pa[i * as] : pb[i * bs]); break;
-                    default: /* DIV */
-                        if (!which)
-                            d = g[i] / pb[i * bs];
-                        else {
-                            const float y = pb[i * bs];
-                            d = -g[i] * pa[i * as] / (y * y);
-                        }
-                        break;
-                    }
-                    gi[i * is] += d;
-                }
-            }
+    bool broadcast = false;
+    for (int d = 0; d < TG_MAX_DIMS; d++)
+        broadcast |= bc->shape[d] > 1 && s[d] == 0;
+    if (broadcast) {
+        binary_backward_range(&j, 0, bcast_rows(bc));
+        return;
+    }
+    const int64_t n = bc->shape[3] > 0 ? bc->shape[3] : 1;
+    tg_parallel_for(bcast_rows(bc), TG_ELEM_CHUNK / n + 1, binary_backward_range, &j);
 }
 
 /* ---------------------------------------------------------------- elementwise */
@@ -167,8 +210,6 @@ static void unary_backward_serial(tg_unop op, int64_t n, const float *x, const f
     }
 }
 
-/* Elementwise work is split into contiguous ranges on the thread pool. */
-#define TG_ELEM_CHUNK 32768
 
 typedef struct {
     tg_unop op;

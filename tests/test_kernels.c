@@ -104,6 +104,59 @@ START_TEST(test_parallel_for_covers_once)
 }
 END_TEST
 
+
+/* A chain big enough that every kernel takes its threaded path (gemm row
+ * blocks, the batched-matmul batch loop, elementwise ranges, softmax rows,
+ * broadcast rows): the results must be bit-identical to one thread, since
+ * the split never changes the arithmetic of any element. */
+typedef struct {
+    float loss;
+    tg_tensor *grads[4];
+} chain_result;
+
+static chain_result run_chain(int threads)
+{
+    tg_set_num_threads(threads);
+    tg_generator g;
+    tg_manual_seed(&g, 7);
+    tg_tensor *x = tg_requires_grad(tg_randn(&g, TG_SHAPE(4, 64, 96)), true);
+    tg_tensor *w = tg_requires_grad(tg_randn(&g, TG_SHAPE(192, 96)), true);
+    tg_tensor *b = tg_requires_grad(tg_randn(&g, TG_SHAPE(192)), true);
+    tg_tensor *scale = tg_requires_grad(tg_randn(&g, TG_SHAPE(96)), true);
+    tg_tensor *h = tg_gelu(tg_affine(x, w, b));                               /* (4,64,192) */
+    tg_tensor *q = tg_transpose(tg_view(h, TG_SHAPE(4, 64, 4, 48)), 1, 2);    /* (4,4,64,48) */
+    tg_tensor *att = tg_softmax(tg_mul_scalar(tg_matmul(q, tg_transpose(q, 2, 3)), 0.1f), -1);
+    tg_tensor *ctx = tg_matmul(tg_dropout(att, 0.1f, true, &g), q);          /* (4,4,64,48) */
+    tg_tensor *y = tg_add(tg_view(tg_transpose(ctx, 1, 2), TG_SHAPE(4, 64, 192)), h);
+    tg_tensor *z = tg_mul(tg_exp(tg_mul_scalar(y, 0.01f)), tg_tanh(y));
+    tg_tensor *n = tg_layernorm(tg_matmul(z, w), scale, tg_mul_scalar(scale, 0.5f), 1e-5f); /* (4,64,96) */
+    tg_tensor *loss = tg_mean(tg_mul(n, n));
+    tg_backward(loss, NULL);
+    chain_result r = {loss->data[0], {x, w, b, scale}};
+    tg_tape_reset(NULL);
+    tg_set_num_threads(1);
+    return r;
+}
+
+START_TEST(test_threads_bit_identical)
+{
+    chain_result one = run_chain(1);
+    chain_result many = run_chain(3);
+    ck_assert_msg(one.loss == many.loss, "loss %.9g with 1 thread, %.9g with 3", (double)one.loss,
+                  (double)many.loss);
+    for (int k = 0; k < 4; k++) {
+        const tg_tensor *a = one.grads[k], *b = many.grads[k];
+        for (int64_t i = 0; i < a->numel; i++)
+            ck_assert_msg(a->grad[i] == b->grad[i], "grad %d[%lld]: %.9g with 1 thread, %.9g with 3", k,
+                          (long long)i, (double)a->grad[i], (double)b->grad[i]);
+    }
+    for (int k = 0; k < 4; k++) {
+        tg_free(one.grads[k]);
+        tg_free(many.grads[k]);
+    }
+}
+END_TEST
+
 static Suite *kernels_suite(void)
 {
     Suite *s = suite_create("kernels");
@@ -113,6 +166,7 @@ static Suite *kernels_suite(void)
     tcase_add_test(tc, test_gemm_blocked_shapes);
     tcase_add_test(tc, test_gemm_zero_sizes);
     tcase_add_test(tc, test_parallel_for_covers_once);
+    tcase_add_test(tc, test_threads_bit_identical);
     suite_add_tcase(s, tc);
     return s;
 }
