@@ -455,17 +455,65 @@ static void layernorm_backward_serial(const float *x, const float *scale, const 
 }
 
 /* Only static functions are multi-versioned (clang resolves clones per
- * translation unit); these are the public entry points. */
+ * translation unit); these are the public entry points. Rows go to the
+ * thread pool; in the backward, gx is per row while gscale and gshift sum
+ * over rows, so those are done apart, split by columns. */
+typedef struct {
+    const float *x, *scale, *shift, *mean, *rstd, *dy;
+    float *y, *gx, *gscale, *gshift, *mean_out, *rstd_out;
+    int n;
+    float eps;
+    int64_t rows;
+} ln_job;
+
+static void ln_forward_range(void *vctx, int64_t r0, int64_t r1)
+{
+    const ln_job *j = vctx;
+    const int64_t o = r0 * j->n;
+    layernorm_serial(j->x + o, j->scale, j->shift, j->y + o, j->mean_out + r0, j->rstd_out + r0, r1 - r0, j->n,
+                     j->eps);
+}
+
 void tg_k_layernorm(const float *x, const float *scale, const float *shift, float *y, float *mean, float *rstd,
                     int64_t rows, int n, float eps)
 {
-    layernorm_serial(x, scale, shift, y, mean, rstd, rows, n, eps);
+    ln_job j = {.x = x, .scale = scale, .shift = shift, .y = y, .mean_out = mean, .rstd_out = rstd, .n = n,
+                .eps = eps, .rows = rows};
+    tg_parallel_for(rows, TG_ELEM_CHUNK / (n > 0 ? n : 1) + 1, ln_forward_range, &j);
+}
+
+static void ln_backward_rows(void *vctx, int64_t r0, int64_t r1)
+{
+    const ln_job *j = vctx;
+    const int64_t o = r0 * j->n;
+    layernorm_backward_serial(j->x + o, j->scale, j->mean + r0, j->rstd + r0, j->dy + o, j->gx + o, NULL, NULL,
+                              r1 - r0, j->n);
+}
+
+static void ln_backward_cols(void *vctx, int64_t c0, int64_t c1)
+{
+    const ln_job *j = vctx;
+    for (int64_t r = 0; r < j->rows; r++) {
+        const float *px = j->x + r * j->n, *pd = j->dy + r * j->n;
+        const float m = j->mean[r], s = j->rstd[r];
+        for (int64_t c = c0; c < c1; c++) {
+            if (j->gscale)
+                j->gscale[c] += pd[c] * ((px[c] - m) * s);
+            if (j->gshift)
+                j->gshift[c] += pd[c];
+        }
+    }
 }
 
 void tg_k_layernorm_backward(const float *x, const float *scale, const float *mean, const float *rstd,
                              const float *dy, float *gx, float *gscale, float *gshift, int64_t rows, int n)
 {
-    layernorm_backward_serial(x, scale, mean, rstd, dy, gx, gscale, gshift, rows, n);
+    ln_job j = {.x = x, .scale = scale, .mean = mean, .rstd = rstd, .dy = dy, .gx = gx, .gscale = gscale,
+                .gshift = gshift, .n = n, .rows = rows};
+    if (gx)
+        tg_parallel_for(rows, TG_ELEM_CHUNK / (n > 0 ? n : 1) + 1, ln_backward_rows, &j);
+    if (gscale || gshift)
+        tg_parallel_for(n, rows > 0 ? TG_ELEM_CHUNK / rows + 1 : n, ln_backward_cols, &j);
 }
 
 /* ---------------------------------------------------------------- permute */
