@@ -15,6 +15,7 @@
  */
 #include "nn.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +43,38 @@ static void check_dims(const char *op, int d_in, int d_out)
 {
     if (d_in < 1 || d_out < 1)
         tg_error(op, "d_in=%d and d_out=%d must be >= 1", d_in, d_out);
+}
+
+/* Everything a causal module's constructor takes, checked before anything
+ * is allocated (so an error handler that returns control leaks nothing). */
+static void check_causal_config(const char *op, int d_in, int d_out, int context_length, float dropout)
+{
+    check_dims(op, d_in, d_out);
+    if (context_length < 1)
+        tg_error(op, "context_length=%d must be >= 1", context_length);
+    if (!(dropout >= 0.0f && dropout <= 1.0f))
+        tg_error(op, "dropout probability has to be between 0 and 1, but got %g", dropout);
+}
+
+/* Misuse with NULL stops with a clear error instead of a segfault. */
+static void check_module(const char *op, const void *m)
+{
+    if (!m)
+        tg_error(op, "module is NULL");
+}
+
+static void check_forward(const char *op, const void *m, const tg_tensor *x)
+{
+    check_module(op, m);
+    if (!x)
+        tg_error(op, "input is NULL");
+}
+
+static void check_params_call(const char *op, const void *m, const tg_params *list)
+{
+    check_module(op, m);
+    if (!list)
+        tg_error(op, "parameter list is NULL");
 }
 
 /* x must be (..., T, d_in) with at least two dims. */
@@ -109,6 +142,7 @@ tg_self_attention_v1 *tg_self_attention_v1_new(int d_in, int d_out, tg_generator
 
 tg_tensor *tg_self_attention_v1_forward(tg_self_attention_v1 *m, tg_tensor *x)
 {
+    check_forward("tg_self_attention_v1_forward", m, x);
     check_tokens_input("tg_self_attention_v1_forward", x, m->d_in);
     tg_tensor *keys = tg_matmul(x, m->W_key);       /* (..., T, d_out) */
     tg_tensor *queries = tg_matmul(x, m->W_query);
@@ -120,6 +154,7 @@ tg_tensor *tg_self_attention_v1_forward(tg_self_attention_v1 *m, tg_tensor *x)
 
 void tg_self_attention_v1_params(tg_self_attention_v1 *m, tg_params *list, const char *prefix)
 {
+    check_params_call("tg_self_attention_v1_params", m, list);
     tg_params_add(list, prefix, "W_query", m->W_query);
     tg_params_add(list, prefix, "W_key", m->W_key);
     tg_params_add(list, prefix, "W_value", m->W_value);
@@ -152,6 +187,7 @@ tg_self_attention_v2 *tg_self_attention_v2_new(int d_in, int d_out, bool qkv_bia
 
 tg_tensor *tg_self_attention_v2_forward(tg_self_attention_v2 *m, tg_tensor *x)
 {
+    check_forward("tg_self_attention_v2_forward", m, x);
     check_tokens_input("tg_self_attention_v2_forward", x, m->d_in);
     tg_tensor *keys = tg_linear_forward(m->W_key, x);
     tg_tensor *queries = tg_linear_forward(m->W_query, x);
@@ -171,6 +207,7 @@ static void qkv_params(tg_linear *q, tg_linear *k, tg_linear *v, tg_params *list
 
 void tg_self_attention_v2_params(tg_self_attention_v2 *m, tg_params *list, const char *prefix)
 {
+    check_params_call("tg_self_attention_v2_params", m, list);
     qkv_params(m->W_query, m->W_key, m->W_value, list, prefix);
 }
 
@@ -189,9 +226,7 @@ void tg_self_attention_v2_free(tg_self_attention_v2 *m)
 tg_causal_attention *tg_causal_attention_new(int d_in, int d_out, int context_length, float dropout,
                                              bool qkv_bias, tg_generator *g)
 {
-    check_dims("tg_causal_attention_new", d_in, d_out);
-    if (context_length < 1)
-        tg_error("tg_causal_attention_new", "context_length=%d must be >= 1", context_length);
+    check_causal_config("tg_causal_attention_new", d_in, d_out, context_length, dropout);
     g = gen_or_default(g);
     tg_causal_attention *m = alloc_module(sizeof *m, "tg_causal_attention_new");
     m->d_in = d_in;
@@ -208,6 +243,7 @@ tg_causal_attention *tg_causal_attention_new(int d_in, int d_out, int context_le
 
 tg_tensor *tg_causal_attention_forward(tg_causal_attention *m, tg_tensor *x)
 {
+    check_forward("tg_causal_attention_forward", m, x);
     check_batch_input("tg_causal_attention_forward", x, m->d_in, m->context_length);
     const int num_tokens = x->shape[1];
     tg_tensor *keys = tg_linear_forward(m->W_key, x);       /* (b, T, d_out) */
@@ -224,11 +260,13 @@ tg_tensor *tg_causal_attention_forward(tg_causal_attention *m, tg_tensor *x)
 
 void tg_causal_attention_params(tg_causal_attention *m, tg_params *list, const char *prefix)
 {
+    check_params_call("tg_causal_attention_params", m, list);
     qkv_params(m->W_query, m->W_key, m->W_value, list, prefix);
 }
 
 void tg_causal_attention_train(tg_causal_attention *m, bool on)
 {
+    check_module("tg_causal_attention_train", m);
     m->training = on;
     tg_dropout_mod_train(m->dropout, on);
 }
@@ -252,6 +290,9 @@ tg_mha_wrapper *tg_mha_wrapper_new(int d_in, int d_out, int context_length, floa
 {
     if (num_heads < 1)
         tg_error("tg_mha_wrapper_new", "num_heads=%d must be >= 1", num_heads);
+    check_causal_config("tg_mha_wrapper_new", d_in, d_out, context_length, dropout);
+    if (d_out > INT_MAX / num_heads)
+        tg_error("tg_mha_wrapper_new", "num_heads=%d * d_out=%d overflows the output dim", num_heads, d_out);
     tg_mha_wrapper *m = alloc_module(sizeof *m, "tg_mha_wrapper_new");
     m->heads = calloc((size_t)num_heads, sizeof *m->heads);
     if (!m->heads)
@@ -265,6 +306,8 @@ tg_mha_wrapper *tg_mha_wrapper_new(int d_in, int d_out, int context_length, floa
 
 tg_tensor *tg_mha_wrapper_forward(tg_mha_wrapper *m, tg_tensor *x)
 {
+    check_forward("tg_mha_wrapper_forward", m, x);
+    check_batch_input("tg_mha_wrapper_forward", x, m->heads[0]->d_in, m->heads[0]->context_length);
     /* torch.cat([head(x) for head in self.heads], dim=-1) */
     tg_tensor **outs = tg_tape_alloc((size_t)m->num_heads * sizeof *outs);
     for (int h = 0; h < m->num_heads; h++)
@@ -274,6 +317,7 @@ tg_tensor *tg_mha_wrapper_forward(tg_mha_wrapper *m, tg_tensor *x)
 
 void tg_mha_wrapper_params(tg_mha_wrapper *m, tg_params *list, const char *prefix)
 {
+    check_params_call("tg_mha_wrapper_params", m, list);
     char buf[256], name[32];
     for (int h = 0; h < m->num_heads; h++) {
         snprintf(name, sizeof name, "heads.%d", h);
@@ -283,6 +327,7 @@ void tg_mha_wrapper_params(tg_mha_wrapper *m, tg_params *list, const char *prefi
 
 void tg_mha_wrapper_train(tg_mha_wrapper *m, bool on)
 {
+    check_module("tg_mha_wrapper_train", m);
     m->training = on;
     for (int h = 0; h < m->num_heads; h++)
         tg_causal_attention_train(m->heads[h], on);
@@ -303,11 +348,9 @@ void tg_mha_wrapper_free(tg_mha_wrapper *m)
 tg_mha *tg_mha_new(int d_in, int d_out, int context_length, float dropout, int num_heads, bool qkv_bias,
                    tg_generator *g)
 {
-    check_dims("tg_mha_new", d_in, d_out);
+    check_causal_config("tg_mha_new", d_in, d_out, context_length, dropout);
     if (num_heads < 1 || d_out % num_heads != 0)
         tg_error("tg_mha_new", "d_out=%d must be divisible by num_heads=%d", d_out, num_heads);
-    if (context_length < 1)
-        tg_error("tg_mha_new", "context_length=%d must be >= 1", context_length);
     g = gen_or_default(g);
     tg_mha *m = alloc_module(sizeof *m, "tg_mha_new");
     m->d_in = d_in;
@@ -344,6 +387,7 @@ static void keep_attn_weights(tg_mha *m, const tg_tensor *w)
 
 tg_tensor *tg_mha_forward(tg_mha *m, tg_tensor *x)
 {
+    check_forward("tg_mha_forward", m, x);
     check_batch_input("tg_mha_forward", x, m->d_in, m->context_length);
     const int b = x->shape[0], num_tokens = x->shape[1];
     const int H = m->num_heads, hd = m->head_dim;
@@ -376,10 +420,15 @@ tg_tensor *tg_mha_forward(tg_mha *m, tg_tensor *x)
     return tg_linear_forward(m->out_proj, context_vec);
 }
 
-const tg_tensor *tg_mha_attn_weights(const tg_mha *m) { return m->attn_weights; }
+const tg_tensor *tg_mha_attn_weights(const tg_mha *m)
+{
+    check_module("tg_mha_attn_weights", m);
+    return m->attn_weights;
+}
 
 void tg_mha_params(tg_mha *m, tg_params *list, const char *prefix)
 {
+    check_params_call("tg_mha_params", m, list);
     char buf[256];
     qkv_params(m->W_query, m->W_key, m->W_value, list, prefix);
     tg_linear_params(m->out_proj, list, child_prefix(buf, sizeof buf, prefix, "out_proj"));
@@ -387,6 +436,7 @@ void tg_mha_params(tg_mha *m, tg_params *list, const char *prefix)
 
 void tg_mha_train(tg_mha *m, bool on)
 {
+    check_module("tg_mha_train", m);
     m->training = on;
     tg_dropout_mod_train(m->dropout, on);
 }

@@ -16,6 +16,7 @@
  */
 #include "nn.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,9 +47,32 @@ static const char *child_prefix(char *buf, size_t size, const char *prefix, cons
     return buf;
 }
 
+/* Misuse with NULL stops with a clear error instead of a segfault. */
+static void check_module(const char *op, const void *m)
+{
+    if (!m)
+        tg_error(op, "module is NULL");
+}
+
+static void check_forward(const char *op, const void *m, const tg_tensor *x)
+{
+    check_module(op, m);
+    if (!x)
+        tg_error(op, "input is NULL");
+}
+
+static void check_params_call(const char *op, const void *m, const tg_params *list)
+{
+    check_module(op, m);
+    if (!list)
+        tg_error(op, "parameter list is NULL");
+}
+
 /* Checks that x's last dim is want; names the module and both shapes. */
 static void check_last_dim(const char *op, const tg_tensor *x, int want, const char *what)
 {
+    if (!x)
+        tg_error(op, "input is NULL");
     if (x->ndim < 1 || x->shape[x->ndim - 1] != want) {
         char s[64];
         tg_error(op, "expects input (..., %s=%d), got %s", what, want, tg_shape_str(s, x->ndim, x->shape));
@@ -84,6 +108,7 @@ tg_linear *tg_linear_new(int in_features, int out_features, bool bias, tg_genera
 
 tg_tensor *tg_linear_forward(tg_linear *m, tg_tensor *x)
 {
+    check_forward("tg_linear_forward", m, x);
     check_last_dim("tg_linear_forward", x, m->in_features, "in_features");
     /* torch accepts a plain vector too: (in) -> (out) */
     return tg_affine(x, m->weight, m->bias);
@@ -91,6 +116,7 @@ tg_tensor *tg_linear_forward(tg_linear *m, tg_tensor *x)
 
 void tg_linear_params(tg_linear *m, tg_params *list, const char *prefix)
 {
+    check_params_call("tg_linear_params", m, list);
     tg_params_add(list, prefix, "weight", m->weight);
     if (m->bias)
         tg_params_add(list, prefix, "bias", m->bias);
@@ -120,10 +146,15 @@ tg_dropout_mod *tg_dropout_mod_new(float p, tg_generator *g)
 
 tg_tensor *tg_dropout_mod_forward(tg_dropout_mod *m, tg_tensor *x)
 {
+    check_forward("tg_dropout_mod_forward", m, x);
     return tg_dropout(x, m->p, m->training, gen_or_default(m->g));
 }
 
-void tg_dropout_mod_train(tg_dropout_mod *m, bool on) { m->training = on; }
+void tg_dropout_mod_train(tg_dropout_mod *m, bool on)
+{
+    check_module("tg_dropout_mod_train", m);
+    m->training = on;
+}
 
 void tg_dropout_mod_free(tg_dropout_mod *m) { free(m); }
 
@@ -136,7 +167,11 @@ tg_softmax_mod *tg_softmax_mod_new(int dim)
     return m;
 }
 
-tg_tensor *tg_softmax_mod_forward(tg_softmax_mod *m, tg_tensor *x) { return tg_softmax(x, m->dim); }
+tg_tensor *tg_softmax_mod_forward(tg_softmax_mod *m, tg_tensor *x)
+{
+    check_forward("tg_softmax_mod_forward", m, x);
+    return tg_softmax(x, m->dim);
+}
 
 void tg_softmax_mod_free(tg_softmax_mod *m) { free(m); }
 
@@ -157,11 +192,15 @@ tg_embedding_mod *tg_embedding_mod_new(int num_embeddings, int embedding_dim, tg
 
 tg_tensor *tg_embedding_mod_forward(tg_embedding_mod *m, const int32_t *ids, int ndim, const int *shape)
 {
+    check_module("tg_embedding_mod_forward", m);
+    if (ndim > 0 && !shape)
+        tg_error("tg_embedding_mod_forward", "ids shape is NULL for %d dimensions", ndim);
     return tg_embedding(m->weight, ids, ndim, shape);
 }
 
 void tg_embedding_mod_params(tg_embedding_mod *m, tg_params *list, const char *prefix)
 {
+    check_params_call("tg_embedding_mod_params", m, list);
     tg_params_add(list, prefix, "weight", m->weight);
 }
 
@@ -189,12 +228,14 @@ tg_layernorm_mod *tg_layernorm_mod_new(int emb_dim)
 
 tg_tensor *tg_layernorm_mod_forward(tg_layernorm_mod *m, tg_tensor *x)
 {
+    check_forward("tg_layernorm_mod_forward", m, x);
     check_last_dim("tg_layernorm_mod_forward", x, m->emb_dim, "emb_dim");
     return tg_layernorm(x, m->scale, m->shift, m->eps);
 }
 
 void tg_layernorm_mod_params(tg_layernorm_mod *m, tg_params *list, const char *prefix)
 {
+    check_params_call("tg_layernorm_mod_params", m, list);
     tg_params_add(list, prefix, "scale", m->scale);
     tg_params_add(list, prefix, "shift", m->shift);
 }
@@ -212,7 +253,11 @@ void tg_layernorm_mod_free(tg_layernorm_mod *m)
 
 tg_gelu_mod *tg_gelu_mod_new(void) { return alloc_module(sizeof(tg_gelu_mod), "tg_gelu_mod_new"); }
 
-tg_tensor *tg_gelu_mod_forward(tg_gelu_mod *m, tg_tensor *x) { return tg_gelu(x); }
+tg_tensor *tg_gelu_mod_forward(tg_gelu_mod *m, tg_tensor *x)
+{
+    check_forward("tg_gelu_mod_forward", m, x);
+    return tg_gelu(x);
+}
 
 void tg_gelu_mod_free(tg_gelu_mod *m) { free(m); }
 
@@ -220,8 +265,8 @@ void tg_gelu_mod_free(tg_gelu_mod *m) { free(m); }
 
 tg_feedforward *tg_feedforward_new(int emb_dim, tg_generator *g)
 {
-    if (emb_dim < 1)
-        tg_error("tg_feedforward_new", "emb_dim=%d must be >= 1", emb_dim);
+    if (emb_dim < 1 || emb_dim > INT_MAX / 4)
+        tg_error("tg_feedforward_new", "emb_dim=%d must be in [1, %d]", emb_dim, INT_MAX / 4);
     tg_feedforward *m = alloc_module(sizeof *m, "tg_feedforward_new");
     m->emb_dim = emb_dim;
     m->fc1 = tg_linear_new(emb_dim, 4 * emb_dim, true, g);
@@ -232,6 +277,7 @@ tg_feedforward *tg_feedforward_new(int emb_dim, tg_generator *g)
 
 tg_tensor *tg_feedforward_forward(tg_feedforward *m, tg_tensor *x)
 {
+    check_forward("tg_feedforward_forward", m, x);
     check_last_dim("tg_feedforward_forward", x, m->emb_dim, "emb_dim");
     tg_tensor *h = tg_linear_forward(m->fc1, x); /* (..., 4d) */
     h = tg_gelu_mod_forward(m->gelu, h);
@@ -240,6 +286,7 @@ tg_tensor *tg_feedforward_forward(tg_feedforward *m, tg_tensor *x)
 
 void tg_feedforward_params(tg_feedforward *m, tg_params *list, const char *prefix)
 {
+    check_params_call("tg_feedforward_params", m, list);
     char buf[256];
     tg_linear_params(m->fc1, list, child_prefix(buf, sizeof buf, prefix, "layers.0"));
     tg_linear_params(m->fc2, list, child_prefix(buf, sizeof buf, prefix, "layers.2"));

@@ -113,6 +113,8 @@ static tg_tensor *f_embedding(tg_tensor **x, void *p)
 }
 static tg_tensor *f_cross_entropy(tg_tensor **x, void *p) { return tg_cross_entropy(x[0], X_(p)->ids); }
 static tg_tensor *f_layernorm(tg_tensor **x, void *p) { (void)p; return tg_layernorm(x[0], x[1], x[2], 1e-5f); }
+/* F.linear: a third input is the bias, else none. */
+static tg_tensor *f_affine(tg_tensor **x, void *p) { return tg_affine(x[0], x[1], C_(p)->n_in > 2 ? x[2] : NULL); }
 
 /* x (B,4,6), wq/wk/wv (6,6): causal single-head attention as in the book. */
 static tg_tensor *f_chain_attn(tg_tensor **x, void *p)
@@ -251,6 +253,12 @@ static const op_case CASES[] = {
     OP("layernorm.2d", f_layernorm, 3),
     OP("chain.attn", f_chain_attn, 4),
     OP("chain.mlp", f_chain_mlp, 6),
+    OP("cross_entropy.ignore", f_cross_entropy, 1),
+    OP("cross_entropy.1d", f_cross_entropy, 1),
+    OP("affine.bias", f_affine, 3),
+    OP("affine.nobias", f_affine, 2),
+    OP("affine.1d", f_affine, 3),
+    OP("affine.4d", f_affine, 3),
 };
 #define N_CASES ((int)(sizeof CASES / sizeof CASES[0]))
 
@@ -817,6 +825,110 @@ START_TEST(test_random_nn_ops)
 }
 END_TEST
 
+/* reshape / view to a random regrouping of the dims (one of them -1 half the
+ * time), and sum / mean / max over all elements, on random shapes. */
+START_TEST(test_random_reshape_and_full_reduce)
+{
+    tg_generator g;
+    tg_manual_seed(&g, 7000);
+    char what[160], b1[64], b2[64];
+    for (int trial = 0; trial < 8; trial++) {
+        int n = rnd(&g, 5), shape[4];
+        rand_shape(&g, n, shape);
+        tg_tensor *in[1] = {rand_leaf(&g, n, shape, -2, 2)};
+        const int64_t numel = in[0]->numel;
+
+        /* the same dims shuffled, plus or minus a merge of two neighbours */
+        int m = n, tshape[4], want[4];
+        memcpy(tshape, shape, sizeof tshape);
+        for (int k = m - 1; k > 0; k--) {
+            int j = rnd(&g, k + 1), t = tshape[k];
+            tshape[k] = tshape[j], tshape[j] = t;
+        }
+        if (m >= 2 && rnd(&g, 2)) {
+            tshape[0] *= tshape[1];
+            for (int k = 1; k < m - 1; k++)
+                tshape[k] = tshape[k + 1];
+            m--;
+        }
+        memcpy(want, tshape, sizeof want);
+        if (m > 0 && rnd(&g, 2))
+            tshape[rnd(&g, m)] = -1;
+        op_case c = {"reshape", trial % 2 ? f_view : f_reshape, 1, {m, tshape[0], tshape[1], tshape[2], tshape[3]},
+                     0, 0, 0};
+        op_ctx x = {.c = &c};
+        snprintf(what, sizeof what, "tg_%s %s -> %s", trial % 2 ? "view" : "reshape", tg_shape_str(b1, n, shape),
+                 tg_shape_str(b2, m, tshape));
+        double *ref = malloc((size_t)(numel ? numel : 1) * sizeof *ref);
+        for (int64_t i = 0; i < numel; i++)
+            ref[i] = in[0]->data[i];
+        tg_tensor *y = c.fn(in, &x);
+        check_ref(y, m, want, ref, what);
+        tg_tape_reset(NULL);
+        free(ref);
+        assert_gradcheck(tg_gradcheck(c.fn, &x, in, 1, GC_EPS, GC_ATOL, GC_RTOL), 1, what, GC_EPS);
+
+        /* sum, mean, max of everything -> 0-d */
+        static const tg_gradcheck_fn FULL[3] = {f_sum, f_mean, f_max};
+        static const char *FULL_NAMES[3] = {"sum", "mean", "max"};
+        for (int64_t i = 0; i < numel; i++) /* distinct values, spaced well beyond eps, for max */
+            in[0]->data[i] = (float)(((i * 37) % numel) - numel / 2) * 0.25f + 0.01f * in[0]->data[i];
+        double s = 0, mx = -INFINITY;
+        for (int64_t i = 0; i < numel; i++) {
+            s += in[0]->data[i];
+            mx = fmax(mx, in[0]->data[i]);
+        }
+        for (int k = 0; k < 3; k++) {
+            const double r = k == 0 ? s : k == 1 ? s / (double)numel : mx;
+            snprintf(what, sizeof what, "tg_%s of %s", FULL_NAMES[k], tg_shape_str(b1, n, shape));
+            check_ref(FULL[k](in, NULL), 0, shape, &r, what);
+            tg_tape_reset(NULL);
+            assert_gradcheck(tg_gradcheck(FULL[k], NULL, in, 1, GC_EPS, GC_ATOL, GC_RTOL), 1, what, GC_EPS);
+        }
+        tg_free(in[0]);
+    }
+}
+END_TEST
+
+/* tg_affine (F.linear) on random batch shapes, with and without bias. */
+START_TEST(test_random_affine)
+{
+    tg_generator g;
+    tg_manual_seed(&g, 8000);
+    char what[160], b1[64];
+    for (int trial = 0; trial < 8; trial++) {
+        int n = 1 + rnd(&g, 4), shape[4];
+        rand_shape(&g, n, shape);
+        const int in_f = shape[n - 1], out_f = 1 + rnd(&g, 5);
+        const bool bias = trial % 2 == 0;
+        op_case c = {"affine", f_affine, bias ? 3 : 2, {0}, 0, 0, 0};
+        op_ctx x = {.c = &c};
+        tg_tensor *in[3] = {rand_leaf(&g, n, shape, -1, 1), rand_leaf(&g, 2, (int[]){out_f, in_f}, -1, 1),
+                            bias ? rand_leaf(&g, 1, &out_f, -1, 1) : NULL};
+        const int64_t rows = in[0]->numel / in_f;
+        int oshape[4];
+        memcpy(oshape, shape, sizeof oshape);
+        oshape[n - 1] = out_f;
+        double *ref = malloc((size_t)(rows * out_f) * sizeof *ref);
+        for (int64_t r = 0; r < rows; r++)
+            for (int o = 0; o < out_f; o++) {
+                double acc = bias ? in[2]->data[o] : 0.0;
+                for (int k = 0; k < in_f; k++)
+                    acc += (double)in[0]->data[r * in_f + k] * in[1]->data[o * in_f + k];
+                ref[r * out_f + o] = acc;
+            }
+        snprintf(what, sizeof what, "tg_affine %s, weight [%d,%d], %s", tg_shape_str(b1, n, shape), out_f, in_f,
+                 bias ? "bias" : "no bias");
+        check_ref(f_affine(in, &x), n, oshape, ref, what);
+        tg_tape_reset(NULL);
+        free(ref);
+        assert_gradcheck(tg_gradcheck(f_affine, &x, in, c.n_in, GC_EPS, GC_ATOL, GC_RTOL), c.n_in, what, GC_EPS);
+        for (int k = 0; k < 3; k++)
+            tg_free(in[k]);
+    }
+}
+END_TEST
+
 /* max over all elements: gradient split evenly among ties (torch). */
 START_TEST(test_max_all_tie_split)
 {
@@ -1195,6 +1307,30 @@ static void e_dropout(void *p)
     tg_dropout(c->a, 1.5f, true, &c->g);
 }
 static void e_triu(void *p) { tg_triu(((err_ctx *)p)->a, 0); }
+static void e_add_null(void *p) { tg_add(((err_ctx *)p)->a, NULL); }
+static void e_matmul_null(void *p) { tg_matmul(NULL, ((err_ctx *)p)->a); }
+static void e_exp_null(void *p) { (void)p; tg_exp(NULL); }
+static void e_softmax_null(void *p) { (void)p; tg_softmax(NULL, -1); }
+static void e_sum_null(void *p) { (void)p; tg_sum(NULL); }
+static void e_layernorm_null(void *p) { tg_layernorm(((err_ctx *)p)->a, NULL, NULL, 1e-5f); }
+static void e_masked_fill_null(void *p) { tg_masked_fill(((err_ctx *)p)->a, NULL, 0.0f); }
+static void e_dropout_null_gen(void *p) { tg_dropout(((err_ctx *)p)->a, 0.5f, true, NULL); }
+static void e_cross_entropy_null(void *p) { tg_cross_entropy(((err_ctx *)p)->a, NULL); }
+static void e_embedding_null(void *p) { tg_embedding(((err_ctx *)p)->a, NULL, TG_SHAPE(2)); }
+static void e_concat_empty(void *p) { tg_concat(&((err_ctx *)p)->a, 0, 0); }
+static void e_max_empty(void *p) { tg_max(((err_ctx *)p)->a); }
+static void e_max_dim_empty(void *p) { tg_max_dim(((err_ctx *)p)->a, 1, false); }
+static void e_affine(void *p) { tg_affine(((err_ctx *)p)->a, ((err_ctx *)p)->b, NULL); }
+static void e_affine_bias(void *p)
+{
+    err_ctx *c = p;
+    tg_affine(c->a, c->a, c->b);
+}
+static void e_embedding_ndim(void *p)
+{
+    err_ctx *c = p;
+    tg_embedding(c->a, c->ids, TG_SHAPE(1, 1, 1, 2));
+}
 
 typedef struct {
     const char *what;
@@ -1240,6 +1376,22 @@ static const err_case ERRS[] = {
     {"layernorm params", e_layernorm, 2, {2, 4}, 1, {5}, {0}, NULL, "tg_layernorm", {"[2,4]", "[5]"}},
     {"dropout p", e_dropout, 2, {2, 4}, 0, {0}, {0}, NULL, "tg_dropout", {"1.5"}},
     {"triu 1-D", e_triu, 1, {3}, 0, {0}, {0}, NULL, "tg_triu", {"[3]"}},
+    {"add NULL", e_add_null, 2, {2, 3}, 0, {0}, {0}, NULL, "tg_add", {"NULL"}},
+    {"matmul NULL", e_matmul_null, 2, {2, 3}, 0, {0}, {0}, NULL, "tg_matmul", {"NULL"}},
+    {"exp NULL", e_exp_null, 1, {1}, 0, {0}, {0}, NULL, "tg_exp", {"NULL"}},
+    {"softmax NULL", e_softmax_null, 1, {1}, 0, {0}, {0}, NULL, "tg_softmax", {"NULL"}},
+    {"sum NULL", e_sum_null, 1, {1}, 0, {0}, {0}, NULL, "tg_sum", {"NULL"}},
+    {"layernorm NULL", e_layernorm_null, 2, {2, 4}, 0, {0}, {0}, NULL, "tg_layernorm", {"NULL"}},
+    {"masked_fill NULL mask", e_masked_fill_null, 2, {2, 4}, 0, {0}, {0}, NULL, "tg_masked_fill", {"NULL"}},
+    {"dropout NULL generator", e_dropout_null_gen, 2, {2, 4}, 0, {0}, {0}, NULL, "tg_dropout", {"NULL"}},
+    {"cross_entropy NULL targets", e_cross_entropy_null, 2, {2, 5}, 0, {0}, {0}, NULL, "tg_cross_entropy", {"NULL"}},
+    {"embedding NULL ids", e_embedding_null, 2, {10, 4}, 0, {0}, {0}, NULL, "tg_embedding", {"NULL"}},
+    {"embedding ids ndim", e_embedding_ndim, 2, {10, 4}, 0, {0}, {0}, NULL, "tg_embedding", {"[1,1,1,2]"}},
+    {"concat empty list", e_concat_empty, 2, {2, 3}, 0, {0}, {0}, NULL, "tg_concat", {"0"}},
+    {"max of empty", e_max_empty, 1, {0}, 0, {0}, {0}, NULL, "tg_max", {"empty"}},
+    {"max_dim of empty dim", e_max_dim_empty, 2, {2, 0}, 0, {0}, {0}, NULL, "tg_max_dim", {"[2,0]"}},
+    {"affine weight", e_affine, 2, {2, 3}, 2, {4, 2}, {0}, NULL, "tg_affine", {"[2,3]", "[4,2]"}},
+    {"affine bias", e_affine_bias, 2, {3, 3}, 1, {4}, {0}, NULL, "tg_affine", {"[4]", "[3,3]"}},
 };
 #define N_ERRS ((int)(sizeof ERRS / sizeof ERRS[0]))
 
@@ -1294,6 +1446,8 @@ static Suite *autograd_suite(void)
     tcase_add_loop_test(tc, test_random_reduce, 0, R_N);
     tcase_add_test(tc, test_random_shape_ops);
     tcase_add_test(tc, test_random_nn_ops);
+    tcase_add_test(tc, test_random_reshape_and_full_reduce);
+    tcase_add_test(tc, test_random_affine);
     tcase_add_test(tc, test_max_all_tie_split);
     suite_add_tcase(s, tc);
 

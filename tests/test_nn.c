@@ -51,6 +51,7 @@ static const nn_case CASES[] = {
     {"layernorm_a", 12, K_LAYERNORM, 5, 0, 0, 0, 0, false},
     {"layernorm_b", 13, K_LAYERNORM, 8, 0, 0, 0, 0, false},
     {"gelu_a", 14, K_GELU, 0, 0, 0, 0, 0, false},
+    {"gelu_b", 26, K_GELU, 0, 0, 0, 0, 0, false},
     {"feedforward_a", 15, K_FF, 4, 0, 0, 0, 0, false},
     {"feedforward_b", 16, K_FF, 8, 0, 0, 0, 0, false},
     {"sa_v1_a", 123, K_V1, 3, 2, 0, 0, 0, false},
@@ -620,6 +621,7 @@ typedef struct {
     tg_mha *mha;
     tg_causal_attention *ca;
     tg_linear *lin;
+    tg_mha_wrapper *wr;
     tg_tensor *x;
 } misuse_ctx;
 
@@ -635,6 +637,34 @@ static void misuse(void *vctx)
     case 5: tg_linear_forward(c->lin, c->x); break;
     case 6: tg_dropout_mod_new(1.5f, &c->g); break;
     case 7: tg_mha_wrapper_new(3, 2, 4, 0.0f, 0, false, &c->g); break;
+    /* bad configurations are caught before anything is allocated: nothing
+     * leaks when the error handler longjmps (checked by make valgrind/asan) */
+    case 8: tg_causal_attention_new(3, 2, 4, 2.0f, false, &c->g); break;
+    case 9: tg_mha_new(3, 4, 4, -1.0f, 2, false, &c->g); break;
+    case 10: tg_mha_wrapper_new(0, 2, 4, 0.0f, 2, false, &c->g); break;
+    case 11: tg_mha_wrapper_new(3, 2, 0, 0.0f, 2, false, &c->g); break;
+    case 12: tg_mha_wrapper_new(3, 2, 4, 1.5f, 2, false, &c->g); break;
+    case 13: tg_feedforward_new(1 << 30, &c->g); break;
+    /* NULL modules and inputs */
+    case 14: tg_linear_forward(NULL, c->x); break;
+    case 15: tg_linear_forward(c->lin, NULL); break;
+    case 16: tg_mha_forward(c->mha, NULL); break;
+    case 17: tg_mha_forward(NULL, c->x); break;
+    case 18: tg_causal_attention_forward(NULL, c->x); break;
+    case 19: tg_causal_attention_forward(c->ca, NULL); break;
+    case 20: tg_mha_wrapper_forward(c->wr, NULL); break;
+    case 21: tg_mha_wrapper_forward(c->wr, c->x); break;
+    case 22: tg_self_attention_v1_forward(NULL, c->x); break;
+    case 23: tg_self_attention_v2_forward(NULL, c->x); break;
+    case 24: tg_layernorm_mod_forward(NULL, c->x); break;
+    case 25: tg_feedforward_forward(NULL, c->x); break;
+    case 26: tg_gelu_mod_forward(NULL, c->x); break;
+    case 27: tg_softmax_mod_forward(NULL, c->x); break;
+    case 28: tg_dropout_mod_forward(NULL, c->x); break;
+    case 29: tg_embedding_mod_forward(NULL, (const int32_t[]){0}, TG_SHAPE(1)); break;
+    case 30: tg_mha_params(c->mha, NULL, ""); break;
+    case 31: tg_linear_params(NULL, NULL, ""); break;
+    case 32: tg_mha_train(NULL, false); break;
     }
 }
 
@@ -652,6 +682,31 @@ START_TEST(test_misuse_errors)
         {"tg_linear_forward", "in_features=3), got [4,2]", 2, {4, 2}},
         {"tg_dropout_mod_new", "between 0 and 1", 0, {0}},
         {"tg_mha_wrapper_new", "num_heads=0", 0, {0}},
+        {"tg_causal_attention_new", "between 0 and 1, but got 2", 0, {0}},
+        {"tg_mha_new", "between 0 and 1, but got -1", 0, {0}},
+        {"tg_mha_wrapper_new", "d_in=0", 0, {0}},
+        {"tg_mha_wrapper_new", "context_length=0", 0, {0}},
+        {"tg_mha_wrapper_new", "between 0 and 1, but got 1.5", 0, {0}},
+        {"tg_feedforward_new", "emb_dim=1073741824", 0, {0}},
+        {"tg_linear_forward", "module is NULL", 2, {4, 3}},
+        {"tg_linear_forward", "input is NULL", 0, {0}},
+        {"tg_mha_forward", "input is NULL", 0, {0}},
+        {"tg_mha_forward", "module is NULL", 3, {1, 2, 3}},
+        {"tg_causal_attention_forward", "module is NULL", 3, {1, 2, 3}},
+        {"tg_causal_attention_forward", "input is NULL", 0, {0}},
+        {"tg_mha_wrapper_forward", "input is NULL", 0, {0}},
+        {"tg_mha_wrapper_forward", "expects input (batch, num_tokens, d_in=3), got [2,3]", 2, {2, 3}},
+        {"tg_self_attention_v1_forward", "module is NULL", 2, {2, 3}},
+        {"tg_self_attention_v2_forward", "module is NULL", 2, {2, 3}},
+        {"tg_layernorm_mod_forward", "module is NULL", 2, {2, 3}},
+        {"tg_feedforward_forward", "module is NULL", 2, {2, 3}},
+        {"tg_gelu_mod_forward", "module is NULL", 2, {2, 3}},
+        {"tg_softmax_mod_forward", "module is NULL", 2, {2, 3}},
+        {"tg_dropout_mod_forward", "module is NULL", 2, {2, 3}},
+        {"tg_embedding_mod_forward", "module is NULL", 0, {0}},
+        {"tg_mha_params", "parameter list is NULL", 0, {0}},
+        {"tg_linear_params", "module is NULL", 0, {0}},
+        {"tg_mha_train", "module is NULL", 0, {0}},
     };
     misuse_ctx c;
     memset(&c, 0, sizeof c);
@@ -659,6 +714,7 @@ START_TEST(test_misuse_errors)
     c.mha = tg_mha_new(3, 4, 5, 0.0f, 2, false, &c.g);
     c.ca = tg_causal_attention_new(3, 2, 4, 0.0f, false, &c.g);
     c.lin = tg_linear_new(3, 2, true, &c.g);
+    c.wr = tg_mha_wrapper_new(3, 2, 4, 0.0f, 2, false, &c.g);
     for (int i = 0; i < (int)(sizeof want / sizeof want[0]); i++) {
         char msg[256];
         c.which = i;
@@ -674,6 +730,7 @@ START_TEST(test_misuse_errors)
     tg_mha_free(c.mha);
     tg_causal_attention_free(c.ca);
     tg_linear_free(c.lin);
+    tg_mha_wrapper_free(c.wr);
 }
 END_TEST
 
@@ -715,8 +772,15 @@ START_TEST(test_ch03_simple_attention)
     ASSERT_BOOK(attn_scores_2, 0.9544f, 1.4950f, 1.4754f, 0.8434f, 0.7070f, 1.0865f);
     tg_tensor *attn_weights_2_tmp = tg_div(attn_scores_2, tg_sum(attn_scores_2));
     ASSERT_BOOK(attn_weights_2_tmp, 0.1455f, 0.2278f, 0.2249f, 0.1285f, 0.1077f, 0.1656f);
+    ASSERT_BOOK(tg_sum(attn_weights_2_tmp), 1.0f);
+    /* softmax_naive(x) = exp(x) / exp(x).sum(dim=0) */
+    tg_tensor *e = tg_exp(attn_scores_2);
+    tg_tensor *attn_weights_2_naive = tg_div(e, tg_sum_dim(e, 0, false));
+    ASSERT_BOOK(attn_weights_2_naive, 0.1385f, 0.2379f, 0.2333f, 0.1240f, 0.1082f, 0.1581f);
+    ASSERT_BOOK(tg_sum(attn_weights_2_naive), 1.0f);
     tg_tensor *attn_weights_2 = tg_softmax(attn_scores_2, 0);
     ASSERT_BOOK(attn_weights_2, 0.1385f, 0.2379f, 0.2333f, 0.1240f, 0.1082f, 0.1581f);
+    ASSERT_BOOK(tg_sum(attn_weights_2), 1.0f);
     tg_tensor *context_vec_2 = tg_view(tg_matmul(tg_view(attn_weights_2, TG_SHAPE(1, 6)), inputs), TG_SHAPE(3));
     ASSERT_BOOK(context_vec_2, 0.4419f, 0.6515f, 0.5683f);
     char buf[128];

@@ -165,6 +165,7 @@ CASES = [
     ("layernorm_a", 12, lambda: LayerNorm(5), (2, 3, 5)),
     ("layernorm_b", 13, lambda: LayerNorm(8), (4, 8)),
     ("gelu_a", 14, lambda: GELU(), (3, 7)),
+    ("gelu_b", 26, lambda: GELU(), (2, 4, 5)),
     ("feedforward_a", 15, lambda: FeedForward(4), (2, 3, 4)),
     ("feedforward_b", 16, lambda: FeedForward(8), (1, 5, 8)),
     ("sa_v1_a", 123, lambda: SelfAttentionV1(3, 2), (6, 3)),

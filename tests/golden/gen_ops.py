@@ -346,6 +346,19 @@ def ops_section():
     case('chain.mlp', mlp, [rn(2, 3, 4), rn(4, 8) * 0.5, rn(8) * 0.1, rn(8, 4) * 0.5,
                             1 + 0.1 * rn(4), 0.1 * rn(4)])
 
+    # Appended after the chains so the inputs of every case above stay the same.
+    # cross_entropy's ignore_index (-100, torch's default) and a 1-D logits vector.
+    ti = torch.tensor([2, -100, 0, -100, 4])
+    case('cross_entropy.ignore', lambda x: F.cross_entropy(x, ti), [rn(5, 5)], ids=ti)
+    t1 = torch.tensor(3)
+    case('cross_entropy.1d', lambda x: F.cross_entropy(x, t1), [rn(5)], ids=t1)
+    # tg_affine = F.linear: x (..., in) @ weight(out, in)^T + bias(out)
+    lin = F.linear
+    case('affine.bias', lambda x, w, b: lin(x, w, b), [rn(2, 3, 4), rn(5, 4), rn(5)])
+    case('affine.nobias', lambda x, w: lin(x, w), [rn(3, 4), rn(2, 4)])
+    case('affine.1d', lambda x, w, b: lin(x, w, b), [rn(4), rn(3, 4), rn(3)])
+    case('affine.4d', lambda x, w, b: lin(x, w, b), [rn(2, 2, 3, 4), rn(6, 4), rn(6)])
+
 
 def main():
     lines.append('# tests/golden/ops.txt -- written by tests/golden/gen_ops.py (torch %s); do not edit'
