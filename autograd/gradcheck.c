@@ -21,10 +21,18 @@ tg_gradcheck_result tg_gradcheck(tg_gradcheck_fn f, void *ctx, tg_tensor **input
                                  double atol, double rtol)
 {
     tg_gradcheck_result r = {0};
+    tg_check_ptr("tg_gradcheck", f, "function");
+    tg_check_ptr("tg_gradcheck", inputs, "input list");
     if (n_inputs < 1 || n_inputs > TG_GRADCHECK_MAX_INPUTS)
         tg_error("tg_gradcheck", "takes 1 to %d inputs, got %d", TG_GRADCHECK_MAX_INPUTS, n_inputs);
     if (!(eps > 0.0))
         tg_error("tg_gradcheck", "eps must be positive, got %g", eps);
+    for (int k = 0; k < n_inputs; k++) {
+        tg_check_ptr("tg_gradcheck", inputs[k], "an input");
+        for (int j = 0; j < k; j++)
+            if (inputs[j] == inputs[k])
+                tg_error("tg_gradcheck", "input %d is the same tensor as input %d", k, j);
+    }
     r.n_inputs = n_inputs;
     r.ok = true;
 

@@ -21,8 +21,8 @@ static void binary_backward(tg_node *n)
 
 static tg_tensor *binary(const char *opname, tg_binop op, tg_tensor *a, tg_tensor *b)
 {
-    tg_check_not_null(opname, a, "first operand");
-    tg_check_not_null(opname, b, "second operand");
+    tg_check_ptr(opname, a, "first operand");
+    tg_check_ptr(opname, b, "second operand");
     tg_bcast bc;
     int nd;
     if (!tg_bcast_init(&bc, a->ndim, a->shape, b->ndim, b->shape, &nd)) {
@@ -60,7 +60,7 @@ static void unary_backward(tg_node *n)
 
 static tg_tensor *unary(const char *opname, tg_unop op, tg_tensor *a, float s)
 {
-    tg_check_not_null(opname, a, "input");
+    tg_check_ptr(opname, a, "input");
     tg_tensor *out = tg_new_tensor(a->ndim, a->shape);
     tg_k_unary(op, a->numel, a->data, s, out->data);
     tg_node *n = tg_record(opname, out, &a, 1, unary_backward);

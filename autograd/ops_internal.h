@@ -34,10 +34,5 @@ static inline void tg_split_dim(const tg_tensor *t, int d, int64_t *outer, int *
     *inner = in;
 }
 
-static inline void tg_check_not_null(const char *op, const void *p, const char *what)
-{
-    if (!p)
-        tg_error(op, "%s is NULL", what);
-}
 
 #endif

@@ -76,8 +76,8 @@ static void matmul_backward(tg_node *n)
 tg_tensor *tg_matmul(tg_tensor *a, tg_tensor *b)
 {
     char b1[64], b2[64];
-    tg_check_not_null("tg_matmul", a, "first operand");
-    tg_check_not_null("tg_matmul", b, "second operand");
+    tg_check_ptr("tg_matmul", a, "first operand");
+    tg_check_ptr("tg_matmul", b, "second operand");
     if (a->ndim < 2 || b->ndim < 2)
         tg_error("tg_matmul", "both operands need at least 2 dimensions, got %s and %s", SHAPE(b1, a),
                  SHAPE(b2, b));
@@ -153,7 +153,7 @@ static void affine_backward(tg_node *n)
 {
     tg_tensor *x = n->in[0], *w = n->in[1], *b = n->n_in > 2 ? n->in[2] : NULL;
     const int in = w->shape[1], out = w->shape[0];
-    const int rows = (int)(x->numel / in);
+    const int rows = (int)(n->out->numel / (out ? out : 1));
     const float *dy = n->out->grad;
     float *gx = tg_grad_of(x), *gw = tg_grad_of(w), *gb = b ? tg_grad_of(b) : NULL;
     if (gx)
@@ -169,12 +169,12 @@ static void affine_backward(tg_node *n)
 tg_tensor *tg_affine(tg_tensor *x, tg_tensor *weight, tg_tensor *bias)
 {
     char b1[64], b2[64], b3[64];
-    tg_check_not_null("tg_affine", x, "input");
-    tg_check_not_null("tg_affine", weight, "weight");
+    tg_check_ptr("tg_affine", x, "input");
+    tg_check_ptr("tg_affine", weight, "weight");
     if (weight->ndim != 2 || x->ndim < 1 || x->shape[x->ndim - 1] != weight->shape[1])
         tg_error("tg_affine", "input %s does not match weight %s (expects (..., in) and (out, in))", SHAPE(b1, x),
                  SHAPE(b2, weight));
-    const int in = weight->shape[1], out = weight->shape[0];
+    const int out = weight->shape[0];
     if (bias && (bias->ndim != 1 || bias->shape[0] != out))
         tg_error("tg_affine", "bias %s does not match weight %s", SHAPE(b3, bias), SHAPE(b2, weight));
     int shape[TG_MAX_DIMS];
@@ -182,11 +182,11 @@ tg_tensor *tg_affine(tg_tensor *x, tg_tensor *weight, tg_tensor *bias)
         shape[i] = x->shape[i];
     shape[x->ndim - 1] = out;
     tg_tensor *y = tg_new_tensor(x->ndim, shape);
-    const int rows = (int)(x->numel / in);
+    const int rows = (int)tg_shape_numel(x->ndim - 1, x->shape);
     if (bias)
         for (int r = 0; r < rows; r++)
             memcpy(y->data + (int64_t)r * out, bias->data, (size_t)out * sizeof(float));
-    tg_k_gemm(false, true, rows, out, in, x->data, weight->data, y->data, bias != NULL);
+    tg_k_gemm(false, true, rows, out, weight->shape[1], x->data, weight->data, y->data, bias != NULL);
     tg_tensor *ins[3] = {x, weight, bias};
     tg_record("tg_affine", y, ins, bias ? 3 : 2, affine_backward);
     return y;

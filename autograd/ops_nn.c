@@ -15,14 +15,15 @@ static void masked_fill_backward(tg_node *n)
         return;
     const float *keep = n->saved[0]->data; /* 1 where the gradient passes */
     for (int64_t i = 0; i < n->out->numel; i++)
-        ga[i] += n->out->grad[i] * keep[i];
+        if (keep[i] != 0.0f) /* select, not multiply: a NaN grad under the mask stays out */
+            ga[i] += n->out->grad[i];
 }
 
 tg_tensor *tg_masked_fill(tg_tensor *a, const tg_tensor *mask, float value)
 {
     char b1[64], b2[64];
-    tg_check_not_null("tg_masked_fill", a, "input");
-    tg_check_not_null("tg_masked_fill", mask, "mask");
+    tg_check_ptr("tg_masked_fill", a, "input");
+    tg_check_ptr("tg_masked_fill", mask, "mask");
     tg_bcast bc;
     int nd;
     bool ok = tg_bcast_init(&bc, a->ndim, a->shape, mask->ndim, mask->shape, &nd) && nd == a->ndim;
@@ -70,7 +71,7 @@ static void tri_backward(tg_node *n)
 
 static tg_tensor *tri(const char *opname, tg_tensor *a, int diagonal, bool upper)
 {
-    tg_check_not_null(opname, a, "input");
+    tg_check_ptr(opname, a, "input");
     if (a->ndim < 2) {
         char b1[64];
         tg_error(opname, "input tensor must have at least 2 dimensions, got %s", SHAPE(b1, a));
@@ -110,7 +111,7 @@ static void dropout_backward(tg_node *n)
 
 tg_tensor *tg_dropout(tg_tensor *a, float p, bool train, tg_generator *g)
 {
-    tg_check_not_null("tg_dropout", a, "input");
+    tg_check_ptr("tg_dropout", a, "input");
     if (!(p >= 0.0f && p <= 1.0f))
         tg_error("tg_dropout", "dropout probability has to be between 0 and 1, but got %g", p);
     if (!train || p == 0.0f || a->numel == 0)
@@ -120,7 +121,7 @@ tg_tensor *tg_dropout(tg_tensor *a, float p, bool train, tg_generator *g)
     if (p == 1.0f) {
         memset(out->data, 0, (size_t)a->numel * sizeof(float));
     } else {
-        tg_check_not_null("tg_dropout", g, "generator");
+        tg_check_ptr("tg_dropout", g, "generator");
         noise = tg_new_tensor(a->ndim, a->shape);
         const double keep = 1.0 - (double)p;
         const float scale = 1.0f / (float)keep;
@@ -156,15 +157,17 @@ static void embedding_backward(tg_node *n)
 tg_tensor *tg_embedding(tg_tensor *weight, const int32_t *ids, int ndim, const int *shape)
 {
     char b1[64], b2[64];
-    tg_check_not_null("tg_embedding", weight, "weight");
+    tg_check_ptr("tg_embedding", weight, "weight");
     if (weight->ndim != 2)
         tg_error("tg_embedding", "weight must be 2-D (num, dim), got %s", SHAPE(b1, weight));
+    if (ndim > 0)
+        tg_check_ptr("tg_embedding", shape, "ids shape");
     if (ndim < 0 || ndim + 1 > TG_MAX_DIMS)
         tg_error("tg_embedding", "index shape %s has too many dimensions (at most %d)",
                  tg_shape_str(b2, ndim < 0 ? 0 : ndim, shape), TG_MAX_DIMS - 1);
     const int64_t count = tg_shape_numel(ndim, shape);
     if (count > 0)
-        tg_check_not_null("tg_embedding", ids, "ids");
+        tg_check_ptr("tg_embedding", ids, "ids");
     const int num = weight->shape[0], dim = weight->shape[1];
     for (int64_t i = 0; i < count; i++)
         if (ids[i] < 0 || ids[i] >= num)
@@ -216,8 +219,8 @@ static void cross_entropy_backward(tg_node *n)
 tg_tensor *tg_cross_entropy(tg_tensor *logits, const int32_t *targets)
 {
     char b1[64];
-    tg_check_not_null("tg_cross_entropy", logits, "logits");
-    tg_check_not_null("tg_cross_entropy", targets, "targets");
+    tg_check_ptr("tg_cross_entropy", logits, "logits");
+    tg_check_ptr("tg_cross_entropy", targets, "targets");
     if (logits->ndim < 1 || logits->shape[logits->ndim - 1] < 1)
         tg_error("tg_cross_entropy", "logits need a class dimension, got %s", SHAPE(b1, logits));
     const int C = logits->shape[logits->ndim - 1];
@@ -268,9 +271,9 @@ static void layernorm_backward(tg_node *n)
 tg_tensor *tg_layernorm(tg_tensor *x, tg_tensor *scale, tg_tensor *shift, float eps)
 {
     char b1[64], b2[64], b3[64];
-    tg_check_not_null("tg_layernorm", x, "input");
-    tg_check_not_null("tg_layernorm", scale, "scale");
-    tg_check_not_null("tg_layernorm", shift, "shift");
+    tg_check_ptr("tg_layernorm", x, "input");
+    tg_check_ptr("tg_layernorm", scale, "scale");
+    tg_check_ptr("tg_layernorm", shift, "shift");
     const int len = x->ndim ? x->shape[x->ndim - 1] : 0;
     if (x->ndim < 1 || len < 1 || scale->numel != len || shift->numel != len || scale->ndim != 1 ||
         shift->ndim != 1)

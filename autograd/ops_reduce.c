@@ -42,7 +42,7 @@ static void reduced_shape(const tg_tensor *a, int dim, bool keepdim, int *nd, in
 
 static tg_tensor *sum_impl(const char *opname, tg_tensor *a, int dim, bool all, bool keepdim, bool mean)
 {
-    tg_check_not_null(opname, a, "input");
+    tg_check_ptr(opname, a, "input");
     int64_t outer, inner;
     int len, nd, shape[TG_MAX_DIMS] = {0};
     if (all) {
@@ -102,7 +102,7 @@ static void max_all_backward(tg_node *n)
 
 tg_tensor *tg_max(tg_tensor *a)
 {
-    tg_check_not_null("tg_max", a, "input");
+    tg_check_ptr("tg_max", a, "input");
     if (a->numel == 0)
         tg_error("tg_max", "cannot take the max of an empty tensor");
     tg_tensor *out = tg_new_tensor(0, NULL);
@@ -130,7 +130,7 @@ static void max_dim_backward(tg_node *n)
 
 tg_tensor *tg_max_dim(tg_tensor *a, int dim, bool keepdim)
 {
-    tg_check_not_null("tg_max_dim", a, "input");
+    tg_check_ptr("tg_max_dim", a, "input");
     dim = tg_wrap_dim("tg_max_dim", dim, a);
     int64_t outer, inner;
     int len, nd, shape[TG_MAX_DIMS];
@@ -170,7 +170,7 @@ static void softmax_backward(tg_node *n)
 
 static tg_tensor *softmax_impl(const char *opname, tg_tensor *a, int dim, bool log)
 {
-    tg_check_not_null(opname, a, "input");
+    tg_check_ptr(opname, a, "input");
     dim = tg_wrap_dim(opname, dim, a);
     int64_t outer, inner;
     int len;

@@ -35,14 +35,14 @@ static tg_tensor *permute(const char *opname, tg_tensor *a, const int *dims_in)
 
 tg_tensor *tg_permute(tg_tensor *a, const int *dims)
 {
-    tg_check_not_null("tg_permute", a, "input");
-    tg_check_not_null("tg_permute", dims, "dims");
+    tg_check_ptr("tg_permute", a, "input");
+    tg_check_ptr("tg_permute", dims, "dims");
     return permute("tg_permute", a, dims);
 }
 
 tg_tensor *tg_transpose(tg_tensor *a, int d0, int d1)
 {
-    tg_check_not_null("tg_transpose", a, "input");
+    tg_check_ptr("tg_transpose", a, "input");
     d0 = tg_wrap_dim("tg_transpose", d0, a);
     d1 = tg_wrap_dim("tg_transpose", d1, a);
     int dims[TG_MAX_DIMS];
@@ -69,9 +69,11 @@ static void reshape_backward(tg_node *n)
 static tg_tensor *reshape(const char *opname, tg_tensor *a, int ndim, const int *shape_in)
 {
     char b1[64], b2[64];
-    tg_check_not_null(opname, a, "input");
+    tg_check_ptr(opname, a, "input");
     if (ndim < 0 || ndim > TG_MAX_DIMS)
         tg_error(opname, "%d dimensions requested, tapegrad supports 0 to %d", ndim, TG_MAX_DIMS);
+    if (ndim > 0)
+        tg_check_ptr(opname, shape_in, "shape");
     int shape[TG_MAX_DIMS], infer = -1;
     int64_t known = 1;
     for (int i = 0; i < ndim; i++) {
@@ -141,11 +143,11 @@ static void concat_backward(tg_node *n)
 tg_tensor *tg_concat(tg_tensor **ts, int n, int dim)
 {
     char b1[64], b2[64];
-    tg_check_not_null("tg_concat", ts, "tensor list");
+    tg_check_ptr("tg_concat", ts, "tensor list");
     if (n < 1)
         tg_error("tg_concat", "expects a non-empty list of tensors, got %d", n);
     for (int k = 0; k < n; k++)
-        tg_check_not_null("tg_concat", ts[k], "a tensor in the list");
+        tg_check_ptr("tg_concat", ts[k], "a tensor in the list");
     tg_tensor *t0 = ts[0];
     if (t0->ndim == 0)
         tg_error("tg_concat", "zero-dimensional tensor cannot be concatenated");

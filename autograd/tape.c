@@ -98,6 +98,14 @@ void *tg_tape_alloc(size_t bytes) { return tg_arena_alloc(tg_tape_current()->are
 
 tg_node *tg_record(const char *op, tg_tensor *out, tg_tensor **in, int n_in, tg_backward_fn backward)
 {
+    tg_check_ptr("tg_record", op, "op name");
+    tg_check_ptr(op, out, "output");
+    tg_check_ptr(op, backward, "backward function");
+    if (n_in < 1)
+        tg_error(op, "records %d inputs, at least 1 is needed", n_in);
+    tg_check_ptr(op, in, "input list");
+    for (int i = 0; i < n_in; i++)
+        tg_check_ptr(op, in[i], "an input");
     tg_tape *t = tg_tape_current();
     if (!t->grad_enabled)
         return NULL;
@@ -129,6 +137,7 @@ tg_node *tg_record(const char *op, tg_tensor *out, tg_tensor **in, int n_in, tg_
 
 float *tg_grad_of(tg_tensor *t)
 {
+    tg_check_ptr("tg_grad_of", t, "tensor");
     if (!t->requires_grad)
         return NULL;
     return tg_grad_buffer(t, tg_tape_current()->arena);
@@ -136,6 +145,7 @@ float *tg_grad_of(tg_tensor *t)
 
 void tg_backward(tg_tensor *loss, const tg_tensor *seed)
 {
+    tg_check_ptr("tg_backward", loss, "loss");
     tg_tape *t = tg_tape_current();
     char b1[64], b2[64];
     if (!loss->requires_grad)
@@ -167,6 +177,8 @@ void tg_backward(tg_tensor *loss, const tg_tensor *seed)
 
 void tg_zero_grad(tg_tensor **params, int n)
 {
+    if (n > 0)
+        tg_check_ptr("tg_zero_grad", params, "parameter list");
     for (int i = 0; i < n; i++)
         tg_zero_grad_tensor(params[i]);
 }

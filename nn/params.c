@@ -16,6 +16,9 @@ void tg_params_free(tg_params *p)
 
 void tg_params_add(tg_params *p, const char *prefix, const char *name, tg_tensor *t)
 {
+    tg_check_ptr("tg_params_add", p, "parameter list");
+    tg_check_ptr("tg_params_add", name, "name");
+    tg_check_ptr("tg_params_add", t, "tensor");
     if (p->n == p->cap) {
         int cap = p->cap ? p->cap * 2 : 16;
         tg_param *items = realloc(p->items, (size_t)cap * sizeof *items);

@@ -60,6 +60,7 @@ void tg_arena_free(tg_arena *a)
 
 void *tg_arena_alloc(tg_arena *a, size_t bytes)
 {
+    tg_check_ptr("tg_arena_alloc", a, "arena");
     size_t need = (bytes + TG_ARENA_ALIGN - 1) / TG_ARENA_ALIGN * TG_ARENA_ALIGN;
     if (need == 0)
         need = TG_ARENA_ALIGN;
@@ -82,6 +83,7 @@ void *tg_arena_alloc(tg_arena *a, size_t bytes)
 
 void tg_arena_reset(tg_arena *a)
 {
+    tg_check_ptr("tg_arena_reset", a, "arena");
     if (a->head->next) {
         /* It grew this round: replace all blocks by one that holds the
          * high-water mark, so the next round needs no malloc at all. */

@@ -42,3 +42,9 @@ char *tg_shape_str(char *buf, int ndim, const int *shape)
     buf[n] = '\0';
     return buf;
 }
+
+void tg_check_ptr(const char *op, const void *p, const char *what)
+{
+    if (!p)
+        tg_error(op, "%s is NULL", what);
+}

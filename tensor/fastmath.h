@@ -3,8 +3,8 @@
  *
  * tg_fast_expf: Cephes' expf — x = n*ln2 + r, |r| <= ln2/2, a degree-6
  * polynomial for e^r, then 2^n through the exponent bits; within 2 ulp of
- * expf over the float range, exactly 0 below -87.34 (so exp(-inf) = 0, as a
- * masked softmax needs), inf above 88.72.
+ * expf over the float range (denormal results included), exactly 0 below
+ * -103.97 (so exp(-inf) = 0, as a masked softmax needs), inf above 88.72.
  * tg_fast_tanhf: Cephes' tanhf — an odd polynomial below |x| = 0.625, else
  * 1 - 2 / (e^(2|x|) + 1) with the sign of x; within 2 ulp of tanhf. */
 #ifndef TG_FASTMATH_H
@@ -15,7 +15,7 @@
 
 static inline float tg_fast_expf(float x)
 {
-    const float hi = 88.72283935546875f, lo = -87.3365f;
+    const float hi = 88.72283935546875f, lo = -103.972084f;
     const float xc = x > hi ? hi : (x < lo ? lo : x);
     /* n = round(x / ln2) by the magic-number trick (no libm call) */
     const float magic = 12582912.0f; /* 1.5 * 2^23 */
@@ -30,7 +30,8 @@ static inline float tg_fast_expf(float x)
     p = p * r + 1.6666665459E-1f;
     p = p * r + 5.0000001201E-1f;
     p = p * r2 + r + 1.0f;
-    /* scale by 2^n: n is in [-126, 128]; split to stay in the normal range */
+    /* scale by 2^n, n in [-150, 128], in two halves that are each a normal
+     * float, so a denormal result is rounded once, by the last multiply */
     const int32_t ni = (int32_t)n;
     const int32_t n1 = ni >> 1, n2 = ni - n1;
     uint32_t b1 = (uint32_t)(n1 + 127) << 23, b2 = (uint32_t)(n2 + 127) << 23;
@@ -58,7 +59,8 @@ static inline float tg_fast_tanhf(float x)
     const float e = tg_fast_expf(2.0f * (a < 20.0f ? a : 20.0f));
     float big = 1.0f - 2.0f / (e + 1.0f);
     big = x < 0.0f ? -big : big;
-    return a < 0.625f ? small : big;
+    const float y = a < 0.625f ? small : big;
+    return x != x ? x : y;
 }
 
 #endif

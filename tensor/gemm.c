@@ -87,6 +87,14 @@ static float *grow(float **buf, size_t *cap, size_t n)
     return *buf;
 }
 
+void tg_k_release_scratch(void)
+{
+    free(t_apack);
+    free(t_bpack);
+    t_apack = t_bpack = NULL;
+    t_apack_cap = t_bpack_cap = 0;
+}
+
 /* Pack op(B)[pc:pc+kc, jc:jc+nc] into NR-wide panels, zero-padded:
  * panel p holds bp[p*kc*NR + k*NR + x] = op(B)[pc+k, jc+p*NR+x]. */
 static void pack_b(const gemm_job *j, float *bp)

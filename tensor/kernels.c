@@ -160,7 +160,7 @@ static void unary_serial(tg_unop op, int64_t n, const float *x, float s, float *
     case TG_UN_LOG: for (int64_t i = 0; i < n; i++) y[i] = logf(x[i]); break;
     case TG_UN_SQRT: for (int64_t i = 0; i < n; i++) y[i] = sqrtf(x[i]); break;
     case TG_UN_TANH: for (int64_t i = 0; i < n; i++) y[i] = tg_fast_tanhf(x[i]); break;
-    case TG_UN_RELU: for (int64_t i = 0; i < n; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f; break;
+    case TG_UN_RELU: for (int64_t i = 0; i < n; i++) y[i] = x[i] < 0.0f ? 0.0f : x[i]; break; /* NaN stays */
     case TG_UN_GELU:
         for (int64_t i = 0; i < n; i++) {
             const float v = x[i];

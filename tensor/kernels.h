@@ -36,6 +36,10 @@ void tg_parallel_for(int64_t n, int64_t min_chunk, tg_range_fn fn, void *ctx);
 /* True inside a tg_parallel_for chunk (where a nested one runs inline). */
 bool tg_in_parallel_region(void);
 
+/* Frees the calling thread's kernel scratch (gemm pack buffers); they
+ * regrow on next use. The pool calls it as workers exit and at exit. */
+void tg_k_release_scratch(void);
+
 /* ---------------------------------------------------------------- gemm
  * C[M,N] = (accumulate ? C : 0) + op(A) @ op(B), all row-major.
  * op(A) is [M,K]: A stored [M,K], or [K,M] when ta. op(B) is [K,N]: B stored

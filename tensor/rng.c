@@ -24,6 +24,7 @@
 
 void tg_manual_seed(tg_generator *g, uint64_t seed)
 {
+    tg_check_ptr("tg_manual_seed", g, "generator");
     g->seed = seed;
     g->state[0] = (uint32_t)(seed & 0xffffffffu);
     for (int j = 1; j < MT_N; j++)
@@ -97,6 +98,8 @@ float tg_random_float(tg_generator *g)
 
 void tg_uniform_(tg_tensor *t, float from, float to, tg_generator *g)
 {
+    tg_check_ptr("tg_uniform_", t, "tensor");
+    g = g ? g : tg_default_generator();
     if (!(from <= to))
         tg_error("tg_uniform_", "expects from <= to, but got from=%g to=%g", from, to);
     const float range = to - from;
@@ -133,6 +136,8 @@ static void normal_fill_16(float *d, float mean, float std)
 
 void tg_normal_(tg_tensor *t, float mean, float std, tg_generator *g)
 {
+    tg_check_ptr("tg_normal_", t, "tensor");
+    g = g ? g : tg_default_generator();
     if (!(std >= 0.0f))
         tg_error("tg_normal_", "expects std >= 0.0, but found std %g", std);
     const int64_t n = t->numel;
@@ -169,6 +174,9 @@ static void mask_block(const uint32_t *restrict s, int64_t take, uint64_t thresh
 
 void tg_random_mask(tg_generator *g, int64_t n, double p, float on, float *v)
 {
+    g = g ? g : tg_default_generator();
+    if (n > 0)
+        tg_check_ptr("tg_random_mask", v, "output");
     const uint64_t threshold = (uint64_t)ceil(p * 9007199254740992.0);
     int64_t i = 0;
     while (i < n) {
@@ -189,6 +197,7 @@ void tg_random_mask(tg_generator *g, int64_t n, double p, float on, float *v)
 
 void tg_bernoulli_(tg_tensor *t, double p, tg_generator *g)
 {
+    tg_check_ptr("tg_bernoulli_", t, "tensor");
     if (!(p >= 0.0 && p <= 1.0))
         tg_error("tg_bernoulli_", "expects 0 <= p <= 1, but got p=%g", p);
     tg_random_mask(g, t->numel, p, 1.0f, t->data);

@@ -17,11 +17,18 @@ static void check_shape(const char *op, int ndim, const int *shape)
 {
     if (ndim < 0 || ndim > TG_MAX_DIMS)
         tg_error(op, "%d dimensions requested, tapegrad supports 0 to %d", ndim, TG_MAX_DIMS);
-    for (int i = 0; i < ndim; i++)
-        if (shape[i] < 0) {
-            char b[64];
+    if (ndim > 0)
+        tg_check_ptr(op, shape, "shape");
+    char b[64];
+    int64_t numel = 1;
+    for (int i = 0; i < ndim; i++) {
+        if (shape[i] < 0)
             tg_error(op, "negative dimension in shape %s", tg_shape_str(b, ndim, shape));
-        }
+        /* element counts and byte sizes must fit: at most 2^31 - 1 elements */
+        numel *= shape[i];
+        if (numel > INT32_MAX)
+            tg_error(op, "shape %s has more than %d elements", tg_shape_str(b, ndim, shape), INT32_MAX);
+    }
 }
 
 tg_tensor *tg_tensor_alloc(tg_arena *a, int ndim, const int *shape)
@@ -78,6 +85,10 @@ tg_tensor *tg_scalar(float value) { return tg_full(0, NULL, value); }
 tg_tensor *tg_from_array(int ndim, const int *shape, const float *values)
 {
     tg_tensor *t = tg_empty(ndim, shape);
+    if (t->numel && !values) {
+        tg_free(t);
+        tg_error("tg_from_array", "values is NULL");
+    }
     if (t->numel)
         memcpy(t->data, values, (size_t)t->numel * sizeof(float));
     return t;
@@ -89,7 +100,11 @@ tg_tensor *tg_arange(float start, float end, float step)
         (step > 0 && end < start) || (step < 0 && end > start))
         tg_error("tg_arange", "cannot go from %g to %g in steps of %g", start, end, step);
     /* torch computes the length in double: ceil((end - start) / step). */
-    int n = (int)ceil(((double)end - (double)start) / (double)step);
+    const double len = ceil(((double)end - (double)start) / (double)step);
+    if (len > INT32_MAX)
+        tg_error("tg_arange", "from %g to %g in steps of %g is %.0f elements, more than %d", start, end, step, len,
+                 INT32_MAX);
+    int n = (int)len;
     tg_tensor *t = tg_empty(1, (int[]){n});
     for (int i = 0; i < n; i++)
         t->data[i] = (float)((double)start + (double)i * (double)step);
@@ -98,6 +113,7 @@ tg_tensor *tg_arange(float start, float end, float step)
 
 tg_tensor *tg_copy(const tg_tensor *src)
 {
+    tg_check_ptr("tg_copy", src, "tensor");
     tg_tensor *t = tg_from_array(src->ndim, src->shape, src->data);
     t->name = src->name;
     return t;
@@ -105,18 +121,21 @@ tg_tensor *tg_copy(const tg_tensor *src)
 
 tg_tensor *tg_set_name(tg_tensor *t, const char *name)
 {
+    tg_check_ptr("tg_set_name", t, "tensor");
     t->name = name;
     return t;
 }
 
 tg_tensor *tg_requires_grad(tg_tensor *t, bool on)
 {
+    tg_check_ptr("tg_requires_grad", t, "tensor");
     t->requires_grad = on;
     return t;
 }
 
 float *tg_grad_buffer(tg_tensor *t, tg_arena *a)
 {
+    tg_check_ptr("tg_grad_buffer", t, "tensor");
     if (t->grad)
         return t->grad;
     const size_t bytes = (size_t)(t->numel ? t->numel : 1) * sizeof(float);
@@ -133,12 +152,15 @@ float *tg_grad_buffer(tg_tensor *t, tg_arena *a)
 
 void tg_zero_grad_tensor(tg_tensor *t)
 {
+    tg_check_ptr("tg_zero_grad_tensor", t, "tensor");
     if (t->grad)
         memset(t->grad, 0, (size_t)t->numel * sizeof(float));
 }
 
 bool tg_same_shape(const tg_tensor *a, const tg_tensor *b)
 {
+    tg_check_ptr("tg_same_shape", a, "first tensor");
+    tg_check_ptr("tg_same_shape", b, "second tensor");
     if (a->ndim != b->ndim)
         return false;
     for (int i = 0; i < a->ndim; i++)
@@ -149,6 +171,8 @@ bool tg_same_shape(const tg_tensor *a, const tg_tensor *b)
 
 void tg_copy_data(tg_tensor *dst, const tg_tensor *src)
 {
+    tg_check_ptr("tg_copy_data", dst, "dst");
+    tg_check_ptr("tg_copy_data", src, "src");
     if (dst->numel != src->numel) {
         char b1[64], b2[64];
         tg_error("tg_copy_data", "sizes differ: %s and %s", tg_shape_str(b1, dst->ndim, dst->shape),
@@ -159,6 +183,7 @@ void tg_copy_data(tg_tensor *dst, const tg_tensor *src)
 
 static void tri_(tg_tensor *t, int diagonal, bool upper, const char *op)
 {
+    tg_check_ptr(op, t, "tensor");
     if (t->ndim < 2)
         tg_error(op, "input tensor must have at least 2 dimensions, got %d", t->ndim);
     const int R = t->shape[t->ndim - 2], C = t->shape[t->ndim - 1];
@@ -342,6 +367,9 @@ static void emit(sbuf *s, const tg_tensor *t, const fmt_t *f, int d, int64_t off
 
 int tg_snprint(char *buf, size_t size, const tg_tensor *t)
 {
+    tg_check_ptr("tg_snprint", t, "tensor");
+    if (size)
+        tg_check_ptr("tg_snprint", buf, "buffer");
     sbuf s = {buf, size, 0};
     if (size)
         buf[0] = '\0';
@@ -363,6 +391,15 @@ int tg_snprint(char *buf, size_t size, const tg_tensor *t)
         put(&s, item);
     } else if (t->numel == 0) {
         put(&s, "[]");
+        if (t->ndim > 1) { /* torch: tensor([], size=(2, 0, 4)) */
+            char item[32];
+            put(&s, ", size=(");
+            for (int i = 0; i < t->ndim; i++) {
+                snprintf(item, sizeof item, i ? ", %d" : "%d", t->shape[i]);
+                put(&s, item);
+            }
+            put(&s, ")");
+        }
     } else {
         emit(&s, t, &f, 0, 0, 7, summ);
     }
@@ -372,6 +409,8 @@ int tg_snprint(char *buf, size_t size, const tg_tensor *t)
 
 void tg_fprint(FILE *f, const tg_tensor *t)
 {
+    tg_check_ptr("tg_fprint", f, "stream");
+    tg_check_ptr("tg_fprint", t, "tensor");
     char small[4096];
     int n = tg_snprint(small, sizeof small, t);
     if ((size_t)n < sizeof small) {
@@ -391,6 +430,7 @@ void tg_print(const tg_tensor *t) { tg_fprint(stdout, t); }
 
 void tg_print_grad(const tg_tensor *t)
 {
+    tg_check_ptr("tg_print_grad", t, "tensor");
     if (!t->grad) {
         puts("None");
         return;

@@ -54,6 +54,9 @@ tg_error_handler tg_set_error_handler(tg_error_handler h, void *user);
 __attribute__((noreturn, format(printf, 2, 3)))
 #endif
 void tg_error(const char *op, const char *fmt, ...);
+/* tg_error(op, "<what> is NULL") when p is NULL: the check every entry
+ * point makes on its pointer arguments. */
+void tg_check_ptr(const char *op, const void *p, const char *what);
 /* Formats a shape as "[2,6,3]" into buf (at least 64 bytes); returns buf. */
 char *tg_shape_str(char *buf, int ndim, const int *shape);
 
@@ -123,7 +126,8 @@ int tg_snprint(char *buf, size_t size, const tg_tensor *t);
  * tg_manual_seed(g, s), rand / uniform / randn / bernoulli / normal give the
  * same numbers as torch after torch.manual_seed(s), for the same shapes and
  * call order. The caller owns generators; tg_default_generator() is a
- * process-wide instance seeded with 67280421310721 like torch's.
+ * process-wide instance seeded with 67280421310721 like torch's, and a NULL
+ * generator argument means that one.
  */
 typedef struct tg_generator {
     uint32_t state[624];

@@ -30,6 +30,7 @@ static struct {
     int64_t n, chunk;
     int n_chunks;
     int next;                /* next chunk to take */
+    bool quit;               /* set at exit: workers return */
     int pending;             /* chunks not finished */
     unsigned long generation;
 } pool = {.mu = PTHREAD_MUTEX_INITIALIZER, .start = PTHREAD_COND_INITIALIZER, .done = PTHREAD_COND_INITIALIZER};
@@ -61,19 +62,39 @@ static void *worker(void *arg)
     pthread_mutex_lock(&pool.mu);
     unsigned long seen = pool.generation;
     for (;;) {
-        if (pool.generation == seen) {
+        if (pool.generation == seen && !pool.quit) {
             /* spin a little without the lock before sleeping */
             pthread_mutex_unlock(&pool.mu);
             for (int spin = 0; spin < 20000 && __atomic_load_n(&pool.generation, __ATOMIC_ACQUIRE) == seen; spin++)
                 cpu_relax();
             pthread_mutex_lock(&pool.mu);
-            while (pool.generation == seen)
+            while (pool.generation == seen && !pool.quit) /* (a worker started late may have missed the quit) */
                 pthread_cond_wait(&pool.start, &pool.mu);
         }
         seen = pool.generation;
+        if (pool.quit)
+            break;
         run_chunks();
     }
+    pthread_mutex_unlock(&pool.mu);
+    tg_k_release_scratch();
     return NULL;
+}
+
+/* At exit: wake the workers, let them return, and join them, so nothing
+ * of theirs is left for a leak checker. */
+static void shutdown_pool(void)
+{
+    pthread_mutex_lock(&pool.mu);
+    pool.quit = true;
+    __atomic_add_fetch(&pool.generation, 1, __ATOMIC_RELEASE);
+    pthread_cond_broadcast(&pool.start);
+    const int n = pool.n_workers;
+    pool.n_workers = 0;
+    pthread_mutex_unlock(&pool.mu);
+    for (int i = 0; i < n; i++)
+        pthread_join(pool.tid[i], NULL);
+    tg_k_release_scratch(); /* the exiting thread's own */
 }
 
 bool tg_in_parallel_region(void) { return t_in_chunk; }
@@ -116,11 +137,20 @@ void tg_parallel_for(int64_t n, int64_t min_chunk, tg_range_fn fn, void *ctx)
         return;
     }
     pthread_mutex_lock(&pool.mu);
-    while (pool.n_workers < pool.n_threads - 1) {
+    static bool registered;
+    if (!registered) {
+        atexit(shutdown_pool);
+        registered = true;
+    }
+    while (pool.n_workers < pool.n_threads - 1 && !pool.quit) {
         if (pthread_create(&pool.tid[pool.n_workers], NULL, worker, NULL) != 0)
             break;
-        pthread_detach(pool.tid[pool.n_workers]);
         pool.n_workers++;
+    }
+    if (pool.n_workers == 0) { /* no worker could start: run here */
+        pthread_mutex_unlock(&pool.mu);
+        fn(ctx, 0, n);
+        return;
     }
     pool.fn = fn;
     pool.ctx = ctx;
