@@ -1421,6 +1421,125 @@ START_TEST(test_errors)
 }
 END_TEST
 
+
+/* ================================================================ edge cases
+ * Values from identities and from torch's documented behaviour. */
+
+START_TEST(test_masked_row_gets_zero_grad)
+{
+    /* A fully masked row: torch's softmax gives NaN there, and the masked
+     * positions pass no gradient, so x.grad is exactly 0 (not NaN). */
+    const float xv[6] = {0.5f, 1.0f, 2.0f, 1.0f, 2.0f, 3.0f};
+    const float mv[6] = {1, 1, 1, 0, 0, 1};
+    tg_tensor *x = tg_requires_grad(tg_from_array(TG_SHAPE(2, 3), xv), true);
+    tg_tensor *mask = tg_from_array(TG_SHAPE(2, 3), mv);
+    tg_tensor *seed = tg_from_array(TG_SHAPE(2, 3), (const float[]){1, 2, 3, 4, 5, 6});
+    tg_tensor *y = tg_softmax(tg_masked_fill(x, mask, -INFINITY), 1);
+    for (int j = 0; j < 3; j++)
+        ck_assert_msg(isnan(y->data[j]), "row 0 of a fully masked softmax should be NaN, got %g", (double)y->data[j]);
+    tg_backward(y, seed);
+    for (int j = 0; j < 3; j++)
+        ck_assert_msg(x->grad[j] == 0.0f, "x.grad[0][%d] = %g, want 0", j, (double)x->grad[j]);
+    ck_assert(x->grad[5] == 0.0f);
+    /* row 1: softmax over the first two, d/dx = y*(g - sum(g*y)) */
+    const double e = exp(1.0), y0 = 1.0 / (1.0 + e), y1 = e / (1.0 + e), dot = 4.0 * y0 + 5.0 * y1;
+    ck_assert_msg(fabs(x->grad[3] - y0 * (4.0 - dot)) < 1e-6, "x.grad[1][0] = %g", (double)x->grad[3]);
+    ck_assert_msg(fabs(x->grad[4] - y1 * (5.0 - dot)) < 1e-6, "x.grad[1][1] = %g", (double)x->grad[4]);
+    tg_tape_reset(NULL);
+    tg_free(x);
+    tg_free(mask);
+    tg_free(seed);
+}
+END_TEST
+
+START_TEST(test_nan_and_tiny_values)
+{
+    tg_tensor *x = tg_from_array(TG_SHAPE(4), (const float[]){NAN, -100.0f, -88.0f, 0.25f});
+    tg_tensor *th = tg_tanh(x), *re = tg_relu(x), *ex = tg_exp(x), *ge = tg_gelu(x);
+    ck_assert(isnan(th->data[0]) && isnan(re->data[0]) && isnan(ex->data[0]) && isnan(ge->data[0]));
+    /* exp reaches the denormals like libm (one rounding): expf(-100) = 3.72e-44 */
+    for (int i = 1; i < 4; i++)
+        ck_assert_msg(fabsf(ex->data[i] - expf(x->data[i])) <= fmaxf(1e-45f, 2e-7f * expf(x->data[i])),
+                      "exp(%g) = %g, libm %g", (double)x->data[i], (double)ex->data[i], (double)expf(x->data[i]));
+    ck_assert(ex->data[1] > 0.0f);
+    tg_tape_reset(NULL);
+    tg_free(x);
+}
+END_TEST
+
+START_TEST(test_affine_with_no_inputs)
+{
+    /* in = 0: y is the bias on every row (torch.nn.functional.linear), and
+     * the bias gradient is the sum of the rows of dy */
+    tg_tensor *x = tg_requires_grad(tg_zeros(TG_SHAPE(2, 0)), true);
+    tg_tensor *w = tg_requires_grad(tg_zeros(TG_SHAPE(3, 0)), true);
+    tg_tensor *b = tg_requires_grad(tg_from_array(TG_SHAPE(3), (const float[]){1, 2, 3}), true);
+    tg_tensor *seed = tg_from_array(TG_SHAPE(2, 3), (const float[]){1, 2, 3, 4, 5, 6});
+    tg_tensor *y = tg_affine(x, w, b);
+    ck_assert_int_eq(y->ndim, 2);
+    ck_assert_int_eq(y->shape[0], 2);
+    ck_assert_int_eq(y->shape[1], 3);
+    for (int i = 0; i < 6; i++)
+        ck_assert(y->data[i] == (float)(i % 3 + 1));
+    tg_backward(y, seed);
+    ck_assert(b->grad[0] == 5.0f && b->grad[1] == 7.0f && b->grad[2] == 9.0f);
+    tg_tape_reset(NULL);
+    tg_free(x);
+    tg_free(w);
+    tg_free(b);
+    tg_free(seed);
+}
+END_TEST
+
+static void e_zeros_null_shape(void *ctx) { (void)ctx; tg_zeros(2, NULL); }
+static void e_arange_huge(void *ctx) { (void)ctx; tg_arange(0.0f, 1e30f, 1.0f); }
+static void e_shape_overflow(void *ctx) { (void)ctx; tg_zeros(TG_SHAPE(1 << 16, 1 << 16, 4)); }
+static void e_backward_null(void *ctx) { (void)ctx; tg_backward(NULL, NULL); }
+static void e_print_null(void *ctx) { (void)ctx; tg_print(NULL); }
+static void e_view_null_shape(void *ctx) { tg_view(ctx, 2, NULL); }
+static tg_tensor *gc_mul(tg_tensor **in, void *ctx) { (void)ctx; return tg_mul(in[0], in[1]); }
+static void e_gradcheck_same_input(void *ctx)
+{
+    tg_tensor *in[2] = {ctx, ctx};
+    tg_gradcheck(gc_mul, NULL, in, 2, 1e-2, 1e-3, 1e-2);
+}
+
+START_TEST(test_bad_pointers_and_sizes)
+{
+    struct { void (*fn)(void *); const char *want; } cases[] = {
+        {e_zeros_null_shape, "shape is NULL"},
+        {e_arange_huge, "tg_arange: "},
+        {e_shape_overflow, "more than 2147483647 elements"},
+        {e_backward_null, "tg_backward: loss is NULL"},
+        {e_print_null, "tensor is NULL"},
+        {e_view_null_shape, "tg_view: shape is NULL"},
+        {e_gradcheck_same_input, "tg_gradcheck: input 1 is the same tensor as input 0"},
+    };
+    tg_tensor *t = tg_requires_grad(tg_ones(TG_SHAPE(2, 3)), true);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char msg[600];
+        ck_assert_msg(catch_error(cases[i].fn, t, msg, sizeof msg), "case %zu: no error", i);
+        ck_assert_msg(strstr(msg, cases[i].want) != NULL, "case %zu: '%s' should contain '%s'", i, msg,
+                      cases[i].want);
+    }
+    tg_tape_reset(NULL);
+    tg_free(t);
+}
+END_TEST
+
+START_TEST(test_empty_tensor_prints_size)
+{
+    char buf[128];
+    tg_tensor *a = tg_zeros(TG_SHAPE(2, 0, 4)), *b = tg_zeros(TG_SHAPE(0));
+    tg_snprint(buf, sizeof buf, a);
+    ck_assert_str_eq(buf, "tensor([], size=(2, 0, 4))"); /* torch.zeros(2, 0, 4) */
+    tg_snprint(buf, sizeof buf, b);
+    ck_assert_str_eq(buf, "tensor([])");                 /* torch.zeros(0) */
+    tg_free(a);
+    tg_free(b);
+}
+END_TEST
+
 /* ================================================================ suite */
 
 static Suite *autograd_suite(void)
@@ -1467,6 +1586,14 @@ static Suite *autograd_suite(void)
 
     tc = tcase_create("errors");
     tcase_add_loop_test(tc, test_errors, 0, N_ERRS);
+    tcase_add_test(tc, test_bad_pointers_and_sizes);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("edge cases");
+    tcase_add_test(tc, test_masked_row_gets_zero_grad);
+    tcase_add_test(tc, test_nan_and_tiny_values);
+    tcase_add_test(tc, test_affine_with_no_inputs);
+    tcase_add_test(tc, test_empty_tensor_prints_size);
     suite_add_tcase(s, tc);
     return s;
 }
