@@ -13,7 +13,7 @@ static void sum_backward(tg_node *n)
     float *ga = tg_grad_of(n->in[0]);
     if (!ga)
         return;
-    const float scale = n->farg[0];
+    const bool mean = n->iarg[3];
     const int64_t outer = n->iarg[1], inner = n->iarg[2];
     const int len = n->iarg[0];
     const float *g = n->out->grad;
@@ -21,8 +21,12 @@ static void sum_backward(tg_node *n)
         for (int i = 0; i < len; i++) {
             float *dst = ga + (o * len + i) * inner;
             const float *src = g + o * inner;
-            for (int64_t k = 0; k < inner; k++)
-                dst[k] += src[k] * scale;
+            if (mean) /* torch: grad / n */
+                for (int64_t k = 0; k < inner; k++)
+                    dst[k] += src[k] / (float)len;
+            else
+                for (int64_t k = 0; k < inner; k++)
+                    dst[k] += src[k];
         }
 }
 
@@ -55,22 +59,14 @@ static tg_tensor *sum_impl(const char *opname, tg_tensor *a, int dim, bool all, 
         tg_split_dim(a, dim, &outer, &len, &inner);
         reduced_shape(a, dim, keepdim, &nd, shape);
     }
-    const float scale = mean ? 1.0f / (float)len : 1.0f;
     tg_tensor *out = tg_new_tensor(nd, shape);
-    if (all) {
-        double s = 0.0;
-        for (int64_t i = 0; i < a->numel; i++)
-            s += a->data[i];
-        out->data[0] = mean ? (float)(s / (double)len) : (float)s;
-    } else {
-        tg_k_sum_dim(a->data, out->data, outer, len, inner, scale);
-    }
+    tg_k_sum_dim(a->data, out->data, outer, len, inner, mean);
     tg_node *n = tg_record(opname, out, &a, 1, sum_backward);
     if (n) {
         n->iarg[0] = len;
         n->iarg[1] = (int)outer;
         n->iarg[2] = (int)inner;
-        n->farg[0] = scale;
+        n->iarg[3] = mean;
     }
     return out;
 }

@@ -363,20 +363,141 @@ void tg_k_softmax_backward(const float *y, const float *dy, float *gx, int64_t o
     tg_parallel_for(outer, TG_ELEM_CHUNK / per + 1, softmax_backward_range, &j);
 }
 
-void tg_k_sum_dim(const float *x, float *y, int64_t outer, int n, int64_t inner, float scale)
+/* ---------------------------------------------------------------- sums
+ * torch's cascade sum (ATen's cpu/SumKernel.cpp), in its exact order of
+ * float additions, so sums and means equal torch's to the last bit: blocks
+ * of SUM_W lanes (torch's AVX2 vector), four interleaved accumulators (its
+ * "ilp"), and four levels of partial sums that each take 2^level_power
+ * terms, so only values of similar size are ever added. Lanes are plain
+ * float adds, identical whether or not the compiler vectorises them. */
+#define SUM_W 8
+
+static int ceil_log2(int64_t x)
+{
+    int r = 0;
+    while (((int64_t)1 << r) < x)
+        r++;
+    return r;
+}
+
+/* For k < nrows, out[k][0..w) = sum over i < size of the w floats at
+ * base + i*rs + k*ks (torch's multi_row_sum). */
+static void multi_row_sum(const float *base, int64_t rs, int64_t ks, int w, int nrows, int64_t size,
+                          float out[4][SUM_W])
+{
+    enum { LEVELS = 4 };
+    int lp = ceil_log2(size) / LEVELS;
+    if (lp < 4)
+        lp = 4;
+    const int64_t step = (int64_t)1 << lp, mask = step - 1;
+    float acc[LEVELS][4][SUM_W];
+    memset(acc, 0, sizeof acc);
+    int64_t i = 0;
+    while (i + step <= size) {
+        for (int64_t j = 0; j < step; j++, i++)
+            for (int k = 0; k < nrows; k++)
+                for (int l = 0; l < w; l++)
+                    acc[0][k][l] += base[i * rs + k * ks + l];
+        for (int j = 1; j < LEVELS; j++) {
+            for (int k = 0; k < nrows; k++)
+                for (int l = 0; l < w; l++) {
+                    acc[j][k][l] += acc[j - 1][k][l];
+                    acc[j - 1][k][l] = 0.0f;
+                }
+            if ((i & (mask << (j * lp))) != 0)
+                break;
+        }
+    }
+    for (; i < size; i++)
+        for (int k = 0; k < nrows; k++)
+            for (int l = 0; l < w; l++)
+                acc[0][k][l] += base[i * rs + k * ks + l];
+    for (int j = 1; j < LEVELS; j++)
+        for (int k = 0; k < nrows; k++)
+            for (int l = 0; l < w; l++)
+                acc[0][k][l] += acc[j][k][l];
+    memcpy(out, acc[0], sizeof acc[0]);
+}
+
+/* out[0..w) = sum over i < size of the w floats at base + i*stride, with
+ * four interleaved accumulators (torch's row_sum). */
+static void row_sum(const float *base, int64_t stride, int w, int64_t size, float *out)
+{
+    float ps[4][SUM_W];
+    const int64_t size_ilp = size / 4;
+    multi_row_sum(base, 4 * stride, stride, w, 4, size_ilp, ps);
+    for (int64_t i = size_ilp * 4; i < size; i++)
+        for (int l = 0; l < w; l++)
+            ps[0][l] += base[i * stride + l];
+    for (int k = 1; k < 4; k++)
+        for (int l = 0; l < w; l++)
+            ps[0][l] += ps[k][l];
+    memcpy(out, ps[0], (size_t)w * sizeof(float));
+}
+
+/* Sum of n contiguous floats (torch's vectorized_inner_sum / scalar path). */
+static float inner_sum(const float *x, int64_t n)
+{
+    float r;
+    if (n >= SUM_W) {
+        const int64_t vecs = n / SUM_W;
+        float v[SUM_W];
+        row_sum(x, SUM_W, SUM_W, vecs, v);
+        r = 0.0f;
+        for (int64_t k = vecs * SUM_W; k < n; k++)
+            r += x[k];
+        for (int l = 0; l < SUM_W; l++)
+            r += v[l];
+    } else {
+        row_sum(x, 1, 1, n, &r);
+    }
+    return 0.0f + r; /* torch accumulates into a zeroed output */
+}
+
+/* out[c] = sum over i < n of x[i*C + c] (torch's vectorized/scalar outer sum). */
+static void outer_sum(const float *x, int64_t n, int64_t C, float *out)
+{
+    float s[4][SUM_W];
+    int64_t j = 0;
+    if (C >= SUM_W) {
+        for (; j + 4 * SUM_W <= C; j += 4 * SUM_W) {
+            multi_row_sum(x + j, C, SUM_W, SUM_W, 4, n, s);
+            for (int k = 0; k < 4; k++)
+                for (int l = 0; l < SUM_W; l++)
+                    out[j + k * SUM_W + l] = 0.0f + s[k][l];
+        }
+        for (; j + SUM_W <= C; j += SUM_W) {
+            row_sum(x + j, C, SUM_W, n, s[0]);
+            for (int l = 0; l < SUM_W; l++)
+                out[j + l] = 0.0f + s[0][l];
+        }
+    } else {
+        for (; j + 3 < C; j += 4) {
+            multi_row_sum(x + j, C, 1, 1, 4, n, s);
+            for (int k = 0; k < 4; k++)
+                out[j + k] = 0.0f + s[k][0];
+        }
+    }
+    for (; j < C; j++) {
+        row_sum(x + j, C, 1, n, s[0]);
+        out[j] = 0.0f + s[0][0];
+    }
+}
+
+float tg_k_sum_all(const float *x, int64_t n) { return inner_sum(x, n); }
+
+void tg_k_sum_dim(const float *x, float *y, int64_t outer, int n, int64_t inner, bool mean)
 {
     for (int64_t o = 0; o < outer; o++) {
+        const float *px = x + o * n * inner;
         float *py = y + o * inner;
-        for (int64_t in = 0; in < inner; in++)
-            py[in] = 0.0f;
-        for (int i = 0; i < n; i++) {
-            const float *px = x + (o * n + i) * inner;
-            for (int64_t in = 0; in < inner; in++)
-                py[in] += px[in];
-        }
-        if (scale != 1.0f)
-            for (int64_t in = 0; in < inner; in++)
-                py[in] *= scale;
+        if (inner == 1)
+            py[0] = inner_sum(px, n);
+        else
+            outer_sum(px, n, inner, py);
+        if (mean) /* torch's mean is the sum divided by the count */
+            for (int64_t k = 0; k < inner; k++)
+                py[k] /= (float)n;
     }
 }
 

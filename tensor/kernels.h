@@ -83,7 +83,10 @@ void tg_k_softmax(const float *x, float *y, int64_t outer, int n, int64_t inner,
 /* gx += softmax backward: y*(dy - sum(dy*y)) or, for log, dy - exp(y)*sum(dy) */
 void tg_k_softmax_backward(const float *y, const float *dy, float *gx, int64_t outer, int n, int64_t inner,
                            bool log);
-void tg_k_sum_dim(const float *x, float *y, int64_t outer, int n, int64_t inner, float scale);
+/* Sums in torch's exact order of float additions (its cascade sum), so the
+ * results equal torch's bit for bit; mean divides by n as torch does. */
+float tg_k_sum_all(const float *x, int64_t n);
+void tg_k_sum_dim(const float *x, float *y, int64_t outer, int n, int64_t inner, bool mean);
 /* max along the dim: values y and first argmax idx */
 void tg_k_max_dim(const float *x, float *y, int32_t *idx, int64_t outer, int n, int64_t inner);
 

@@ -157,6 +157,38 @@ START_TEST(test_threads_bit_identical)
 }
 END_TEST
 
+
+/* Sums and means equal torch's bit for bit (its cascade order), at sizes
+ * that leave ragged tails of every block, along every dim. */
+START_TEST(test_sums_match_torch_exactly)
+{
+    golden_file *g = golden_open("sums");
+    int checked = 0;
+    for (int i = 0;; i++) {
+        char key[64];
+        snprintf(key, sizeof key, "s%d.x", i);
+        if (!golden_has(g, key))
+            break;
+        tg_tensor *x = golden_tensor(g, key);
+        for (int d = -1; d < x->ndim; d++)
+            for (int mean = 0; mean < 2; mean++) {
+                tg_tensor *y = d < 0 ? (mean ? tg_mean(x) : tg_sum(x)) : (mean ? tg_mean_dim(x, d, false)
+                                                                             : tg_sum_dim(x, d, false));
+                char what[64];
+                snprintf(what, sizeof what, "s%d.%s%s", i, mean ? "mean" : "sum", d < 0 ? "" : (char[]){(char)('0' + d), 0});
+                tg_tensor *want = golden_tensor(g, what);
+                assert_tensor_close(y, want, 0.0, 0.0, what);
+                tg_free(want);
+                checked++;
+            }
+        tg_free(x);
+        tg_tape_reset(NULL);
+    }
+    ck_assert_int_ge(checked, 100);
+    golden_close(g);
+}
+END_TEST
+
 static Suite *kernels_suite(void)
 {
     Suite *s = suite_create("kernels");
@@ -167,6 +199,7 @@ static Suite *kernels_suite(void)
     tcase_add_test(tc, test_gemm_zero_sizes);
     tcase_add_test(tc, test_parallel_for_covers_once);
     tcase_add_test(tc, test_threads_bit_identical);
+    tcase_add_test(tc, test_sums_match_torch_exactly);
     suite_add_tcase(s, tc);
     return s;
 }
