@@ -12,6 +12,7 @@
  * initial values, as a control.
  */
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -83,8 +84,11 @@ static void svg_color(float w, char out[8])
  * prints the reason and returns -1. */
 static int write_svg(const char *path, const float *w, const int32_t *ids, int H, int T, int L)
 {
-    const int cell = 34, left = 70, top = 92, gap = 50;
-    const int panel = T * cell, width = left + H * (panel + gap) + 10, height = top + panel + 70;
+    const int cell = 34, left = 70, top = 112, gap = 50;
+    const int panel = T * cell, height = top + panel + 70;
+    int width = left + H * (panel + gap) + 10;
+    if (width < 720) /* room for the caption lines */
+        width = 720;
     char tmp[4096];
     if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp) {
         fprintf(stderr, "attention_learns: output path too long: %s\n", path);
@@ -97,13 +101,15 @@ static int write_svg(const char *path, const float *w, const int32_t *ids, int H
     }
     fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" font-family=\"sans-serif\" "
                "font-size=\"11\">\n<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n", width, height);
-    fprintf(f, "<text x=\"10\" y=\"20\" font-size=\"14\" font-weight=\"bold\">Attention weights after training: "
-               "each predictable position p attends to p-%d, where its next token sits</text>\n", L - 1);
-    fprintf(f, "<text x=\"10\" y=\"38\">Rows: query position (input token); columns: key position. Red outline: "
-               "the key the task needs. Sequence: ");
+    fprintf(f, "<text x=\"10\" y=\"20\" font-size=\"14\" font-weight=\"bold\">Attention weights after training, "
+               "one eval sequence: ");
     for (int j = 0; j < T; j++)
         fprintf(f, "%d ", ids[j]);
     fprintf(f, "</text>\n");
+    fprintf(f, "<text x=\"10\" y=\"40\">Each predictable position p (rows marked *) attends to key p-%d, where the "
+               "token that comes next sits.</text>\n", L - 1);
+    fprintf(f, "<text x=\"10\" y=\"56\">Rows: query position:token; columns: key position:token. Red outline: the "
+               "key the task needs. Grey: future keys (causal mask).</text>\n");
     for (int h = 0; h < H; h++) {
         const int x0 = left + h * (panel + gap);
         fprintf(f, "<text x=\"%d\" y=\"%d\" font-size=\"13\" font-weight=\"bold\">head %d</text>\n", x0, top - 34, h);
@@ -116,7 +122,10 @@ static int write_svg(const char *path, const float *w, const int32_t *ids, int H
             for (int j = 0; j < T; j++) {
                 float v = w[((int64_t)h * T + p) * T + j];
                 char col[8];
-                svg_color(v < 0 ? 0 : v > 1 ? 1 : v, col);
+                if (j > p) /* a future key: masked by the causal mask */
+                    snprintf(col, sizeof col, "#eeeeee");
+                else
+                    svg_color(v < 0 ? 0 : v > 1 ? 1 : v, col);
                 fprintf(f, "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"%s\" stroke=\"#ddd\"/>\n",
                         x0 + j * cell, top + p * cell, cell, cell, col);
                 if (j <= p)
@@ -229,10 +238,14 @@ int main(int argc, char **argv)
     printf("Task: %d random tokens (vocab %d), then the same %d again; predict the next token.\n", L, cfg.vocab, L);
     printf("Input positions %d..%d are predictable: position p must copy the token at p-%d.\n", L - 1, T - 1, L - 1);
     printf("Model: tok_emb + pos_emb (fixed%s) -> MultiHeadAttention(%d, %d heads, causal) -> Linear head; "
-           "Adam lr %g, batch %d, seed %llu%s.\n\n",
+           "Adam lr %g, batch %d, seed %llu%s.\n",
            cfg.train_pos ? ", here trainable" : "", cfg.emb, cfg.heads, cfg.lr, cfg.batch,
            (unsigned long long)cfg.seed, cfg.freeze_qk ? ", W_query/W_key frozen" : "");
 
+    /* The loss covers every position, and the first L-1 targets are fresh random tokens: even a
+     * perfect model pays ln(vocab) there, so the loss cannot fall below (L-1)/T * ln(vocab). */
+    printf("Loss: mean cross-entropy over all %d positions; the %d unpredictable ones keep it >= %.3f even when "
+           "every predictable token is right.\n\n", T, L - 1, (double)(L - 1) / T * log((double)cfg.vocab));
     attn_task m;
     attn_task_init(&m, &cfg);
     train(&m, (int)steps, steps >= 100 ? 25 : 5);

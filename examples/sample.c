@@ -107,15 +107,18 @@ int main(int argc, char **argv)
             return 0;
         }
         const char *known[] = {"--load", "--prompt", "--tokens", "--temperature", "--top-k", "--seed", "--dump-logits"};
+        /* --flag value or --flag=value, as build/train takes them */
+        const char *eq = strncmp(a, "--", 2) == 0 ? strchr(a, '=') : NULL;
+        size_t nl = eq ? (size_t)(eq - a) : strlen(a);
         int k = -1;
         for (int j = 0; j < 7; j++)
-            if (!strcmp(a, known[j]))
+            if (strlen(known[j]) == nl && !strncmp(a, known[j], nl))
                 k = j;
         if (k < 0)
             return die("unknown flag '%s'%s (see --help)", a, "");
-        if (i + 1 >= argc)
+        if (!eq && i + 1 >= argc)
             return die("%s needs a value%s", a, "");
-        const char *v = argv[++i];
+        const char *v = eq ? eq + 1 : argv[++i];
         char *end;
         errno = 0;
         switch (k) {

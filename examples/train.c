@@ -18,6 +18,13 @@
  * mean cross-entropy over all of them, dropout off.
  * The split: the first (1 - --val-frac) of the tokens train, the rest validate.
  *
+ * Output. The progress line's "batch loss" is the loss of the training
+ * batches (dropout on), smoothed with an EMA of 0.9 (nanoGPT's "loss"); its
+ * "val loss" is the evaluation above (nanoGPT's estimate_loss). The summary's
+ * "eval loss" gives both splits evaluated that way, so train and val compare.
+ * The --log CSV has the raw batch loss of every step and the val loss of the
+ * eval steps; --resume continues a log (cut back to the checkpoint's step).
+ *
  * One generator (seeded with --seed) draws the initial weights, then dropout
  * masks and random batches; samples use their own generator (seed + 1) so
  * printing them changes nothing. A checkpoint (--save, Ctrl-C) holds the
@@ -37,6 +44,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -77,16 +85,22 @@ static void usage(FILE *f)
             "  --layers N [4]  --heads N [4]  --emb N [128]  --ctx N [64]  --dropout F [0.2]  --qkv-bias\n"
             "training:\n"
             "  --batch N [32]  --steps N [600]  --lr F [3e-3]  --optimizer sgd|adam|adamw [adamw]\n"
-            "  --weight-decay F [adamw 0.1, else 0]  --momentum F (sgd) [0]\n"
-            "  --warmup N [20]  --lr-schedule const|cosine [cosine]  --min-lr F [lr/10]  --clip F (0: off) [1]\n"
+            "  --weight-decay F [adamw 0.1, else 0] (on every parameter, as the book's AdamW(model.parameters()))\n"
+            "  --momentum F (sgd) [0]\n"
+            "  --warmup N [20]  --lr-schedule const|cosine [cosine]  --min-lr F [lr/10]\n"
+            "  --clip F  clip_grad_norm_ max norm (0: off) [1]\n"
             "  --batches random|sequential [random]  --seed N [123]  --threads N [all cores]\n"
             "    random: each row starts at u32 %% (N - T) (one draw of the seeded generator, as torch.randint);\n"
             "    sequential: row b of step i starts at ((i*B + b) * T) mod (N - T), from i alone\n"
             "    (N training tokens, T = --ctx, B = --batch; x = tokens[s:s+T], y = tokens[s+1:s+T+1])\n"
             "evaluation and output:\n"
-            "  --eval-every N [50]  --eval-batches N [8]  --sample-every N (0: off) [0]\n"
+            "  --eval-every N [50]  --eval-batches N [8]  (eval loss: N x --batch fixed windows spread over\n"
+            "                  the split, dropout off; also the summary's train loss)\n"
+            "  --sample-every N (0: off) [0]\n"
             "  --sample-tokens N (before/after training; 0: none) [200]  --prompt TEXT [the data's start]\n"
-            "  --log FILE.csv  (step,lr,train_loss,val_loss,tokens_per_s)  --plot FILE.svg  --quiet\n"
+            "  --log FILE.csv  CSV step,lr,train_loss,val_loss,tokens_per_s: train_loss is the step's batch\n"
+            "                  (dropout on), val_loss is set on eval steps; --resume continues an existing log\n"
+            "  --plot FILE.svg  loss curves   --quiet  only the summary\n"
             "checkpoints (safetensors):\n"
             "  --save FILE       write the checkpoint at the end (and on Ctrl-C)\n"
             "  --resume FILE     continue a run: weights, optimizer state, step, generator; model and\n"
@@ -620,6 +634,12 @@ static int adopt_training_settings(run *r, const tg_st_file *f)
         if (!meta_long(tg_st_meta_get(m, "steps"), 0, 1L << 40, &l))
             BAD("steps");
         o->steps = l;
+    } else if (meta_long(tg_st_meta_get(m, "steps"), 0, 1L << 40, &l) && l != o->steps &&
+               strcmp(o->schedule, "cosine") == 0 && !o->quiet) {
+        /* the cosine decays over --steps: a new total is a new schedule from here on */
+        fprintf(stderr, "train: note: the checkpoint's run had --steps %ld; with --steps %ld the cosine schedule "
+                        "now decays over %ld steps, so the lr from here on differs from the original run's\n",
+                l, o->steps, o->steps);
     }
     if (!o->set_batch) {
         if (!meta_long(tg_st_meta_get(m, "batch"), 1, 1L << 20, &l))
@@ -628,6 +648,19 @@ static int adopt_training_settings(run *r, const tg_st_file *f)
     }
 #undef BAD
     return check_combinations(o);
+}
+
+/* A double as the shortest text that reads back exactly (0.003, not
+ * 0.0030000000000000001), as Python's repr writes it. */
+static void meta_set_double(tg_st_meta *m, const char *key, double v)
+{
+    char buf[32];
+    for (int prec = 1; prec <= 17; prec++) {
+        snprintf(buf, sizeof buf, "%.*g", prec, v);
+        if (strtod(buf, NULL) == v)
+            break;
+    }
+    tg_st_meta_set(m, key, buf);
 }
 
 static int save_checkpoint(run *r, const char *path)
@@ -658,18 +691,18 @@ static int save_checkpoint(run *r, const char *path)
     tg_tokenizer_to_meta(&r->tok, &meta);
     tg_st_meta_setf(&meta, "step", "%" PRId64, r->step);
     tg_st_meta_set(&meta, "optimizer", r->o.optimizer);
-    tg_st_meta_setf(&meta, "lr", "%.17g", r->o.lr);
+    meta_set_double(&meta, "lr", r->o.lr);
     tg_st_meta_set(&meta, "lr_schedule", r->o.schedule);
     tg_st_meta_setf(&meta, "steps", "%ld", r->o.steps);
     tg_st_meta_setf(&meta, "seed", "%" PRIu64, r->o.seed);
     tg_st_meta_set(&meta, "batches", r->o.batches);
-    tg_st_meta_setf(&meta, "weight_decay", "%.17g", r->o.weight_decay);
-    tg_st_meta_setf(&meta, "momentum", "%.17g", r->o.momentum);
+    meta_set_double(&meta, "weight_decay", r->o.weight_decay);
+    meta_set_double(&meta, "momentum", r->o.momentum);
     tg_st_meta_setf(&meta, "warmup", "%ld", r->o.warmup);
-    tg_st_meta_setf(&meta, "min_lr", "%.17g", r->o.min_lr);
-    tg_st_meta_setf(&meta, "clip", "%.17g", r->o.clip);
+    meta_set_double(&meta, "min_lr", r->o.min_lr);
+    meta_set_double(&meta, "clip", r->o.clip);
     tg_st_meta_setf(&meta, "batch", "%d", r->o.batch);
-    tg_st_meta_setf(&meta, "val_frac", "%.17g", r->o.val_frac);
+    meta_set_double(&meta, "val_frac", r->o.val_frac);
     tg_st_meta_setf(&meta, "data_hash", "%016" PRIx64, data_hash(r));
     rng_to_meta(&r->gen, &meta);
     tg_st_error err;
@@ -884,8 +917,19 @@ static int write_plot(run *r, const char *path, int64_t first_step)
         if (isfinite(r->hist_val[i]))
             fprintf(f, "%.1f,%.1f ", PX(r->hist_val_step[i]), PY(r->hist_val[i]));
     fprintf(f, "\"/>\n");
-    fprintf(f, "<text x=\"%.0f\" y=\"%.0f\" fill=\"#1f77b4\">train</text><text x=\"%.0f\" y=\"%.0f\" "
-               "fill=\"#d62728\">val</text>\n</svg>\n", W - R - 90, Tp + 14, W - R - 40, Tp + 14);
+    /* val points as dots too (there may be only a few) */
+    for (int64_t i = 0; i < r->nval; i++)
+        if (isfinite(r->hist_val[i]))
+            fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"2.5\" fill=\"#d62728\"/>", PX(r->hist_val_step[i]),
+                    PY(r->hist_val[i]));
+    fprintf(f, "\n<text x=\"%.1f\" y=\"%.0f\" text-anchor=\"middle\">step</text>\n", (L + W - R) / 2, H - 8);
+    const double lx = W - R - 230, ly = Tp + 10;
+    fprintf(f, "<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"#1f77b4\"/>"
+               "<text x=\"%.0f\" y=\"%.0f\">train: batch loss (dropout on)</text>\n",
+            lx, ly, lx + 20, ly, lx + 26, ly + 4);
+    fprintf(f, "<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"#d62728\" stroke-width=\"2\"/>"
+               "<text x=\"%.0f\" y=\"%.0f\">val: eval loss (dropout off)</text>\n</svg>\n",
+            lx, ly + 18, lx + 20, ly + 18, lx + 26, ly + 22);
 #undef PX
 #undef PY
     bool ok = fflush(f) == 0 && fsync(fileno(f)) == 0;
@@ -904,6 +948,16 @@ static int write_plot(run *r, const char *path, int64_t first_step)
     }
     free(tmp);
     return 0;
+}
+
+/* Columns of the terminal on stdout (80 if unknown), at least 20. */
+static int terminal_width(void)
+{
+    struct winsize ws;
+    memset(&ws, 0, sizeof ws);
+    if (ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) != 0 || ws.ws_col == 0)
+        return 80;
+    return ws.ws_col < 20 ? 20 : ws.ws_col > 255 ? 255 : ws.ws_col;
 }
 
 static void fmt_eta(double s, char *buf, size_t size)
@@ -1006,6 +1060,87 @@ static int check_output_path(const char *flag, const char *path)
     return rc;
 }
 
+#define LOG_HEADER "step,lr,train_loss,val_loss,tokens_per_s"
+
+/* --log with --resume: an existing log of ours is continued, so that it reads
+ * like the log of an uninterrupted run. Its rows up to step `upto` (the
+ * checkpoint's) are kept, later ones dropped (written atomically). Returns 0
+ * (append to it), 1 (no such log: start a new one) or -1 (error). */
+static int continue_log(const char *path, int64_t upto)
+{
+    FILE *in = fopen(path, "r");
+    if (!in)
+        return 1;
+    size_t cap = 1 << 16, n = 0;
+    char *text = malloc(cap);
+    for (size_t got = 1; text && got > 0;) {
+        if (n + 1 == cap) {
+            char *t = realloc(text, cap * 2);
+            if (!t) {
+                free(text);
+                text = NULL;
+                break;
+            }
+            text = t;
+            cap *= 2;
+        }
+        got = fread(text + n, 1, cap - 1 - n, in);
+        n += got;
+    }
+    fclose(in);
+    if (!text)
+        return fail("out of memory reading the log %s", path);
+    text[n] = '\0';
+    size_t hl = strlen(LOG_HEADER);
+    if (strncmp(text, LOG_HEADER, hl) != 0 || text[hl] != '\n') {
+        free(text);
+        return 1; /* not a log of ours (or empty): start afresh */
+    }
+    /* keep the header and every row whose step is <= upto */
+    size_t keep = hl + 1;
+    for (char *line = text + keep; *line;) {
+        char *nl = strchr(line, '\n');
+        if (!nl)
+            break; /* a row cut short (killed mid-write): drop it */
+        char *end;
+        long long step = strtoll(line, &end, 10);
+        if (end == line || *end != ',' || step > upto)
+            break;
+        line = nl + 1;
+        keep = (size_t)(line - text);
+    }
+    int rc = 0;
+    if (keep != n) {
+        size_t lp = strlen(path);
+        char *tmp = malloc(lp + 16);
+        int fd = -1;
+        if (tmp) {
+            snprintf(tmp, lp + 16, "%s.XXXXXX", path);
+            fd = mkstemp(tmp);
+        }
+        bool ok = fd >= 0;
+        if (ok) {
+            mode_t um = umask(0);
+            umask(um);
+            (void)fchmod(fd, 0666 & ~um);
+            for (size_t off = 0; ok && off < keep;) {
+                ssize_t w = write(fd, text + off, keep - off);
+                ok = w > 0;
+                off += ok ? (size_t)w : 0;
+            }
+            ok = close(fd) == 0 && ok;
+            ok = ok && rename(tmp, path) == 0;
+            if (!ok)
+                unlink(tmp);
+        }
+        if (!ok)
+            rc = fail("%s: cannot rewrite the log to continue it: %s", path, strerror(errno));
+        free(tmp);
+    }
+    free(text);
+    return rc;
+}
+
 static int setup(run *r)
 {
     options *o = &r->o;
@@ -1101,10 +1236,14 @@ static int setup(run *r)
     if (!r->x || !r->y)
         return fail("out of memory for a batch of %d x %d", o->batch, r->cfg.context_length);
     if (o->log) {
-        r->log = fopen(o->log, "w");
+        int rc = o->resume ? continue_log(o->log, r->step) : 1;
+        if (rc < 0)
+            return -1;
+        r->log = fopen(o->log, rc == 0 ? "a" : "w");
         if (!r->log)
             return fail("%s: cannot write the log: %s", o->log, strerror(errno));
-        fprintf(r->log, "step,lr,train_loss,val_loss,tokens_per_s\n");
+        if (rc == 1)
+            fprintf(r->log, "%s\n", LOG_HEADER);
     }
     return 0;
 }
@@ -1132,6 +1271,12 @@ static int train(run *r)
                o->batches, o->threads);
         if (start > 0)
             printf("resuming at step %" PRId64 "\n", start);
+        if (start >= o->steps)
+            printf("nothing to train: the run is at step %" PRId64 " of --steps %ld (give a larger --steps to go "
+                   "on)\n", start, o->steps);
+        else
+            printf("batch loss: the training batches' loss, smoothed (EMA 0.9), dropout on; val loss: the held-out "
+                   "split, dropout off\n");
         fflush(stdout);
     }
     double val = NAN;
@@ -1200,16 +1345,24 @@ static int train(run *r)
                 snprintf(vbuf, sizeof vbuf, "-");
             else
                 snprintf(vbuf, sizeof vbuf, "%.4f", val);
+            char line[256];
+            snprintf(line, sizeof line, "step %" PRId64 "/%ld | batch loss %.4f | val loss %s | lr %.2e | %.0f tok/s | ETA %s",
+                     r->step, o->steps, ema, vbuf, lr, tps, eta);
             if (r->tty && (eval_now || r->step == stop || now_s() - last_draw >= 0.1)) {
+                /* one live line: it must not wrap, or "\r" would leave the wrapped part behind */
                 last_draw = now_s();
-                printf("\r\033[Kstep %" PRId64 "/%ld | loss %.4f | val %s | lr %.2e | %.0f tok/s | ETA %s", r->step,
-                       o->steps, ema, vbuf, lr, tps, eta);
+                int width = terminal_width();
+                if ((int)strlen(line) > width - 1) /* the short form, then cut */
+                    snprintf(line, sizeof line, "step %" PRId64 "/%ld | batch %.4f | val %s | lr %.2e | %.0f tok/s | ETA %s",
+                             r->step, o->steps, ema, vbuf, lr, tps, eta);
+                if ((int)strlen(line) > width - 1)
+                    line[width - 1] = '\0';
+                printf("\r\033[K%s", line);
                 if (eval_now || r->step == stop)
                     printf("\n");
                 fflush(stdout);
             } else if (!r->tty && (r->step % print_every == 0 || r->step == stop || eval_now)) {
-                printf("step %" PRId64 "/%ld | loss %.4f | val %s | lr %.2e | %.0f tok/s | ETA %s\n", r->step,
-                       o->steps, ema, vbuf, lr, tps, eta);
+                printf("%s\n", line);
                 fflush(stdout);
             }
         }
@@ -1243,8 +1396,10 @@ static int train(run *r)
         snprintf(vbuf, sizeof vbuf, "n/a");
     else
         snprintf(vbuf, sizeof vbuf, "%.4f", val);
-    printf("done: %" PRId64 " steps | train loss %.4f | val loss %s | %.0f tok/s | wall %.1f s\n", done, tr, vbuf, tps,
-           wall);
+    /* Both losses of the summary are evaluations (dropout off, the same fixed windows as the val loss), so
+     * they compare with each other; the live "batch loss" is the training batches' loss with dropout on. */
+    printf("done: %" PRId64 " steps | eval loss (dropout off): train %.4f, val %s | %.0f tok/s | wall %.1f s\n",
+           done, tr, vbuf, tps, wall);
     if (o->save) {
         if (save_checkpoint(r, o->save))
             return -1;

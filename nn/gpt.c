@@ -64,7 +64,14 @@ void tg_gpt_config_to_meta(const tg_gpt_config *c, tg_st_meta *m)
     tg_st_meta_setf(m, "emb_dim", "%d", c->emb_dim);
     tg_st_meta_setf(m, "n_heads", "%d", c->n_heads);
     tg_st_meta_setf(m, "n_layers", "%d", c->n_layers);
-    tg_st_meta_setf(m, "drop_rate", "%.9g", (double)c->drop_rate);
+    /* the shortest text that reads back as the same float: "0.2", not "0.200000003" */
+    char dr[32];
+    for (int prec = 1; prec <= 9; prec++) {
+        snprintf(dr, sizeof dr, "%.*g", prec, (double)c->drop_rate);
+        if ((float)strtod(dr, NULL) == c->drop_rate)
+            break;
+    }
+    tg_st_meta_set(m, "drop_rate", dr);
     tg_st_meta_set(m, "qkv_bias", c->qkv_bias ? "true" : "false");
 }
 

@@ -333,6 +333,16 @@ int64_t tg_optim_step_count(const tg_optim *o)
 
 /* ---------------------------------------------------------------- clipping */
 
+/* True if params->items[i] repeats an earlier item's tensor (tied weights):
+ * torch's model.parameters() yields a shared tensor once, so it counts once. */
+static bool listed_before(const tg_params *params, int i)
+{
+    for (int k = 0; k < i; k++)
+        if (params->items[k].t == params->items[i].t)
+            return true;
+    return false;
+}
+
 float tg_clip_grad_norm(const tg_params *params, double max_norm)
 {
     if (!(max_norm > 0))
@@ -342,7 +352,7 @@ float tg_clip_grad_norm(const tg_params *params, double max_norm)
     double total2 = 0;
     for (int i = 0; i < params->n; i++) {
         const tg_tensor *t = params->items[i].t;
-        if (!t->grad)
+        if (!t->grad || listed_before(params, i))
             continue;
         double s = 0;
         for (int64_t j = 0; j < t->numel; j++)
@@ -352,12 +362,14 @@ float tg_clip_grad_norm(const tg_params *params, double max_norm)
     }
     const float total = (float)sqrt(total2);
     /* clip_coef = max_norm / (total_norm + 1e-6): a tensor's __rdiv__ is
-     * reciprocal() * max_norm, in float32. */
+     * reciprocal() * max_norm, in float32. torch then multiplies every grad
+     * by clamp(coef, max=1): a no-op at 1, and a NaN coef (a NaN grad
+     * somewhere) turns every grad NaN, which the !(coef >= 1) test keeps. */
     const float coef = (1.0f / (total + 1e-6f)) * (float)max_norm;
-    if (coef < 1.0f) {
+    if (!(coef >= 1.0f)) {
         for (int i = 0; i < params->n; i++) {
             tg_tensor *t = params->items[i].t;
-            if (!t->grad)
+            if (!t->grad || listed_before(params, i))
                 continue;
             for (int64_t j = 0; j < t->numel; j++)
                 t->grad[j] *= coef;

@@ -141,8 +141,11 @@ int64_t tg_optim_step_count(const tg_optim *o);
 /* ---------------------------------------------------------------- clipping
  * torch.nn.utils.clip_grad_norm_(params, max_norm) with norm_type 2: over
  * every parameter whose grad is not NULL, total = ||(||g_1||, ||g_2||, ...)||,
- * coef = max_norm / (total + 1e-6); if coef < 1 every grad is scaled by coef.
- * Returns the total norm (before clipping). max_norm must be > 0. */
+ * coef = max_norm / (total + 1e-6); if coef < 1 every grad is scaled by coef
+ * (a NaN total makes every grad NaN, as torch's clamp(coef, max=1) does). A
+ * tensor listed twice (tied weights) counts and is scaled once, like torch's
+ * model.parameters(). Returns the total norm (before clipping). max_norm
+ * must be > 0. */
 float tg_clip_grad_norm(const tg_params *params, double max_norm);
 
 /* ---------------------------------------------------------------- schedules

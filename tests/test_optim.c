@@ -119,6 +119,8 @@ static optcase *cases(int *n)
     c[k++] = (optcase){"adamw", tg_adamw_config(0.01), NODROP};
     c[k++] = (optcase){"adamw_default", tg_adamw_config(1e-3), NODROP};
     c[k++] = (optcase){"adamw_amsgrad", adam(tg_adamw_config(0.01), 0.9, 0.999, 1e-8, 0.1, true), NODROP};
+    c[k++] = (optcase){"adamw_betas_eps_nowd", adam(tg_adamw_config(0.02), 0.8, 0.99, 1e-6, 0, false), NODROP};
+    c[k++] = (optcase){"sgd_damp_nomom", sgd(0.1, 0, 0.5, false, 0.01), NODROP}; /* dampening needs momentum */
     c[k++] = (optcase){"sgd_mom_clip", sgd(0.1, 0.9, 0, false, 0), .clip = 0.05, NODROP};
     c[k++] = (optcase){"adam_clip", tg_adam_config(0.01), .clip = 0.05, NODROP};
     c[k++] = (optcase){"adamw_clip_loose", tg_adamw_config(0.01), .clip = 100.0, NODROP};
@@ -609,6 +611,25 @@ START_TEST(test_clip_grad_norm)
     tg_params empty;
     tg_params_init(&empty);
     ck_assert_float_eq(tg_clip_grad_norm(&empty, 1.0), 0.0f);
+
+    /* a tensor listed twice (tied weights) counts once, as in torch's
+     * model.parameters(): the same norm and scaling as listing it once */
+    tg_params tied;
+    tg_params_init(&tied);
+    tg_params_add(&tied, NULL, "a", a);
+    tg_params_add(&tied, NULL, "b", b);
+    tg_params_add(&tied, NULL, "a_again", a);
+    ga[0] = 3, ga[1] = 4, gb[0] = 12;
+    ck_assert_float_eq(tg_clip_grad_norm(&tied, 6.5), 13.0f);
+    ck_assert_float_eq(ga[0], 1.49999988f);
+    ck_assert_float_eq(gb[0], 5.99999952f);
+    tg_params_free(&tied);
+
+    /* a NaN anywhere: torch's clamp(coef, max=1) is NaN, so every grad turns
+     * NaN (torch 1.13: clip_grad_norm_ of [3, nan], [12] -> nan, all nan) */
+    ga[0] = 3, ga[1] = NAN, gb[0] = 12;
+    ck_assert(isnan(tg_clip_grad_norm(&ps, 1.0)));
+    ck_assert(isnan(ga[0]) && isnan(ga[1]) && isnan(gb[0]));
 
     tg_params_free(&ps);
     tg_free(a);

@@ -109,7 +109,7 @@ static void write_text(const char *name, int repeats)
     fclose(f);
 }
 
-/* Runs <bin>/<prog> with args (NULL-terminated; "@x" means the temp path x),
+/* Runs <bin>/<prog> with args (NULL-terminated; "@x" and "--flag=@x" mean the temp path x),
  * stdout/stderr into out.txt/err.txt. Returns the exit status, or 128+signal.
  * If sig_after_lines > 0, sends SIGINT once the log file has that many lines. */
 static int run_prog_sig(const char *prog, const char *const *args, const char *log_for_sig, int sig_after_lines)
@@ -123,10 +123,18 @@ static int run_prog_sig(const char *prog, const char *const *args, const char *l
     argv[n++] = exe;
     for (int i = 0; args[i]; i++, n++) {
         ck_assert_int_lt(n, 62);
-        if (args[i][0] == '@')
+        const char *at = strstr(args[i], "=@");
+        if (args[i][0] == '@') {
             argv[n] = path_in(storage[n], args[i] + 1);
-        else
+        } else if (at) { /* "--flag=@x" */
+            char p[512];
+            int w = snprintf(storage[n], sizeof storage[n], "%.*s=%s", (int)(at - args[i]), args[i],
+                             path_in(p, at + 2));
+            ck_assert_int_lt(w, (int)sizeof storage[n]);
+            argv[n] = storage[n];
+        } else {
             argv[n] = (char *)args[i];
+        }
     }
     argv[n] = NULL;
     path_in(out, "out.txt");
@@ -201,11 +209,49 @@ static void make_good_checkpoint(void)
     ck_assert(exists("good.safetensors"));
 }
 
+/* Checkpoints that must be refused, beside good.safetensors (made first):
+ * truncated, corrupt (header), foreign (a valid file of another model), and
+ * torch_emb8 (the book's GPTModel of another size, no metadata). */
+static void make_bad_checkpoints(void)
+{
+    char *ck;
+    size_t ckn;
+    ck = read_file("good.safetensors", &ckn);
+    write_file("truncated.safetensors", ck, ckn - 100);
+    /* a corrupt header: flip the JSON's first brace */
+    ck[8] = '[';
+    write_file("corrupt.safetensors", ck, ckn);
+    free(ck);
+    /* foreign: a valid safetensors file of some other model (other names, no metadata) */
+    {
+        char p[512];
+        tg_tensor *w = tg_zeros(TG_SHAPE(4, 3)), *b = tg_zeros(TG_SHAPE(4));
+        tg_params ps;
+        tg_params_init(&ps);
+        tg_params_add(&ps, NULL, "classifier.weight", w);
+        tg_params_add(&ps, NULL, "classifier.bias", b);
+        tg_st_error e;
+        ck_assert_msg(tg_st_save(path_in(p, "foreign.safetensors"), &ps, NULL, &e) == 0, "%s", e.msg);
+        tg_params_free(&ps);
+        tg_free(w);
+        tg_free(b);
+    }
+    /* weights of the book's GPTModel of another size, as torch would save them (no metadata) */
+    {
+        char p[512];
+        tg_gpt_config c = {.vocab_size = 256, .context_length = 16, .emb_dim = 8, .n_heads = 2, .n_layers = 1};
+        tg_gpt *m = tg_gpt_new(&c, NULL);
+        tg_st_error e;
+        ck_assert_msg(tg_st_save(path_in(p, "torch_emb8.safetensors"), &m->params, NULL, &e) == 0, "%s", e.msg);
+        tg_gpt_free(m);
+    }
+}
+
 /* ---------------------------------------------------------------- bad input */
 
 typedef struct {
     const char *what;
-    const char *args[24];
+    const char *args[32];
     const char *want; /* substring of the one-line error */
 } bad_case;
 
@@ -215,16 +261,9 @@ START_TEST(test_bad_inputs)
     write_file("empty.txt", "", 0);
     write_file("binary.txt", "\x7f" "ELF\x02\x01\x01\0\0\0\0\0\0\0\0\0\x03\0>\0", 20);
     write_file("short.txt", "just ten c", 10);
-    char *ck;
-    size_t ckn;
-    ck = read_file("good.safetensors", &ckn);
-    write_file("truncated.safetensors", ck, ckn - 100);
-    /* a corrupt header: flip the JSON's first brace */
-    ck[8] = '[';
-    write_file("corrupt.safetensors", ck, ckn);
-    free(ck);
+    make_bad_checkpoints();
     write_file("other.txt", "Zebras quietly zigzag.", 22); /* Z, q, z: not in text.txt's vocabulary */
-
+    write_file("latin1.txt", "caf\xe9 au lait, caf\xe9 noir, caf\xe9 cr\xe8me; caf\xe9 au lait, caf\xe9 noir.\n", 49);
 #define OUTS "--save", "@out.safetensors", "--log", "@log.csv", "--plot", "@plot.svg"
     const bad_case cases[] = {
         {"missing data", {"--data", "@nope.txt", OUTS, NULL}, "nope.txt: cannot open"},
@@ -254,6 +293,18 @@ START_TEST(test_bad_inputs)
          "text.txt: header length"},
         {"missing checkpoint", {"--data", "@text.txt", "--resume", "@none.safetensors", OUTS, NULL},
          "none.safetensors: cannot open"},
+        {"foreign safetensors (init)", {"--data", "@text.txt", "--init", "@foreign.safetensors", OUTS, NULL},
+         "foreign.safetensors: tensor 'tok_emb.weight' is missing"},
+        {"foreign safetensors (resume)", {"--data", "@text.txt", "--resume", "@foreign.safetensors", OUTS, NULL},
+         "not a tapegrad training checkpoint"},
+        {"weights of another size, no metadata",
+         {"--data", "@text.txt", "--tokenizer", "byte", "--init", "@torch_emb8.safetensors", TINY, OUTS, NULL},
+         "tensor 'tok_emb.weight' has shape [256,8] but the model expects [256,16]"},
+        {"resume with another optimizer",
+         {"--data", "@text.txt", "--resume", "@good.safetensors", "--optimizer", "sgd", OUTS, NULL},
+         "does not fit --optimizer sgd"},
+        {"not UTF-8 text (char tokenizer)", {"--data", "@latin1.txt", "--ctx", "8", OUTS, NULL},
+         "latin1.txt: not UTF-8 text (invalid byte 0xe9 at offset 3); use --tokenizer byte"},
         {"another config (resume)",
          {"--data", "@text.txt", "--resume", "@good.safetensors", "--emb", "32", OUTS, NULL},
          "checkpoint of another config: it has --emb 16, the command line asks for 32"},
@@ -336,19 +387,29 @@ static void check_resume(const char *batches, const char *dropout)
     char *out = read_file("out.txt", NULL);
     ck_assert_ptr_nonnull(strstr(out, "stopped at step 5/12"));
     free(out);
-    /* the model and training flags (batch, steps, warmup, schedule, batches, dropout) come from the checkpoint */
+    ck_assert_int_eq(log_losses("b.csv", rows_b, 32), 5);
+    /* c.csv: a log that ran past the checkpoint (the full run's), to be cut back to step 5 and continued */
+    size_t la;
+    char *full_log = read_file("a.csv", &la);
+    write_file("c.csv", full_log, la);
+    free(full_log);
+    /* the model and training flags (batch, steps, warmup, schedule, batches, dropout) come from the checkpoint;
+     * b.csv, the first part's log, is continued */
     const char *second[] = {"--data", "@text.txt", "--threads", "1", "--eval-every", "4", "--eval-batches", "2",
-                            "--sample-tokens", "0", "--log", "@c.csv", "--resume", "@ck.safetensors", NULL};
+                            "--sample-tokens", "0", "--log", "@b.csv", "--resume", "@ck.safetensors", NULL};
     ck_assert_int_eq(run_prog("train", second), 0);
+    const char *third[] = {"--data", "@text.txt", "--threads", "1", "--eval-every", "4", "--eval-batches", "2",
+                           "--sample-tokens", "0", "--log", "@c.csv", "--resume", "@ck.safetensors", NULL};
+    ck_assert_int_eq(run_prog("train", third), 0);
     int na = log_losses("a.csv", rows_a, 32), nb = log_losses("b.csv", rows_b, 32);
     int nc = log_losses("c.csv", rows_c, 32);
     ck_assert_int_eq(na, 12);
-    ck_assert_int_eq(nb, 5);
-    ck_assert_int_eq(nc, 7);
-    for (int i = 0; i < 5; i++)
+    ck_assert_int_eq(nb, 12);
+    ck_assert_int_eq(nc, 12);
+    for (int i = 0; i < 12; i++) {
         ck_assert_str_eq(rows_b[i], rows_a[i]);
-    for (int i = 0; i < 7; i++)
-        ck_assert_str_eq(rows_c[i], rows_a[5 + i]);
+        ck_assert_str_eq(rows_c[i], rows_a[i]);
+    }
     /* and training did something: the val loss at step 12 is below that at step 4 */
     ck_assert_double_lt(strtod(strrchr(rows_a[11], ',') + 1, NULL), strtod(strrchr(rows_a[3], ',') + 1, NULL));
 }
@@ -403,7 +464,10 @@ START_TEST(test_outputs)
     char *out = read_file("out.txt", NULL);
     ck_assert_ptr_nonnull(strstr(out, "sample before training"));
     ck_assert_ptr_nonnull(strstr(out, "sample after training"));
-    ck_assert_ptr_nonnull(strstr(out, "done: 6 steps | train loss "));
+    /* the summary's losses are both evaluations (dropout off), labelled so; the live lines say "batch loss" */
+    ck_assert_ptr_nonnull(strstr(out, "done: 6 steps | eval loss (dropout off): train "));
+    ck_assert_ptr_nonnull(strstr(out, "step 3/6 | batch loss "));
+    ck_assert_ptr_nonnull(strstr(out, " | val loss "));
     ck_assert_ptr_nonnull(strstr(out, "tok/s | wall "));
     ck_assert_ptr_null(strchr(out, '\r')); /* not a terminal: plain lines */
     free(out);
@@ -417,6 +481,27 @@ START_TEST(test_outputs)
     ck_assert(rows[2][strlen(rows[2]) - 1] != ',');
     ck_assert(rows[1][strlen(rows[1]) - 1] == ',');  /* step 2 has none */
     ck_assert(exists("m.safetensors"));
+    /* numbers in the metadata read as a Python user wrote them: "0.2", not "0.200000003" */
+    {
+        char p[512];
+        tg_st_file *f;
+        tg_st_error e;
+        ck_assert_msg(tg_st_open(path_in(p, "m.safetensors"), &f, &e) == 0, "%s", e.msg);
+        const tg_st_meta *m = tg_st_metadata(f);
+        ck_assert_str_eq(tg_st_meta_get(m, "drop_rate"), "0.2");
+        ck_assert_str_eq(tg_st_meta_get(m, "lr"), "0.003");
+        ck_assert_str_eq(tg_st_meta_get(m, "weight_decay"), "0.1");
+        ck_assert_str_eq(tg_st_meta_get(m, "val_frac"), "0.1");
+        tg_st_close(f);
+    }
+    /* resuming a finished run says there is nothing to train */
+    const char *again[] = {"--data", "@text.txt", "--threads", "1", "--sample-tokens", "0", "--resume",
+                           "@m.safetensors", NULL};
+    ck_assert_int_eq(run_prog("train", again), 0);
+    out = read_file("out.txt", NULL);
+    ck_assert_msg(strstr(out, "nothing to train: the run is at step 6 of --steps 6") != NULL, "%s", out);
+    ck_assert_ptr_nonnull(strstr(out, "done: 0 steps"));
+    free(out);
 }
 END_TEST
 
@@ -425,13 +510,17 @@ END_TEST
 START_TEST(test_sample)
 {
     make_good_checkpoint();
+    make_bad_checkpoints();
     const char *greedy[] = {"--load", "@good.safetensors", "--prompt", "It was", "--tokens", "30", "--temperature",
                             "0", NULL};
     ck_assert_int_eq(run_prog("sample", greedy), 0);
     char *a = read_file("out.txt", NULL);
     ck_assert_int_eq(strncmp(a, "It was", 6), 0);
     ck_assert_uint_eq(strlen(a), 6 + 30 + 1);
-    ck_assert_int_eq(run_prog("sample", greedy), 0);
+    /* greedy is deterministic (the seed does not matter), and --flag=value works as in build/train */
+    const char *greedy2[] = {"--load=@good.safetensors", "--prompt=It was", "--tokens=30", "--temperature=0",
+                             "--seed=99", NULL};
+    ck_assert_int_eq(run_prog("sample", greedy2), 0);
     char *b = read_file("out.txt", NULL);
     ck_assert_str_eq(a, b);
     free(a);
@@ -447,6 +536,8 @@ START_TEST(test_sample)
         {{"--load", "@good.safetensors", "--prompt", "Quiz", NULL}, "--prompt: character 'Q' at offset 0"},
         {{"--load", "@nope.safetensors", NULL}, "nope.safetensors: cannot open"},
         {{"--load", "@text.txt", NULL}, "text.txt: header length"},
+        {{"--load", "@truncated.safetensors", NULL}, "truncated.safetensors: "},
+        {{"--load", "@foreign.safetensors", NULL}, "foreign.safetensors: metadata lacks \"vocab_size\""},
         {{"--prompt", "x", NULL}, "--load FILE is required"},
         {{"--load", "@good.safetensors", "--temperature", "-1", NULL}, "--temperature"},
         {{"--load", "@good.safetensors", "--frobnicate", "1", NULL}, "unknown flag '--frobnicate'"},

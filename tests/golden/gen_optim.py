@@ -101,6 +101,8 @@ CONFIGS = [
     ("adamw", "AdamW", dict(lr=0.01), {}),
     ("adamw_default", "AdamW", dict(), {}),
     ("adamw_amsgrad", "AdamW", dict(lr=0.01, weight_decay=0.1, amsgrad=True), {}),
+    ("adamw_betas_eps_nowd", "AdamW", dict(lr=0.02, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.0), {}),
+    ("sgd_damp_nomom", "SGD", dict(lr=0.1, dampening=0.5, weight_decay=0.01), {}),
     ("sgd_mom_clip", "SGD", dict(lr=0.1, momentum=0.9), dict(clip=0.05)),
     ("adam_clip", "Adam", dict(lr=0.01), dict(clip=0.05)),
     ("adamw_clip_loose", "AdamW", dict(lr=0.01), dict(clip=100.0)),
