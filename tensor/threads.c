@@ -65,7 +65,7 @@ static void *worker(void *arg)
         if (pool.generation == seen && !pool.quit) {
             /* spin a little without the lock before sleeping */
             pthread_mutex_unlock(&pool.mu);
-            for (int spin = 0; spin < 20000 && __atomic_load_n(&pool.generation, __ATOMIC_ACQUIRE) == seen; spin++)
+            for (int spin = 0; spin < 2000 && __atomic_load_n(&pool.generation, __ATOMIC_ACQUIRE) == seen; spin++)
                 cpu_relax();
             pthread_mutex_lock(&pool.mu);
             while (pool.generation == seen && !pool.quit) /* (a worker started late may have missed the quit) */
