@@ -19,6 +19,7 @@
  * implementation requires. Only F32 is supported.
  */
 #include "nn.h"
+#include "utf8.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -481,52 +482,12 @@ static int jpeek(jp *p)
     return p->i < p->n ? p->s[p->i] : 0;
 }
 
-/* Length of the UTF-8 sequence at s (at most n bytes), 0 if invalid. */
-static size_t utf8_seq(const unsigned char *s, size_t n, uint32_t *cp)
-{
-    if (n == 0)
-        return 0;
-    unsigned char c = s[0];
-    if (c < 0x80) {
-        *cp = c;
-        return 1;
-    }
-    size_t len;
-    uint32_t v, min;
-    if (c >= 0xC2 && c <= 0xDF) {
-        len = 2;
-        v = c & 0x1F;
-        min = 0x80;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-        len = 3;
-        v = c & 0x0F;
-        min = 0x800;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        len = 4;
-        v = c & 0x07;
-        min = 0x10000;
-    } else {
-        return 0;
-    }
-    if (n < len)
-        return 0;
-    for (size_t k = 1; k < len; k++) {
-        if ((s[k] & 0xC0) != 0x80)
-            return 0;
-        v = (v << 6) | (s[k] & 0x3F);
-    }
-    if (v < min || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF))
-        return 0;
-    *cp = v;
-    return len;
-}
-
 static bool is_valid_utf8(const unsigned char *s, size_t n)
 {
     size_t i = 0;
     uint32_t cp;
     while (i < n) {
-        size_t k = utf8_seq(s + i, n - i, &cp);
+        size_t k = tg_utf8_decode(s + i, n - i, &cp);
         if (!k)
             return false;
         i += k;
@@ -537,27 +498,7 @@ static bool is_valid_utf8(const unsigned char *s, size_t n)
 static void put_utf8(st_buf *b, uint32_t cp)
 {
     char o[4];
-    size_t k;
-    if (cp < 0x80) {
-        o[0] = (char)cp;
-        k = 1;
-    } else if (cp < 0x800) {
-        o[0] = (char)(0xC0 | (cp >> 6));
-        o[1] = (char)(0x80 | (cp & 0x3F));
-        k = 2;
-    } else if (cp < 0x10000) {
-        o[0] = (char)(0xE0 | (cp >> 12));
-        o[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
-        o[2] = (char)(0x80 | (cp & 0x3F));
-        k = 3;
-    } else {
-        o[0] = (char)(0xF0 | (cp >> 18));
-        o[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-        o[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
-        o[3] = (char)(0x80 | (cp & 0x3F));
-        k = 4;
-    }
-    buf_put(b, o, k);
+    buf_put(b, o, (size_t)tg_utf8_encode(cp, o));
 }
 
 static int hexval(unsigned char c)
@@ -668,7 +609,7 @@ static char *jstring(jp *p)
             continue;
         }
         uint32_t cp;
-        size_t k = utf8_seq(p->s + p->i, p->n - p->i, &cp);
+        size_t k = tg_utf8_decode(p->s + p->i, p->n - p->i, &cp);
         if (!k) {
             jfail(p, TG_ST_EJSON, "invalid UTF-8 in a string");
             break;

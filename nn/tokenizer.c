@@ -8,6 +8,7 @@
  * Byte-level: 256 symbols, id = byte value.
  */
 #include "nn.h"
+#include "utf8.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -31,63 +32,6 @@ static int tok_fail(char *err, size_t size, const char *fmt, ...)
     return -1;
 }
 
-/* Decodes one UTF-8 character at s (n bytes left): its length, or 0 if invalid. */
-static size_t utf8_decode(const unsigned char *s, size_t n, uint32_t *cp)
-{
-    if (n == 0)
-        return 0;
-    unsigned char c = s[0];
-    if (c < 0x80) {
-        *cp = c;
-        return 1;
-    }
-    size_t len;
-    uint32_t v, min;
-    if (c >= 0xC2 && c <= 0xDF) {
-        len = 2, v = c & 0x1F, min = 0x80;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-        len = 3, v = c & 0x0F, min = 0x800;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        len = 4, v = c & 0x07, min = 0x10000;
-    } else {
-        return 0;
-    }
-    if (n < len)
-        return 0;
-    for (size_t k = 1; k < len; k++) {
-        if ((s[k] & 0xC0) != 0x80)
-            return 0;
-        v = (v << 6) | (s[k] & 0x3F);
-    }
-    if (v < min || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF))
-        return 0;
-    *cp = v;
-    return len;
-}
-
-static int utf8_encode(uint32_t cp, char *o)
-{
-    if (cp < 0x80) {
-        o[0] = (char)cp;
-        return 1;
-    }
-    if (cp < 0x800) {
-        o[0] = (char)(0xC0 | (cp >> 6));
-        o[1] = (char)(0x80 | (cp & 0x3F));
-        return 2;
-    }
-    if (cp < 0x10000) {
-        o[0] = (char)(0xE0 | (cp >> 12));
-        o[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
-        o[2] = (char)(0x80 | (cp & 0x3F));
-        return 3;
-    }
-    o[0] = (char)(0xF0 | (cp >> 18));
-    o[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-    o[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
-    o[3] = (char)(0x80 | (cp & 0x3F));
-    return 4;
-}
 
 /* ---------------------------------------------------------------- text files */
 
@@ -168,7 +112,7 @@ int tg_tokenizer_char_build(tg_tokenizer *t, const char *text, size_t len, char 
     const unsigned char *s = (const unsigned char *)text;
     for (size_t i = 0; i < len;) {
         uint32_t cp;
-        size_t k = utf8_decode(s + i, len - i, &cp);
+        size_t k = tg_utf8_decode(s + i, len - i, &cp);
         if (!k) {
             free(other);
             return tok_fail(err, errsize, "not UTF-8 text (invalid byte 0x%02x at offset %zu); use --tokenizer byte",
@@ -267,7 +211,7 @@ static void char_repr(uint32_t cp, char *buf, size_t size)
         snprintf(buf, size, "'%c'", (char)cp);
     else if (cp >= 0x80) {
         char u[5] = {0};
-        utf8_encode(cp, u);
+        tg_utf8_encode(cp, u);
         snprintf(buf, size, "'%s' (U+%04X)", u, (unsigned)cp);
     } else
         snprintf(buf, size, "U+%04X", (unsigned)cp);
@@ -287,7 +231,7 @@ int tg_tokenizer_encode(const tg_tokenizer *t, const char *text, size_t len, int
     int64_t k = 0;
     for (size_t i = 0; i < len;) {
         uint32_t cp;
-        size_t step = utf8_decode(s + i, len - i, &cp);
+        size_t step = tg_utf8_decode(s + i, len - i, &cp);
         if (!step)
             return tok_fail(err, errsize, "invalid UTF-8 byte 0x%02x at offset %zu", s[i], i);
         int id = char_id(t, cp);
@@ -313,7 +257,7 @@ int tg_tokenizer_decode(const tg_tokenizer *t, int32_t id, char *out)
         out[0] = (char)(unsigned char)id;
         return 1;
     }
-    return utf8_encode(t->chars[id], out);
+    return tg_utf8_encode(t->chars[id], out);
 }
 
 void tg_tokenizer_to_meta(const tg_tokenizer *t, tg_st_meta *m)
@@ -326,7 +270,7 @@ void tg_tokenizer_to_meta(const tg_tokenizer *t, tg_st_meta *m)
         tg_error("tg_tokenizer_to_meta", "out of memory");
     size_t n = 0;
     for (int i = 0; i < t->vocab_size; i++)
-        n += (size_t)utf8_encode(t->chars[i], v + n);
+        n += (size_t)tg_utf8_encode(t->chars[i], v + n);
     v[n] = '\0';
     tg_st_meta_set(m, "vocab", v);
     free(v);
@@ -364,7 +308,7 @@ int tg_tokenizer_from_meta(tg_tokenizer *t, const tg_st_meta *m, const char *lab
     int v = 0;
     for (size_t i = 0; i < len;) {
         uint32_t cp;
-        size_t k = utf8_decode((const unsigned char *)vocab + i, len - i, &cp);
+        size_t k = tg_utf8_decode((const unsigned char *)vocab + i, len - i, &cp);
         if (!k || (v > 0 && cp <= t->chars[v - 1])) {
             snprintf(msg, sizeof msg, "the \"vocab\" in the metadata is not a sorted set of characters");
             goto fail;
