@@ -13,31 +13,12 @@
  * diagonal (torch.triu(ones, diagonal=1)); a forward over T tokens uses its
  * top-left T x T corner, like the book's mask[:T, :T].
  */
-#include "nn.h"
+#include "module_util.h"
 
 #include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-
-static tg_generator *gen_or_default(tg_generator *g) { return g ? g : tg_default_generator(); }
-
-static void *alloc_module(size_t bytes, const char *op)
-{
-    void *m = calloc(1, bytes);
-    if (!m)
-        tg_error(op, "out of memory");
-    return m;
-}
-
-/* "<prefix><name>." into buf, for a child module's parameters. */
-static const char *child_prefix(char *buf, size_t size, const char *prefix, const char *name)
-{
-    int n = snprintf(buf, size, "%s%s.", prefix ? prefix : "", name);
-    if (n < 0 || (size_t)n >= size)
-        tg_error("tg_params", "parameter name prefix too long: %s%s.", prefix ? prefix : "", name);
-    return buf;
-}
 
 static void check_dims(const char *op, int d_in, int d_out)
 {
@@ -54,27 +35,6 @@ static void check_causal_config(const char *op, int d_in, int d_out, int context
         tg_error(op, "context_length=%d must be >= 1", context_length);
     if (!(dropout >= 0.0f && dropout <= 1.0f))
         tg_error(op, "dropout probability has to be between 0 and 1, but got %g", dropout);
-}
-
-/* Misuse with NULL stops with a clear error instead of a segfault. */
-static void check_module(const char *op, const void *m)
-{
-    if (!m)
-        tg_error(op, "module is NULL");
-}
-
-static void check_forward(const char *op, const void *m, const tg_tensor *x)
-{
-    check_module(op, m);
-    if (!x)
-        tg_error(op, "input is NULL");
-}
-
-static void check_params_call(const char *op, const void *m, const tg_params *list)
-{
-    check_module(op, m);
-    if (!list)
-        tg_error(op, "parameter list is NULL");
 }
 
 /* x must be (..., T, d_in) with at least two dims. */
@@ -129,8 +89,8 @@ static tg_tensor *scaled_softmax(tg_tensor *scores, int d_k)
 tg_self_attention_v1 *tg_self_attention_v1_new(int d_in, int d_out, tg_generator *g)
 {
     check_dims("tg_self_attention_v1_new", d_in, d_out);
-    g = gen_or_default(g);
-    tg_self_attention_v1 *m = alloc_module(sizeof *m, "tg_self_attention_v1_new");
+    g = tg_nn_gen(g);
+    tg_self_attention_v1 *m = tg_nn_alloc(sizeof *m, "tg_self_attention_v1_new");
     m->d_in = d_in;
     m->d_out = d_out;
     /* nn.Parameter(torch.rand(d_in, d_out)), three times, in this order */
@@ -142,7 +102,7 @@ tg_self_attention_v1 *tg_self_attention_v1_new(int d_in, int d_out, tg_generator
 
 tg_tensor *tg_self_attention_v1_forward(tg_self_attention_v1 *m, tg_tensor *x)
 {
-    check_forward("tg_self_attention_v1_forward", m, x);
+    tg_nn_check_forward("tg_self_attention_v1_forward", m, x);
     check_tokens_input("tg_self_attention_v1_forward", x, m->d_in);
     tg_tensor *keys = tg_matmul(x, m->W_key);       /* (..., T, d_out) */
     tg_tensor *queries = tg_matmul(x, m->W_query);
@@ -154,7 +114,7 @@ tg_tensor *tg_self_attention_v1_forward(tg_self_attention_v1 *m, tg_tensor *x)
 
 void tg_self_attention_v1_params(tg_self_attention_v1 *m, tg_params *list, const char *prefix)
 {
-    check_params_call("tg_self_attention_v1_params", m, list);
+    tg_nn_check_params_call("tg_self_attention_v1_params", m, list);
     tg_params_add(list, prefix, "W_query", m->W_query);
     tg_params_add(list, prefix, "W_key", m->W_key);
     tg_params_add(list, prefix, "W_value", m->W_value);
@@ -175,8 +135,8 @@ void tg_self_attention_v1_free(tg_self_attention_v1 *m)
 tg_self_attention_v2 *tg_self_attention_v2_new(int d_in, int d_out, bool qkv_bias, tg_generator *g)
 {
     check_dims("tg_self_attention_v2_new", d_in, d_out);
-    g = gen_or_default(g);
-    tg_self_attention_v2 *m = alloc_module(sizeof *m, "tg_self_attention_v2_new");
+    g = tg_nn_gen(g);
+    tg_self_attention_v2 *m = tg_nn_alloc(sizeof *m, "tg_self_attention_v2_new");
     m->d_in = d_in;
     m->d_out = d_out;
     m->W_query = tg_linear_new(d_in, d_out, qkv_bias, g);
@@ -187,7 +147,7 @@ tg_self_attention_v2 *tg_self_attention_v2_new(int d_in, int d_out, bool qkv_bia
 
 tg_tensor *tg_self_attention_v2_forward(tg_self_attention_v2 *m, tg_tensor *x)
 {
-    check_forward("tg_self_attention_v2_forward", m, x);
+    tg_nn_check_forward("tg_self_attention_v2_forward", m, x);
     check_tokens_input("tg_self_attention_v2_forward", x, m->d_in);
     tg_tensor *keys = tg_linear_forward(m->W_key, x);
     tg_tensor *queries = tg_linear_forward(m->W_query, x);
@@ -200,14 +160,14 @@ tg_tensor *tg_self_attention_v2_forward(tg_self_attention_v2 *m, tg_tensor *x)
 static void qkv_params(tg_linear *q, tg_linear *k, tg_linear *v, tg_params *list, const char *prefix)
 {
     char buf[256];
-    tg_linear_params(q, list, child_prefix(buf, sizeof buf, prefix, "W_query"));
-    tg_linear_params(k, list, child_prefix(buf, sizeof buf, prefix, "W_key"));
-    tg_linear_params(v, list, child_prefix(buf, sizeof buf, prefix, "W_value"));
+    tg_linear_params(q, list, tg_nn_child_prefix(buf, sizeof buf, prefix, "W_query"));
+    tg_linear_params(k, list, tg_nn_child_prefix(buf, sizeof buf, prefix, "W_key"));
+    tg_linear_params(v, list, tg_nn_child_prefix(buf, sizeof buf, prefix, "W_value"));
 }
 
 void tg_self_attention_v2_params(tg_self_attention_v2 *m, tg_params *list, const char *prefix)
 {
-    check_params_call("tg_self_attention_v2_params", m, list);
+    tg_nn_check_params_call("tg_self_attention_v2_params", m, list);
     qkv_params(m->W_query, m->W_key, m->W_value, list, prefix);
 }
 
@@ -227,8 +187,8 @@ tg_causal_attention *tg_causal_attention_new(int d_in, int d_out, int context_le
                                              bool qkv_bias, tg_generator *g)
 {
     check_causal_config("tg_causal_attention_new", d_in, d_out, context_length, dropout);
-    g = gen_or_default(g);
-    tg_causal_attention *m = alloc_module(sizeof *m, "tg_causal_attention_new");
+    g = tg_nn_gen(g);
+    tg_causal_attention *m = tg_nn_alloc(sizeof *m, "tg_causal_attention_new");
     m->d_in = d_in;
     m->d_out = d_out;
     m->context_length = context_length;
@@ -243,7 +203,7 @@ tg_causal_attention *tg_causal_attention_new(int d_in, int d_out, int context_le
 
 tg_tensor *tg_causal_attention_forward(tg_causal_attention *m, tg_tensor *x)
 {
-    check_forward("tg_causal_attention_forward", m, x);
+    tg_nn_check_forward("tg_causal_attention_forward", m, x);
     check_batch_input("tg_causal_attention_forward", x, m->d_in, m->context_length);
     const int num_tokens = x->shape[1];
     tg_tensor *keys = tg_linear_forward(m->W_key, x);       /* (b, T, d_out) */
@@ -260,13 +220,13 @@ tg_tensor *tg_causal_attention_forward(tg_causal_attention *m, tg_tensor *x)
 
 void tg_causal_attention_params(tg_causal_attention *m, tg_params *list, const char *prefix)
 {
-    check_params_call("tg_causal_attention_params", m, list);
+    tg_nn_check_params_call("tg_causal_attention_params", m, list);
     qkv_params(m->W_query, m->W_key, m->W_value, list, prefix);
 }
 
 void tg_causal_attention_train(tg_causal_attention *m, bool on)
 {
-    check_module("tg_causal_attention_train", m);
+    tg_check_ptr("tg_causal_attention_train", m, "module");
     m->training = on;
     tg_dropout_mod_train(m->dropout, on);
 }
@@ -293,7 +253,7 @@ tg_mha_wrapper *tg_mha_wrapper_new(int d_in, int d_out, int context_length, floa
     check_causal_config("tg_mha_wrapper_new", d_in, d_out, context_length, dropout);
     if (d_out > INT_MAX / num_heads)
         tg_error("tg_mha_wrapper_new", "num_heads=%d * d_out=%d overflows the output dim", num_heads, d_out);
-    tg_mha_wrapper *m = alloc_module(sizeof *m, "tg_mha_wrapper_new");
+    tg_mha_wrapper *m = tg_nn_alloc(sizeof *m, "tg_mha_wrapper_new");
     m->heads = calloc((size_t)num_heads, sizeof *m->heads);
     if (!m->heads)
         tg_error("tg_mha_wrapper_new", "out of memory");
@@ -306,7 +266,7 @@ tg_mha_wrapper *tg_mha_wrapper_new(int d_in, int d_out, int context_length, floa
 
 tg_tensor *tg_mha_wrapper_forward(tg_mha_wrapper *m, tg_tensor *x)
 {
-    check_forward("tg_mha_wrapper_forward", m, x);
+    tg_nn_check_forward("tg_mha_wrapper_forward", m, x);
     check_batch_input("tg_mha_wrapper_forward", x, m->heads[0]->d_in, m->heads[0]->context_length);
     /* torch.cat([head(x) for head in self.heads], dim=-1) */
     tg_tensor **outs = tg_tape_alloc((size_t)m->num_heads * sizeof *outs);
@@ -317,17 +277,17 @@ tg_tensor *tg_mha_wrapper_forward(tg_mha_wrapper *m, tg_tensor *x)
 
 void tg_mha_wrapper_params(tg_mha_wrapper *m, tg_params *list, const char *prefix)
 {
-    check_params_call("tg_mha_wrapper_params", m, list);
+    tg_nn_check_params_call("tg_mha_wrapper_params", m, list);
     char buf[256], name[32];
     for (int h = 0; h < m->num_heads; h++) {
         snprintf(name, sizeof name, "heads.%d", h);
-        tg_causal_attention_params(m->heads[h], list, child_prefix(buf, sizeof buf, prefix, name));
+        tg_causal_attention_params(m->heads[h], list, tg_nn_child_prefix(buf, sizeof buf, prefix, name));
     }
 }
 
 void tg_mha_wrapper_train(tg_mha_wrapper *m, bool on)
 {
-    check_module("tg_mha_wrapper_train", m);
+    tg_check_ptr("tg_mha_wrapper_train", m, "module");
     m->training = on;
     for (int h = 0; h < m->num_heads; h++)
         tg_causal_attention_train(m->heads[h], on);
@@ -351,8 +311,8 @@ tg_mha *tg_mha_new(int d_in, int d_out, int context_length, float dropout, int n
     check_causal_config("tg_mha_new", d_in, d_out, context_length, dropout);
     if (num_heads < 1 || d_out % num_heads != 0)
         tg_error("tg_mha_new", "d_out=%d must be divisible by num_heads=%d", d_out, num_heads);
-    g = gen_or_default(g);
-    tg_mha *m = alloc_module(sizeof *m, "tg_mha_new");
+    g = tg_nn_gen(g);
+    tg_mha *m = tg_nn_alloc(sizeof *m, "tg_mha_new");
     m->d_in = d_in;
     m->d_out = d_out;
     m->context_length = context_length;
@@ -387,7 +347,7 @@ static void keep_attn_weights(tg_mha *m, const tg_tensor *w)
 
 tg_tensor *tg_mha_forward(tg_mha *m, tg_tensor *x)
 {
-    check_forward("tg_mha_forward", m, x);
+    tg_nn_check_forward("tg_mha_forward", m, x);
     check_batch_input("tg_mha_forward", x, m->d_in, m->context_length);
     const int b = x->shape[0], num_tokens = x->shape[1];
     const int H = m->num_heads, hd = m->head_dim;
@@ -422,21 +382,21 @@ tg_tensor *tg_mha_forward(tg_mha *m, tg_tensor *x)
 
 const tg_tensor *tg_mha_attn_weights(const tg_mha *m)
 {
-    check_module("tg_mha_attn_weights", m);
+    tg_check_ptr("tg_mha_attn_weights", m, "module");
     return m->attn_weights;
 }
 
 void tg_mha_params(tg_mha *m, tg_params *list, const char *prefix)
 {
-    check_params_call("tg_mha_params", m, list);
+    tg_nn_check_params_call("tg_mha_params", m, list);
     char buf[256];
     qkv_params(m->W_query, m->W_key, m->W_value, list, prefix);
-    tg_linear_params(m->out_proj, list, child_prefix(buf, sizeof buf, prefix, "out_proj"));
+    tg_linear_params(m->out_proj, list, tg_nn_child_prefix(buf, sizeof buf, prefix, "out_proj"));
 }
 
 void tg_mha_train(tg_mha *m, bool on)
 {
-    check_module("tg_mha_train", m);
+    tg_check_ptr("tg_mha_train", m, "module");
     m->training = on;
     tg_dropout_mod_train(m->dropout, on);
 }

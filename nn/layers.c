@@ -14,58 +14,18 @@
  * torch's bounds computed in double exactly as torch.nn.init does, so the
  * same seed gives bit-identical weights.
  */
-#include "nn.h"
+#include "module_util.h"
 
 #include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-static tg_generator *gen_or_default(tg_generator *g) { return g ? g : tg_default_generator(); }
-
-static void *alloc_module(size_t bytes, const char *op)
-{
-    void *m = calloc(1, bytes);
-    if (!m)
-        tg_error(op, "out of memory");
-    return m;
-}
-
 /* A heap leaf that requires grad (a parameter). */
 static tg_tensor *param(tg_tensor *t, const char *name)
 {
     tg_set_name(t, name);
     return tg_requires_grad(t, true);
-}
-
-/* "<prefix><name>." into buf, for a child module's parameters. */
-static const char *child_prefix(char *buf, size_t size, const char *prefix, const char *name)
-{
-    int n = snprintf(buf, size, "%s%s.", prefix ? prefix : "", name);
-    if (n < 0 || (size_t)n >= size)
-        tg_error("tg_params", "parameter name prefix too long: %s%s.", prefix ? prefix : "", name);
-    return buf;
-}
-
-/* Misuse with NULL stops with a clear error instead of a segfault. */
-static void check_module(const char *op, const void *m)
-{
-    if (!m)
-        tg_error(op, "module is NULL");
-}
-
-static void check_forward(const char *op, const void *m, const tg_tensor *x)
-{
-    check_module(op, m);
-    if (!x)
-        tg_error(op, "input is NULL");
-}
-
-static void check_params_call(const char *op, const void *m, const tg_params *list)
-{
-    check_module(op, m);
-    if (!list)
-        tg_error(op, "parameter list is NULL");
 }
 
 /* Checks that x's last dim is want; names the module and both shapes. */
@@ -85,8 +45,8 @@ tg_linear *tg_linear_new(int in_features, int out_features, bool bias, tg_genera
 {
     if (in_features < 1 || out_features < 1)
         tg_error("tg_linear_new", "in_features=%d and out_features=%d must be >= 1", in_features, out_features);
-    g = gen_or_default(g);
-    tg_linear *m = alloc_module(sizeof *m, "tg_linear_new");
+    g = tg_nn_gen(g);
+    tg_linear *m = tg_nn_alloc(sizeof *m, "tg_linear_new");
     m->in_features = in_features;
     m->out_features = out_features;
     /* torch: kaiming_uniform_(weight, a=sqrt(5)), i.e. gain = sqrt(2/(1+a^2)),
@@ -108,7 +68,7 @@ tg_linear *tg_linear_new(int in_features, int out_features, bool bias, tg_genera
 
 tg_tensor *tg_linear_forward(tg_linear *m, tg_tensor *x)
 {
-    check_forward("tg_linear_forward", m, x);
+    tg_nn_check_forward("tg_linear_forward", m, x);
     check_last_dim("tg_linear_forward", x, m->in_features, "in_features");
     /* torch accepts a plain vector too: (in) -> (out) */
     return tg_affine(x, m->weight, m->bias);
@@ -116,7 +76,7 @@ tg_tensor *tg_linear_forward(tg_linear *m, tg_tensor *x)
 
 void tg_linear_params(tg_linear *m, tg_params *list, const char *prefix)
 {
-    check_params_call("tg_linear_params", m, list);
+    tg_nn_check_params_call("tg_linear_params", m, list);
     tg_params_add(list, prefix, "weight", m->weight);
     if (m->bias)
         tg_params_add(list, prefix, "bias", m->bias);
@@ -137,7 +97,7 @@ tg_dropout_mod *tg_dropout_mod_new(float p, tg_generator *g)
 {
     if (!(p >= 0.0f && p <= 1.0f))
         tg_error("tg_dropout_mod_new", "dropout probability has to be between 0 and 1, but got %g", p);
-    tg_dropout_mod *m = alloc_module(sizeof *m, "tg_dropout_mod_new");
+    tg_dropout_mod *m = tg_nn_alloc(sizeof *m, "tg_dropout_mod_new");
     m->p = p;
     m->training = true;
     m->g = g;
@@ -146,13 +106,13 @@ tg_dropout_mod *tg_dropout_mod_new(float p, tg_generator *g)
 
 tg_tensor *tg_dropout_mod_forward(tg_dropout_mod *m, tg_tensor *x)
 {
-    check_forward("tg_dropout_mod_forward", m, x);
-    return tg_dropout(x, m->p, m->training, gen_or_default(m->g));
+    tg_nn_check_forward("tg_dropout_mod_forward", m, x);
+    return tg_dropout(x, m->p, m->training, tg_nn_gen(m->g));
 }
 
 void tg_dropout_mod_train(tg_dropout_mod *m, bool on)
 {
-    check_module("tg_dropout_mod_train", m);
+    tg_check_ptr("tg_dropout_mod_train", m, "module");
     m->training = on;
 }
 
@@ -162,14 +122,14 @@ void tg_dropout_mod_free(tg_dropout_mod *m) { free(m); }
 
 tg_softmax_mod *tg_softmax_mod_new(int dim)
 {
-    tg_softmax_mod *m = alloc_module(sizeof *m, "tg_softmax_mod_new");
+    tg_softmax_mod *m = tg_nn_alloc(sizeof *m, "tg_softmax_mod_new");
     m->dim = dim;
     return m;
 }
 
 tg_tensor *tg_softmax_mod_forward(tg_softmax_mod *m, tg_tensor *x)
 {
-    check_forward("tg_softmax_mod_forward", m, x);
+    tg_nn_check_forward("tg_softmax_mod_forward", m, x);
     return tg_softmax(x, m->dim);
 }
 
@@ -182,17 +142,17 @@ tg_embedding_mod *tg_embedding_mod_new(int num_embeddings, int embedding_dim, tg
     if (num_embeddings < 1 || embedding_dim < 1)
         tg_error("tg_embedding_mod_new", "num_embeddings=%d and embedding_dim=%d must be >= 1", num_embeddings,
                  embedding_dim);
-    tg_embedding_mod *m = alloc_module(sizeof *m, "tg_embedding_mod_new");
+    tg_embedding_mod *m = tg_nn_alloc(sizeof *m, "tg_embedding_mod_new");
     m->num_embeddings = num_embeddings;
     m->embedding_dim = embedding_dim;
     m->weight = param(tg_empty(TG_SHAPE(num_embeddings, embedding_dim)), "weight");
-    tg_normal_(m->weight, 0.0f, 1.0f, gen_or_default(g)); /* torch: init.normal_(weight) */
+    tg_normal_(m->weight, 0.0f, 1.0f, tg_nn_gen(g)); /* torch: init.normal_(weight) */
     return m;
 }
 
 tg_tensor *tg_embedding_mod_forward(tg_embedding_mod *m, const int32_t *ids, int ndim, const int *shape)
 {
-    check_module("tg_embedding_mod_forward", m);
+    tg_check_ptr("tg_embedding_mod_forward", m, "module");
     if (ndim > 0 && !shape)
         tg_error("tg_embedding_mod_forward", "ids shape is NULL for %d dimensions", ndim);
     return tg_embedding(m->weight, ids, ndim, shape);
@@ -200,7 +160,7 @@ tg_tensor *tg_embedding_mod_forward(tg_embedding_mod *m, const int32_t *ids, int
 
 void tg_embedding_mod_params(tg_embedding_mod *m, tg_params *list, const char *prefix)
 {
-    check_params_call("tg_embedding_mod_params", m, list);
+    tg_nn_check_params_call("tg_embedding_mod_params", m, list);
     tg_params_add(list, prefix, "weight", m->weight);
 }
 
@@ -218,7 +178,7 @@ tg_layernorm_mod *tg_layernorm_mod_new(int emb_dim)
 {
     if (emb_dim < 1)
         tg_error("tg_layernorm_mod_new", "emb_dim=%d must be >= 1", emb_dim);
-    tg_layernorm_mod *m = alloc_module(sizeof *m, "tg_layernorm_mod_new");
+    tg_layernorm_mod *m = tg_nn_alloc(sizeof *m, "tg_layernorm_mod_new");
     m->emb_dim = emb_dim;
     m->eps = 1e-5f;
     m->scale = param(tg_ones(TG_SHAPE(emb_dim)), "scale");
@@ -228,14 +188,14 @@ tg_layernorm_mod *tg_layernorm_mod_new(int emb_dim)
 
 tg_tensor *tg_layernorm_mod_forward(tg_layernorm_mod *m, tg_tensor *x)
 {
-    check_forward("tg_layernorm_mod_forward", m, x);
+    tg_nn_check_forward("tg_layernorm_mod_forward", m, x);
     check_last_dim("tg_layernorm_mod_forward", x, m->emb_dim, "emb_dim");
     return tg_layernorm(x, m->scale, m->shift, m->eps);
 }
 
 void tg_layernorm_mod_params(tg_layernorm_mod *m, tg_params *list, const char *prefix)
 {
-    check_params_call("tg_layernorm_mod_params", m, list);
+    tg_nn_check_params_call("tg_layernorm_mod_params", m, list);
     tg_params_add(list, prefix, "scale", m->scale);
     tg_params_add(list, prefix, "shift", m->shift);
 }
@@ -251,11 +211,11 @@ void tg_layernorm_mod_free(tg_layernorm_mod *m)
 
 /* ---------------------------------------------------------------- GELU */
 
-tg_gelu_mod *tg_gelu_mod_new(void) { return alloc_module(sizeof(tg_gelu_mod), "tg_gelu_mod_new"); }
+tg_gelu_mod *tg_gelu_mod_new(void) { return tg_nn_alloc(sizeof(tg_gelu_mod), "tg_gelu_mod_new"); }
 
 tg_tensor *tg_gelu_mod_forward(tg_gelu_mod *m, tg_tensor *x)
 {
-    check_forward("tg_gelu_mod_forward", m, x);
+    tg_nn_check_forward("tg_gelu_mod_forward", m, x);
     return tg_gelu(x);
 }
 
@@ -267,7 +227,7 @@ tg_feedforward *tg_feedforward_new(int emb_dim, tg_generator *g)
 {
     if (emb_dim < 1 || emb_dim > INT_MAX / 4)
         tg_error("tg_feedforward_new", "emb_dim=%d must be in [1, %d]", emb_dim, INT_MAX / 4);
-    tg_feedforward *m = alloc_module(sizeof *m, "tg_feedforward_new");
+    tg_feedforward *m = tg_nn_alloc(sizeof *m, "tg_feedforward_new");
     m->emb_dim = emb_dim;
     m->fc1 = tg_linear_new(emb_dim, 4 * emb_dim, true, g);
     m->gelu = tg_gelu_mod_new();
@@ -277,7 +237,7 @@ tg_feedforward *tg_feedforward_new(int emb_dim, tg_generator *g)
 
 tg_tensor *tg_feedforward_forward(tg_feedforward *m, tg_tensor *x)
 {
-    check_forward("tg_feedforward_forward", m, x);
+    tg_nn_check_forward("tg_feedforward_forward", m, x);
     check_last_dim("tg_feedforward_forward", x, m->emb_dim, "emb_dim");
     tg_tensor *h = tg_linear_forward(m->fc1, x); /* (..., 4d) */
     h = tg_gelu_mod_forward(m->gelu, h);
@@ -286,10 +246,10 @@ tg_tensor *tg_feedforward_forward(tg_feedforward *m, tg_tensor *x)
 
 void tg_feedforward_params(tg_feedforward *m, tg_params *list, const char *prefix)
 {
-    check_params_call("tg_feedforward_params", m, list);
+    tg_nn_check_params_call("tg_feedforward_params", m, list);
     char buf[256];
-    tg_linear_params(m->fc1, list, child_prefix(buf, sizeof buf, prefix, "layers.0"));
-    tg_linear_params(m->fc2, list, child_prefix(buf, sizeof buf, prefix, "layers.2"));
+    tg_linear_params(m->fc1, list, tg_nn_child_prefix(buf, sizeof buf, prefix, "layers.0"));
+    tg_linear_params(m->fc2, list, tg_nn_child_prefix(buf, sizeof buf, prefix, "layers.2"));
 }
 
 void tg_feedforward_free(tg_feedforward *m)
