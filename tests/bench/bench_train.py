@@ -1,14 +1,14 @@
 #!/usr/bin/env python3
 """tests/bench/bench_train.py — the same training step as bench_train.c, in
-PyTorch with the book's GPTModel (tests/interop/gptmodel.py): forward,
+PyTorch with the book's GPTModel (tests/golden/book.py): forward,
 cross-entropy, backward, AdamW step, zero_grad, on random token batches.
 Prints the same key=value line."""
 import argparse, os, resource, statistics, sys, time
 
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "interop"))
-from gptmodel import GPTModel  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "golden"))
+from book import GPTModel  # noqa: E402
 
 ap = argparse.ArgumentParser()
 for k, v in dict(vocab=65, emb=128, heads=4, layers=4, ctx=128, batch=16, steps=20, threads=1).items():

@@ -5,7 +5,7 @@ Run from the repo root with Debian's torch (1.13, CPU):
     /usr/bin/python3 tests/golden/gen_gpt.py
 Writes tests/golden/gpt.txt (<key> <ndim> <d0> ... : <v0> ...).
 
-The model is tests/interop/gptmodel.py (the book's ch. 4 architecture and
+The model is tests/golden/book.py (the book's ch. 4 architecture and
 state_dict names). For each case c (CASES, mirrored in the C test):
     torch.manual_seed(123); m = GPTModel(cfg); m.eval()
     c.init.<name>   selected parameters right after construction
@@ -22,8 +22,8 @@ import sys
 import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "interop"))
-from gptmodel import GPTModel  # noqa: E402
+sys.path.insert(0, HERE)
+from book import GPTModel  # noqa: E402
 
 torch.set_num_threads(1)
 OUT = os.path.join(HERE, "gpt.txt")

@@ -30,6 +30,7 @@ ch03.*       values of the chapter-3 walkthrough that differ from the book's
 """
 import math
 import os
+import sys
 
 import torch
 import torch.nn as nn
@@ -39,113 +40,17 @@ OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "nn.txt")
 
 
 # ------------------------------------------------------------------ the book's modules
-# Written to the chapter-3/4 definitions: same submodules, created in the same order.
-
-class LayerNorm(nn.Module):
-    def __init__(self, emb_dim):
-        super().__init__()
-        self.eps = 1e-5
-        self.scale = nn.Parameter(torch.ones(emb_dim))
-        self.shift = nn.Parameter(torch.zeros(emb_dim))
-
-    def forward(self, x):
-        mean = x.mean(dim=-1, keepdim=True)
-        var = x.var(dim=-1, keepdim=True, unbiased=False)
-        return self.scale * (x - mean) / torch.sqrt(var + self.eps) + self.shift
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from book import (GELU, CausalAttention, LayerNorm, MultiHeadAttention,  # noqa: E402
+                  MultiHeadAttentionWrapper, SelfAttention_v1, SelfAttention_v2)
+from book import FeedForward as _FeedForward  # noqa: E402
 
 
-class GELU(nn.Module):
-    def forward(self, x):
-        return 0.5 * x * (1 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3))))
+def FeedForward(emb_dim):
+    return _FeedForward({"emb_dim": emb_dim})
 
 
-class FeedForward(nn.Module):
-    def __init__(self, emb_dim):
-        super().__init__()
-        self.layers = nn.Sequential(nn.Linear(emb_dim, 4 * emb_dim), GELU(), nn.Linear(4 * emb_dim, emb_dim))
-
-    def forward(self, x):
-        return self.layers(x)
-
-
-def causal_softmax(queries, keys, mask):
-    t = queries.shape[-2]
-    scores = queries @ keys.transpose(-2, -1)
-    scores = scores.masked_fill(mask.bool()[:t, :t], -torch.inf)
-    return torch.softmax(scores / keys.shape[-1] ** 0.5, dim=-1)
-
-
-class SelfAttentionV1(nn.Module):
-    def __init__(self, d_in, d_out):
-        super().__init__()
-        self.W_query = nn.Parameter(torch.rand(d_in, d_out))
-        self.W_key = nn.Parameter(torch.rand(d_in, d_out))
-        self.W_value = nn.Parameter(torch.rand(d_in, d_out))
-
-    def forward(self, x):
-        q, k, v = x @ self.W_query, x @ self.W_key, x @ self.W_value
-        return torch.softmax(q @ k.transpose(-2, -1) / k.shape[-1] ** 0.5, dim=-1) @ v
-
-
-class SelfAttentionV2(nn.Module):
-    def __init__(self, d_in, d_out, qkv_bias=False):
-        super().__init__()
-        self.W_query = nn.Linear(d_in, d_out, bias=qkv_bias)
-        self.W_key = nn.Linear(d_in, d_out, bias=qkv_bias)
-        self.W_value = nn.Linear(d_in, d_out, bias=qkv_bias)
-
-    def forward(self, x):
-        q, k, v = self.W_query(x), self.W_key(x), self.W_value(x)
-        return torch.softmax(q @ k.transpose(-2, -1) / k.shape[-1] ** 0.5, dim=-1) @ v
-
-
-class CausalAttention(nn.Module):
-    def __init__(self, d_in, d_out, context_length, dropout, qkv_bias=False):
-        super().__init__()
-        self.W_query = nn.Linear(d_in, d_out, bias=qkv_bias)
-        self.W_key = nn.Linear(d_in, d_out, bias=qkv_bias)
-        self.W_value = nn.Linear(d_in, d_out, bias=qkv_bias)
-        self.dropout = nn.Dropout(dropout)
-        self.register_buffer("mask", torch.triu(torch.ones(context_length, context_length), diagonal=1))
-
-    def forward(self, x):
-        w = causal_softmax(self.W_query(x), self.W_key(x), self.mask)
-        return self.dropout(w) @ self.W_value(x)
-
-
-class MultiHeadAttentionWrapper(nn.Module):
-    def __init__(self, d_in, d_out, context_length, dropout, num_heads, qkv_bias=False):
-        super().__init__()
-        self.heads = nn.ModuleList(
-            [CausalAttention(d_in, d_out, context_length, dropout, qkv_bias) for _ in range(num_heads)])
-
-    def forward(self, x):
-        return torch.cat([h(x) for h in self.heads], dim=-1)
-
-
-class MultiHeadAttention(nn.Module):
-    def __init__(self, d_in, d_out, context_length, dropout, num_heads, qkv_bias=False):
-        super().__init__()
-        assert d_out % num_heads == 0
-        self.d_out, self.num_heads, self.head_dim = d_out, num_heads, d_out // num_heads
-        self.W_query = nn.Linear(d_in, d_out, bias=qkv_bias)
-        self.W_key = nn.Linear(d_in, d_out, bias=qkv_bias)
-        self.W_value = nn.Linear(d_in, d_out, bias=qkv_bias)
-        self.out_proj = nn.Linear(d_out, d_out)
-        self.dropout = nn.Dropout(dropout)
-        self.register_buffer("mask", torch.triu(torch.ones(context_length, context_length), diagonal=1))
-        self.last_attn = None
-
-    def forward(self, x):
-        b, t, _ = x.shape
-
-        def heads(y):
-            return y.view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
-
-        w = causal_softmax(heads(self.W_query(x)), heads(self.W_key(x)), self.mask)
-        self.last_attn = w.detach().clone()
-        ctx = (self.dropout(w) @ heads(self.W_value(x))).transpose(1, 2).contiguous().view(b, t, self.d_out)
-        return self.out_proj(ctx)
+SelfAttentionV1, SelfAttentionV2 = SelfAttention_v1, SelfAttention_v2
 
 
 # ------------------------------------------------------------------ cases

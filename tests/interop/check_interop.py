@@ -4,7 +4,7 @@
   /usr/bin/python3 tests/interop/check_interop.py [BUILD_DIR]    (default: build)
 
 1. tapegrad -> torch: build/train trains a small char-level model for a few
-   steps and saves it; the book's GPTModel (tests/interop/gptmodel.py), built
+   steps and saves it; the book's GPTModel (tests/golden/book.py), built
    from the checkpoint's __metadata__ config, loads it with
    load_state_dict(strict=False) (missing: only the att.mask buffers;
    unexpected: only the optimizer's optim.* entries), and its logits on a
@@ -32,8 +32,8 @@ except Exception:  # pragma: no cover - depends on the machine
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
-sys.path.insert(0, HERE)
-from gptmodel import GPTModel  # noqa: E402
+sys.path.insert(0, os.path.join(HERE, "..", "golden"))
+from book import GPTModel  # noqa: E402
 
 BUILD = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "build")
 TRAIN, SAMPLE = os.path.join(BUILD, "train"), os.path.join(BUILD, "sample")
