@@ -45,6 +45,12 @@ typedef struct tg_tape {
     int n_nodes, cap_nodes;
     tg_arena *arena;           /* op outputs, intermediate grads, node extras */
     bool grad_enabled;
+    bool retain_grads;         /* keep intermediates' grads after backward */
+    /* grad buffers of intermediates whose backward has run, for reuse by
+     * later ones of the same size (so backward needs about one layer of grad
+     * memory, not the whole graph's) */
+    struct { size_t bytes; float *p; } free_grads[64];
+    int n_free_grads;
 } tg_tape;
 
 tg_tape *tg_tape_new(void);
@@ -65,6 +71,13 @@ void tg_tape_print(const tg_tape *t, FILE *f);
  * previous value. With it off, ops record nothing. */
 bool tg_set_grad_enabled(bool on);
 bool tg_is_grad_enabled(void);
+
+/* Like torch's retain_grad(), for the whole tape: with it on, every op
+ * output keeps its .grad after tg_backward (to inspect, e.g. in gdb). Off
+ * (the default, as in PyTorch), an intermediate's grad buffer is recycled as
+ * soon as its own backward has run and .grad is NULL afterwards; leaves
+ * always keep theirs. Returns the previous setting. */
+bool tg_retain_grads(bool on);
 
 /* Runs the tape backward from loss. seed is the gradient of loss (same
  * shape); NULL means 1, which requires a one-element loss. */

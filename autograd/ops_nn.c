@@ -6,17 +6,32 @@
 #include <string.h>
 
 /* ---------------------------------------------------------------- masked_fill
- * a: any shape; mask: broadcastable to a (nonzero = fill) -> out: a's shape */
+ * a: any shape; mask: broadcastable to a (nonzero = fill) -> out: a's shape.
+ * The backward needs only the mask: a copy of it (its own shape, e.g. the
+ * (T, T) causal mask, not a's) and the broadcast plan are saved. */
+
+typedef struct {
+    tg_bcast bc;
+    const float *mask;
+} masked_fill_ctx;
 
 static void masked_fill_backward(tg_node *n)
 {
     float *ga = tg_grad_of(n->in[0]);
     if (!ga)
         return;
-    const float *keep = n->saved[0]->data; /* 1 where the gradient passes */
-    for (int64_t i = 0; i < n->out->numel; i++)
-        if (keep[i] != 0.0f) /* select, not multiply: a NaN grad under the mask stays out */
-            ga[i] += n->out->grad[i];
+    const masked_fill_ctx *c = n->ctx;
+    const tg_bcast *bc = &c->bc;
+    const float *g = n->out->grad;
+    int64_t i = 0;
+    for (int i0 = 0; i0 < bc->shape[0]; i0++)
+        for (int i1 = 0; i1 < bc->shape[1]; i1++)
+            for (int i2 = 0; i2 < bc->shape[2]; i2++) {
+                const float *m = c->mask + i0 * bc->sb[0] + i1 * bc->sb[1] + i2 * bc->sb[2];
+                for (int i3 = 0; i3 < bc->shape[3]; i3++, i++)
+                    if (m[i3 * bc->sb[3]] == 0.0f) /* select, not multiply: NaN under the mask stays out */
+                        ga[i] += g[i];
+            }
 }
 
 tg_tensor *tg_masked_fill(tg_tensor *a, const tg_tensor *mask, float value)
@@ -33,21 +48,23 @@ tg_tensor *tg_masked_fill(tg_tensor *a, const tg_tensor *mask, float value)
         tg_error("tg_masked_fill", "mask of shape %s cannot be broadcast to the input's shape %s",
                  SHAPE(b1, mask), SHAPE(b2, a));
     tg_tensor *out = tg_new_tensor(a->ndim, a->shape);
-    tg_tensor *keep = tg_new_tensor(a->ndim, a->shape);
-    /* keep = (mask == 0), broadcast to a's shape, saved for the backward */
     int64_t i = 0;
     for (int i0 = 0; i0 < bc.shape[0]; i0++)
         for (int i1 = 0; i1 < bc.shape[1]; i1++)
-            for (int i2 = 0; i2 < bc.shape[2]; i2++)
-                for (int i3 = 0; i3 < bc.shape[3]; i3++, i++) {
-                    const float m = mask->data[i0 * bc.sb[0] + i1 * bc.sb[1] + i2 * bc.sb[2] + i3 * bc.sb[3]];
-                    const bool fill = m != 0.0f;
-                    keep->data[i] = fill ? 0.0f : 1.0f;
-                    out->data[i] = fill ? value : a->data[i];
-                }
+            for (int i2 = 0; i2 < bc.shape[2]; i2++) {
+                const float *m = mask->data + i0 * bc.sb[0] + i1 * bc.sb[1] + i2 * bc.sb[2];
+                for (int i3 = 0; i3 < bc.shape[3]; i3++, i++)
+                    out->data[i] = m[i3 * bc.sb[3]] != 0.0f ? value : a->data[i];
+            }
     tg_node *n = tg_record("tg_masked_fill", out, &a, 1, masked_fill_backward);
-    if (n)
-        n->saved[0] = keep;
+    if (n) {
+        masked_fill_ctx *c = tg_tape_alloc(sizeof *c);
+        float *copy = tg_tape_alloc((size_t)(mask->numel ? mask->numel : 1) * sizeof(float));
+        memcpy(copy, mask->data, (size_t)mask->numel * sizeof(float));
+        c->bc = bc;
+        c->mask = copy;
+        n->ctx = c;
+    }
     return out;
 }
 
@@ -104,9 +121,11 @@ static void dropout_backward(tg_node *n)
     float *ga = tg_grad_of(n->in[0]);
     if (!ga)
         return;
-    const float *noise = n->saved[0] ? n->saved[0]->data : NULL;
-    for (int64_t i = 0; i < n->out->numel; i++)
-        ga[i] += noise ? n->out->grad[i] * noise[i] : 0.0f;
+    const uint8_t *keep = n->ctx; /* NULL for p = 1: nothing kept */
+    const float scale = n->farg[0];
+    if (keep)
+        for (int64_t i = 0; i < n->out->numel; i++)
+            ga[i] += keep[i] ? n->out->grad[i] * scale : 0.0f;
 }
 
 tg_tensor *tg_dropout(tg_tensor *a, float p, bool train, tg_generator *g)
@@ -117,21 +136,28 @@ tg_tensor *tg_dropout(tg_tensor *a, float p, bool train, tg_generator *g)
     if (!train || p == 0.0f || a->numel == 0)
         return a;
     tg_tensor *out = tg_new_tensor(a->ndim, a->shape);
-    tg_tensor *noise = NULL;
+    uint8_t *keep = NULL;
+    float scale = 0.0f;
     if (p == 1.0f) {
         memset(out->data, 0, (size_t)a->numel * sizeof(float));
     } else {
         tg_check_ptr("tg_dropout", g, "generator");
-        noise = tg_new_tensor(a->ndim, a->shape);
-        const double keep = 1.0 - (double)p;
-        const float scale = 1.0f / (float)keep;
-        tg_random_mask(g, a->numel, keep, scale, noise->data);
-        for (int64_t i = 0; i < a->numel; i++)
-            out->data[i] = a->data[i] * noise->data[i];
+        /* the noise torch multiplies by: bernoulli(1-p) / (1-p), in float */
+        const double keep_p = 1.0 - (double)p;
+        scale = 1.0f / (float)keep_p;
+        float *noise = out->data; /* drawn in place, then applied */
+        tg_random_mask(g, a->numel, keep_p, scale, noise);
+        keep = tg_tape_alloc((size_t)a->numel);
+        for (int64_t i = 0; i < a->numel; i++) {
+            keep[i] = noise[i] != 0.0f;
+            out->data[i] = a->data[i] * noise[i];
+        }
     }
     tg_node *n = tg_record("tg_dropout", out, &a, 1, dropout_backward);
-    if (n)
-        n->saved[0] = noise;
+    if (n) {
+        n->ctx = keep;
+        n->farg[0] = scale;
+    }
     return out;
 }
 

@@ -68,6 +68,7 @@ void tg_tape_reset(tg_tape *t)
     if (!t)
         t = tg_tape_current();
     t->n_nodes = 0;
+    t->n_free_grads = 0;
     tg_arena_reset(t->arena);
 }
 
@@ -88,6 +89,27 @@ bool tg_set_grad_enabled(bool on)
 }
 
 bool tg_is_grad_enabled(void) { return tg_tape_current()->grad_enabled; }
+
+bool tg_retain_grads(bool on)
+{
+    tg_tape *t = tg_tape_current();
+    bool prev = t->retain_grads;
+    t->retain_grads = on;
+    return prev;
+}
+
+static size_t grad_bytes(const tg_tensor *t) { return (size_t)(t->numel ? t->numel : 1) * sizeof(float); }
+
+/* An intermediate's backward has run: its grad is dead; keep the buffer. */
+static void release_grad(tg_tape *tape, tg_tensor *t)
+{
+    if (t->storage != TG_STORAGE_ARENA || !t->grad || tape->n_free_grads == 64)
+        return;
+    tape->free_grads[tape->n_free_grads].bytes = grad_bytes(t);
+    tape->free_grads[tape->n_free_grads].p = t->grad;
+    tape->n_free_grads++;
+    t->grad = NULL;
+}
 
 tg_tensor *tg_new_tensor(int ndim, const int *shape)
 {
@@ -140,7 +162,18 @@ float *tg_grad_of(tg_tensor *t)
     tg_check_ptr("tg_grad_of", t, "tensor");
     if (!t->requires_grad)
         return NULL;
-    return tg_grad_buffer(t, tg_tape_current()->arena);
+    tg_tape *tape = tg_tape_current();
+    if (!t->grad && t->storage == TG_STORAGE_ARENA) {
+        const size_t bytes = grad_bytes(t);
+        for (int i = tape->n_free_grads - 1; i >= 0; i--)
+            if (tape->free_grads[i].bytes == bytes) {
+                t->grad = tape->free_grads[i].p;
+                tape->free_grads[i] = tape->free_grads[--tape->n_free_grads];
+                memset(t->grad, 0, bytes);
+                break;
+            }
+    }
+    return tg_grad_buffer(t, tape->arena);
 }
 
 void tg_backward(tg_tensor *loss, const tg_tensor *seed)
@@ -170,8 +203,11 @@ void tg_backward(tg_tensor *loss, const tg_tensor *seed)
 
     for (int i = loss->node; i >= 0; i--) {
         tg_node *n = &t->nodes[i];
-        if (n->out->grad)
-            n->backward(n);
+        if (!n->out->grad)
+            continue;
+        n->backward(n);
+        if (!t->retain_grads && n->out != loss)
+            release_grad(t, n->out);
     }
 }
 

@@ -1023,6 +1023,7 @@ END_TEST
 
 START_TEST(test_intermediate_grads_do_not_leak)
 {
+    const bool was = tg_retain_grads(true); /* keep y.grad to look at it */
     tg_tensor *x = tg_requires_grad(tg_from_array(TG_SHAPE(2), (const float[]){1, 2}), true);
     tg_tensor *y = tg_mul_scalar(x, 3.0f); /* intermediate */
     tg_tensor *loss = tg_sum(tg_mul(y, y));
@@ -1041,6 +1042,44 @@ START_TEST(test_intermediate_grads_do_not_leak)
     ck_assert(y->grad == NULL);
     tg_tape_reset(NULL);
     tg_free(x);
+    tg_retain_grads(was);
+}
+END_TEST
+
+/* Without retain_grads (the default, as in PyTorch) an intermediate's grad
+ * is gone after backward and its buffer serves later grads of the same size:
+ * a chain of 20 ops then needs a few grad buffers, not 20, and the leaf's
+ * grad is the same either way. */
+static size_t chain_backward_arena(bool retain, float *xgrad)
+{
+    const bool was = tg_retain_grads(retain);
+    tg_tensor *x = tg_requires_grad(tg_full(TG_SHAPE(64, 64), 0.5f), true);
+    tg_tensor *h = x, *mid = NULL;
+    for (int i = 0; i < 20; i++) {
+        h = tg_tanh(tg_mul_scalar(h, 1.1f));
+        if (i == 10)
+            mid = h;
+    }
+    tg_tensor *loss = tg_sum(h);
+    const size_t before = tg_arena_used(tg_tape_current()->arena);
+    tg_backward(loss, NULL);
+    const size_t used = tg_arena_used(tg_tape_current()->arena) - before;
+    ck_assert_msg((mid->grad != NULL) == retain, "intermediate grad %s with retain_grads %d",
+                  mid->grad ? "kept" : "released", retain);
+    *xgrad = x->grad[0];
+    tg_tape_reset(NULL);
+    tg_free(x);
+    tg_retain_grads(was);
+    return used;
+}
+
+START_TEST(test_grads_recycled_without_retain)
+{
+    float g_keep, g_recycle;
+    const size_t keep = chain_backward_arena(true, &g_keep);
+    const size_t recycle = chain_backward_arena(false, &g_recycle);
+    ck_assert_msg(g_keep == g_recycle, "leaf grad %g with retain, %g without", (double)g_keep, (double)g_recycle);
+    ck_assert_msg(recycle * 8 < keep, "backward took %zu bytes without retain_grads, %zu with", recycle, keep);
 }
 END_TEST
 
@@ -1575,6 +1614,7 @@ static Suite *autograd_suite(void)
     tcase_add_test(tc, test_inputs_without_grad_record_nothing);
     tcase_add_test(tc, test_leaves_accumulate);
     tcase_add_test(tc, test_intermediate_grads_do_not_leak);
+    tcase_add_test(tc, test_grads_recycled_without_retain);
     tcase_add_test(tc, test_backward_with_seed_and_one_element);
     tcase_add_test(tc, test_tape_reset_releases);
     tcase_add_test(tc, test_private_tape);
