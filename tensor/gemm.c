@@ -14,6 +14,7 @@
  */
 #include "kernels.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -75,9 +76,22 @@ typedef struct {
 static _Thread_local float *t_apack, *t_bpack;
 static _Thread_local size_t t_apack_cap, t_bpack_cap;
 
+/* A thread that exits frees its pack buffers: the first growth registers a
+ * pthread key whose destructor runs tg_k_release_scratch in that thread. */
+static pthread_key_t g_scratch_key;
+static pthread_once_t g_scratch_once = PTHREAD_ONCE_INIT;
+static void scratch_destructor(void *unused)
+{
+    (void)unused;
+    tg_k_release_scratch();
+}
+static void scratch_key_init(void) { pthread_key_create(&g_scratch_key, scratch_destructor); }
+
 static float *grow(float **buf, size_t *cap, size_t n)
 {
     if (n > *cap) {
+        pthread_once(&g_scratch_once, scratch_key_init);
+        pthread_setspecific(g_scratch_key, (void *)1);
         free(*buf);
         *buf = aligned_alloc(64, (n * sizeof(float) + 63) / 64 * 64);
         if (!*buf)

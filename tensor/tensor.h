@@ -160,7 +160,9 @@ tg_tensor *tg_uniform(tg_generator *g, float from, float to, int ndim, const int
 /* ---------------------------------------------------------------- threads
  * The kernels split large loops over a small pthread pool (the caller's
  * thread works too). 1 = single-threaded; the default is 1 unless the
- * environment sets TG_THREADS. Set it from one thread, between ops. */
+ * environment sets TG_THREADS. Set it from one thread, between ops. Ops may
+ * run in several user threads at once (each has its own current tape); a
+ * kernel that finds the pool busy with another thread's job runs inline. */
 void tg_set_num_threads(int n);
 int tg_get_num_threads(void);
 

@@ -17,6 +17,10 @@
 #define cpu_relax() ((void)0)
 #endif
 
+/* One job at a time: a second user thread calling in meanwhile runs its
+ * loop inline rather than wait (or clobber the job). */
+static pthread_mutex_t g_job_mu = PTHREAD_MUTEX_INITIALIZER;
+
 static struct {
     pthread_mutex_t mu;
     pthread_cond_t start, done;
@@ -136,6 +140,10 @@ void tg_parallel_for(int64_t n, int64_t min_chunk, tg_range_fn fn, void *ctx)
             fn(ctx, 0, n);
         return;
     }
+    if (pthread_mutex_trylock(&g_job_mu) != 0) {
+        fn(ctx, 0, n);
+        return;
+    }
     pthread_mutex_lock(&pool.mu);
     static bool registered;
     if (!registered) {
@@ -149,6 +157,7 @@ void tg_parallel_for(int64_t n, int64_t min_chunk, tg_range_fn fn, void *ctx)
     }
     if (pool.n_workers == 0) { /* no worker could start: run here */
         pthread_mutex_unlock(&pool.mu);
+        pthread_mutex_unlock(&g_job_mu);
         fn(ctx, 0, n);
         return;
     }
@@ -172,4 +181,5 @@ void tg_parallel_for(int64_t n, int64_t min_chunk, tg_range_fn fn, void *ctx)
     while (pool.pending > 0)
         pthread_cond_wait(&pool.done, &pool.mu);
     pthread_mutex_unlock(&pool.mu);
+    pthread_mutex_unlock(&g_job_mu);
 }

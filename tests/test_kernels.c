@@ -3,6 +3,7 @@
  * every edge of the register tile and cache blocks, single- and
  * multi-threaded; parallel_for coverage. */
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 
 #include "tensor/kernels.h"
@@ -189,6 +190,68 @@ START_TEST(test_sums_match_torch_exactly)
 }
 END_TEST
 
+
+/* Two user threads training at once, each on its own tape, while the pool
+ * has workers: whichever gets the pool, the other runs inline, and both get
+ * exactly the single-threaded result. */
+typedef struct {
+    uint64_t seed;
+    float loss;
+    float grad_sum;
+} user_job;
+
+static void *user_thread(void *arg)
+{
+    user_job *j = arg;
+    tg_tape *tape = tg_tape_new();
+    tg_tape_use(tape);
+    tg_generator g;
+    tg_manual_seed(&g, j->seed);
+    tg_tensor *x = tg_randn(&g, TG_SHAPE(8, 64, 96));
+    tg_tensor *w = tg_requires_grad(tg_randn(&g, TG_SHAPE(96, 96)), true);
+    float loss = 0.0f;
+    for (int step = 0; step < 3; step++) {
+        tg_tensor *h = tg_gelu(tg_affine(x, w, NULL));
+        tg_tensor *a = tg_softmax(tg_matmul(h, tg_transpose(h, 1, 2)), -1);
+        tg_tensor *l = tg_mean(tg_mul(tg_matmul(a, h), h));
+        loss = l->data[0];
+        tg_backward(l, NULL);
+        tg_tape_reset(tape);
+    }
+    double gs = 0.0;
+    for (int64_t i = 0; i < w->numel; i++)
+        gs += w->grad[i];
+    j->loss = loss;
+    j->grad_sum = (float)gs;
+    tg_free(x);
+    tg_free(w);
+    tg_tape_use(NULL);
+    tg_tape_free(tape);
+    return NULL;
+}
+
+START_TEST(test_concurrent_user_threads)
+{
+    user_job ref[2] = {{11, 0, 0}, {12, 0, 0}}, par[2] = {{11, 0, 0}, {12, 0, 0}};
+    tg_set_num_threads(1);
+    user_thread(&ref[0]);
+    user_thread(&ref[1]);
+    tg_set_num_threads(2);
+    pthread_t t[2];
+    for (int k = 0; k < 2; k++)
+        ck_assert_int_eq(pthread_create(&t[k], NULL, user_thread, &par[k]), 0);
+    for (int k = 0; k < 2; k++)
+        pthread_join(t[k], NULL);
+    tg_set_num_threads(1);
+    for (int k = 0; k < 2; k++) {
+        ck_assert_msg(par[k].loss == ref[k].loss, "thread %d: loss %.9g, alone %.9g", k, (double)par[k].loss,
+                      (double)ref[k].loss);
+        ck_assert_msg(par[k].grad_sum == ref[k].grad_sum, "thread %d: grad sum %.9g, alone %.9g", k,
+                      (double)par[k].grad_sum, (double)ref[k].grad_sum);
+    }
+}
+END_TEST
+
 static Suite *kernels_suite(void)
 {
     Suite *s = suite_create("kernels");
@@ -200,6 +263,7 @@ static Suite *kernels_suite(void)
     tcase_add_test(tc, test_parallel_for_covers_once);
     tcase_add_test(tc, test_threads_bit_identical);
     tcase_add_test(tc, test_sums_match_torch_exactly);
+    tcase_add_test(tc, test_concurrent_user_threads);
     suite_add_tcase(s, tc);
     return s;
 }
