@@ -7,8 +7,9 @@
  *   double uniform: (u64 & (2^53-1)) * 2^-53, u64 = (first draw << 32) | second
  *   bernoulli(p)  : double uniform < p, one per element, in order
  *   normal, numel >= 16 (contiguous float): fill with float uniforms, then
- *                   Box-Muller on pairs (j, j+8) of every 16-block; a ragged
- *                   tail redraws and redoes the last 16 elements
+ *                   Box-Muller on pairs (j, j+8) of every 16-block with torch's
+ *                   AVX2 log/sincos (emulated exactly below); a ragged tail
+ *                   redraws and redoes the last 16 elements
  *   normal, numel < 16: per element, double Box-Muller with a cached second
  *                   value (u1 -> angle, u2 -> radius through log1p(-u2))
  */
@@ -16,6 +17,7 @@
 #include "kernels.h"
 
 #include <math.h>
+#include <string.h>
 
 #define TG_PI 3.14159265358979323846
 
@@ -122,15 +124,104 @@ static double normal_double(tg_generator *g)
     return r * cos(theta);
 }
 
+/* torch's normal_fill_16_AVX2 (ATen cpu/DistributionKernels.cpp, with
+ * log256_ps and sincos256_ps from cpu/avx_mathfun.h, Cephes polynomials),
+ * one lane at a time, in its exact float operations — including the fused
+ * multiply-adds its build contracts (a product whose only use is an add) —
+ * so randn / normal_ of >= 16 values equal torch's bit for bit on the x86
+ * machines torch runs its AVX2 kernels on. */
+static inline uint32_t f2u(float x)
+{
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    return u;
+}
+
+static inline float u2f(uint32_t u)
+{
+    float x;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+
+static float log_avx_mathfun(float x)
+{
+    const bool invalid = x <= 0.0f;
+    const float min_norm = u2f(0x00800000u);
+    x = x > min_norm ? x : min_norm;
+    int32_t imm0 = (int32_t)(f2u(x) >> 23) - 0x7f;
+    x = u2f((f2u(x) & ~0x7f800000u) | f2u(0.5f));
+    float e = (float)imm0 + 1.0f;
+    const bool below = x < 0.707106781186547524f;
+    const float tmp = below ? x : 0.0f;
+    x = x - 1.0f;
+    e = e - (below ? 1.0f : 0.0f);
+    x = x + tmp;
+    const float z = x * x;
+    float y = 7.0376836292E-2f;
+    y = fmaf(y, x, -1.1514610310E-1f);
+    y = fmaf(y, x, 1.1676998740E-1f);
+    y = fmaf(y, x, -1.2420140846E-1f);
+    y = fmaf(y, x, 1.4249322787E-1f);
+    y = fmaf(y, x, -1.6668057665E-1f);
+    y = fmaf(y, x, 2.0000714765E-1f);
+    y = fmaf(y, x, -2.4999993993E-1f);
+    y = fmaf(y, x, 3.3333331174E-1f);
+    y = y * x;
+    const float eq1 = e * -2.12194440e-4f;
+    y = fmaf(y, z, eq1);
+    y = fmaf(-z, 0.5f, y);
+    x = x + y;
+    x = fmaf(e, 0.693359375f, x);
+    return invalid ? u2f(0xffffffffu) : x; /* NaN */
+}
+
+static void sincos_avx_mathfun(float xin, float *s, float *c)
+{
+    uint32_t sign_sin = f2u(xin) & 0x80000000u;
+    float x = u2f(f2u(xin) & 0x7fffffffu);
+    int32_t j = (int32_t)(x * 1.27323954473516f); /* 4/pi, truncated */
+    j = (j + 1) & ~1;
+    const float y0 = (float)j;
+    const uint32_t swap_sign_sin = (uint32_t)(j & 4) << 29;
+    const bool poly_cos_for_sin = (j & 2) == 0;
+    x = fmaf(y0, -0.78515625f, x);
+    x = fmaf(y0, -2.4187564849853515625e-4f, x);
+    x = fmaf(y0, -3.77489497744594108e-8f, x);
+    const uint32_t sign_cos = (uint32_t)(~(j - 2) & 4) << 29;
+    sign_sin ^= swap_sign_sin;
+    const float z = x * x;
+    float y = 2.443315711809948E-005f; /* cos polynomial, 0 <= x <= pi/4 */
+    y = fmaf(y, z, -1.388731625493765E-003f);
+    y = fmaf(y, z, 4.166664568298827E-002f);
+    y = y * z;
+    const float half_z = z * 0.5f;
+    y = fmaf(y, z, -half_z);
+    y = y + 1.0f;
+    float y2 = -1.9515295891E-4f; /* sin polynomial */
+    y2 = fmaf(y2, z, 8.3321608736E-3f);
+    y2 = fmaf(y2, z, -1.6666654611E-1f);
+    y2 = y2 * z;
+    y2 = fmaf(y2, x, x);
+    const float ysin = poly_cos_for_sin ? y2 : y, ycos = poly_cos_for_sin ? y : y2;
+    /* torch adds the selected value to a zero: (y - 0) + 0, the same float */
+    *s = u2f(f2u(ysin + 0.0f) ^ sign_sin);
+    *c = u2f(f2u(ycos + 0.0f) ^ sign_cos);
+}
+
 static void normal_fill_16(float *d, float mean, float std)
 {
+    const float two_pi = (float)(2.0 * TG_PI);
     for (int j = 0; j < 8; j++) {
         const float u1 = 1.0f - d[j]; /* [0,1) -> (0,1] for the log */
         const float u2 = d[j + 8];
-        const float radius = sqrtf(-2.0f * logf(u1));
-        const float theta = (float)(2.0 * TG_PI * (double)u2);
-        d[j] = radius * cosf(theta) * std + mean;
-        d[j + 8] = radius * sinf(theta) * std + mean;
+        const float radius = sqrtf(-2.0f * log_avx_mathfun(u1));
+        const float theta = two_pi * u2;
+        float st, ct;
+        sincos_avx_mathfun(theta, &st, &ct);
+        const float n1 = radius * ct, n2 = radius * st;
+        d[j] = fmaf(n1, std, mean);
+        d[j + 8] = fmaf(n2, std, mean);
     }
 }
 

@@ -73,12 +73,12 @@ START_TEST(test_matches_torch)
     /* same seed, same weights */
     for (size_t i = 0; i < sizeof INIT / sizeof *INIT; i++) {
         tg_tensor *want = golden_tensorf(gf, "%s.init.%s", c->key, INIT[i]);
-        assert_tensor_close(tg_params_find(&m->params, INIT[i]), want, 1e-6, 1e-6, INIT[i]);
+        assert_tensor_close(tg_params_find(&m->params, INIT[i]), want, 0.0, 0.0, INIT[i]); /* bit-exact */
         tg_free(want);
     }
     if (c->cfg.qkv_bias) {
         tg_tensor *want = golden_tensorf(gf, "%s.init.trf_blocks.0.att.W_value.bias", c->key);
-        assert_tensor_close(tg_params_find(&m->params, "trf_blocks.0.att.W_value.bias"), want, 1e-6, 1e-6,
+        assert_tensor_close(tg_params_find(&m->params, "trf_blocks.0.att.W_value.bias"), want, 0.0, 0.0,
                             "W_value.bias");
         tg_free(want);
     }
