@@ -84,7 +84,7 @@ bench: $(BENCH_BIN)
 clean:
 	rm -rf build build-debug build-asan build-fuzz
 
-# ---- fuzzing (issue 5): libFuzzer + ASan/UBSan over the checkpoint loader, a bounded run.
+# ---- fuzzing: libFuzzer + ASan/UBSan over the checkpoint loader, a bounded run.
 #   make fuzz [FUZZ_TIME=60]   the library sources are built straight into the fuzz binary
 FUZZ_TIME ?= 60
 FUZZ_CC   ?= clang

@@ -88,7 +88,7 @@ void tg_zero_grad(tg_tensor **params, int n);
 
 /* ---------------------------------------------------------------- writing ops
  * How an op (built in or a user's own) is written:
- *   tg_tensor *out = tg_op_output("my_op", ndim, shape, in, n_in);
+ *   tg_tensor *out = tg_new_tensor(ndim, shape);
  *   ...forward kernel writes out->data...
  *   tg_node *n = tg_record("my_op", out, in, n_in, my_op_backward);
  *   if (n) { n->saved[0] = ...; n->farg[0] = ...; }
@@ -133,11 +133,13 @@ tg_tensor *tg_matmul(tg_tensor *a, tg_tensor *b);
  * -> (..., out); bias may be NULL. One gemm, no transposed copy. */
 tg_tensor *tg_affine(tg_tensor *x, tg_tensor *weight, tg_tensor *bias);
 
-/* Shape ops. Outputs are contiguous. */
+/* Shape ops. Outputs are contiguous: transpose, permute and concat copy;
+ * reshape and view share their input's data (a tensor is always contiguous,
+ * so that is always possible). */
 tg_tensor *tg_transpose(tg_tensor *a, int d0, int d1);
 tg_tensor *tg_permute(tg_tensor *a, const int *dims);       /* a->ndim entries */
 tg_tensor *tg_reshape(tg_tensor *a, int ndim, const int *shape); /* one -1 allowed */
-tg_tensor *tg_view(tg_tensor *a, int ndim, const int *shape);    /* same as reshape: shares data */
+tg_tensor *tg_view(tg_tensor *a, int ndim, const int *shape);    /* same as reshape */
 tg_tensor *tg_concat(tg_tensor **ts, int n, int dim);
 
 /* Reductions. */

@@ -17,20 +17,19 @@ end
 
 define tg-print
   call (void)tg_fprint(stderr, $arg0)
+  call (int)fflush(0)
 end
 document tg-print
 tg-print T: print tensor T (a tg_tensor *) the way PyTorch would.
 end
 
 define tg-grad
-  if $arg0->grad
-    call (void)tg_fprint(stderr, &(tg_tensor){.data = $arg0->grad, .numel = $arg0->numel, .ndim = $arg0->ndim, .shape = {$arg0->shape[0], $arg0->shape[1], $arg0->shape[2], $arg0->shape[3]}})
-  else
-    echo None\n
-  end
+  call (void)tg_print_grad($arg0)
+  call (int)fflush(0)
 end
 document tg-grad
-tg-grad T: print the gradient of tensor T, or None.
+tg-grad T: print the gradient of tensor T, or None. (Intermediates keep theirs after
+backward only with tg_retain_grads(true): `call tg_retain_grads(1)` before tg_backward.)
 end
 
 # Stop on any misuse, before abort() unwinds anything.

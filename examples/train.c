@@ -104,7 +104,8 @@ static void usage(FILE *f)
             "checkpoints (safetensors):\n"
             "  --save FILE       write the checkpoint at the end (and on Ctrl-C)\n"
             "  --resume FILE     continue a run: weights, optimizer state, step, generator; model and\n"
-            "                    training flags not given default to the checkpoint's\n"
+            "                    training flags not given default to the checkpoint's; saves back to\n"
+            "                    FILE unless --save names another (--log and --plot are not stored)\n"
             "  --init FILE       start from weights only (e.g. saved from PyTorch)\n"
             "  --stop-after N    stop after N steps of this run, saving as Ctrl-C does\n"
             "Ctrl-C saves a checkpoint (to --save, else interrupted.safetensors) and exits.\n");
@@ -350,6 +351,8 @@ static int parse_args(int argc, char **argv, options *o)
         return fail("--data FILE is required (see --help)");
     if (o->resume && o->init)
         return fail("--resume and --init cannot be combined (--resume continues a run, --init starts one)");
+    if (o->resume && !o->save)
+        o->save = o->resume; /* a resumed run keeps saving where it came from */
     if (!o->set_wd && strcmp(o->optimizer, "adamw") != 0)
         o->weight_decay = 0.0;
     if (o->min_lr < 0.0)

@@ -222,7 +222,6 @@ void tg_mha_free(tg_mha *m);
 
 /* ================================================================
  * Checkpoints (safetensors), tokenizers, text data and the book's GPTModel
- * [issue 5: nn/safetensors.c, nn/tokenizer.c, nn/gpt.c]
  * ================================================================ */
 
 /* ---------------------------------------------------------------- safetensors

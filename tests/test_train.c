@@ -396,11 +396,21 @@ static void check_resume(const char *batches, const char *dropout)
     /* the model and training flags (batch, steps, warmup, schedule, batches, dropout) come from the checkpoint;
      * b.csv, the first part's log, is continued */
     const char *second[] = {"--data", "@text.txt", "--threads", "1", "--eval-every", "4", "--eval-batches", "2",
-                            "--sample-tokens", "0", "--log", "@b.csv", "--resume", "@ck.safetensors", NULL};
+                            "--sample-tokens", "0", "--log", "@b.csv", "--resume", "@ck.safetensors",
+                            "--save", "@ck2.safetensors", NULL};
     ck_assert_int_eq(run_prog("train", second), 0);
+    /* without --save, a resumed run saves back to the checkpoint it came from */
     const char *third[] = {"--data", "@text.txt", "--threads", "1", "--eval-every", "4", "--eval-batches", "2",
                            "--sample-tokens", "0", "--log", "@c.csv", "--resume", "@ck.safetensors", NULL};
     ck_assert_int_eq(run_prog("train", third), 0);
+    out = read_file("out.txt", NULL);
+    ck_assert_msg(strstr(out, "saved ") != NULL, "a resumed run without --save should save back: %s", out);
+    free(out);
+    size_t l1, l2;
+    char *ck = read_file("ck.safetensors", &l1), *ck2 = read_file("ck2.safetensors", &l2);
+    ck_assert_msg(l1 == l2 && memcmp(ck, ck2, l1) == 0, "the checkpoint saved back differs from --save's");
+    free(ck);
+    free(ck2);
     int na = log_losses("a.csv", rows_a, 32), nb = log_losses("b.csv", rows_b, 32);
     int nc = log_losses("c.csv", rows_c, 32);
     ck_assert_int_eq(na, 12);
