@@ -21,25 +21,10 @@ static char g_dir[256];
 
 static void setup_dir(void)
 {
-    snprintf(g_dir, sizeof g_dir, "/tmp/tg_ckpt_XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(g_dir));
+    tmpdir_create(g_dir, sizeof g_dir, "tg_ckpt_");
 }
 
-static void teardown_dir(void)
-{
-    DIR *d = opendir(g_dir);
-    if (d) {
-        struct dirent *e;
-        char p[512];
-        while ((e = readdir(d)))
-            if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
-                snprintf(p, sizeof p, "%s/%s", g_dir, e->d_name);
-                unlink(p);
-            }
-        closedir(d);
-    }
-    rmdir(g_dir);
-}
+static void teardown_dir(void) { tmpdir_remove(g_dir); }
 
 static const char *tmp_path(char *buf, const char *name)
 {

@@ -31,8 +31,7 @@ static char g_bin[512]; /* the build directory holding train and sample */
 
 static void setup_dir(void)
 {
-    snprintf(g_dir, sizeof g_dir, "/tmp/tg_train_XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(g_dir));
+    tmpdir_create(g_dir, sizeof g_dir, "tg_train_");
     char self[512];
     ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
     ck_assert_int_gt(n, 0);
@@ -41,21 +40,7 @@ static void setup_dir(void)
     snprintf(g_bin, sizeof g_bin, "%s", dirname(dirname(self)));
 }
 
-static void teardown_dir(void)
-{
-    DIR *d = opendir(g_dir);
-    if (d) {
-        struct dirent *e;
-        char p[512];
-        while ((e = readdir(d)))
-            if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
-                snprintf(p, sizeof p, "%s/%s", g_dir, e->d_name);
-                unlink(p);
-            }
-        closedir(d);
-    }
-    rmdir(g_dir);
-}
+static void teardown_dir(void) { tmpdir_remove(g_dir); }
 
 static char *path_in(char *buf, const char *name)
 {

@@ -1,10 +1,12 @@
 /* tests/testutil.c — golden loading, closeness asserts, error capture. */
 #include "testutil.h"
 
+#include <dirent.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #ifndef TG_GOLDEN_DIR
 #define TG_GOLDEN_DIR "tests/golden"
@@ -200,4 +202,26 @@ int run_suite(Suite *s)
     srunner_free(sr);
     tg_tape_release_default();
     return failed;
+}
+
+void tmpdir_create(char *dir, size_t size, const char *prefix)
+{
+    snprintf(dir, size, "/tmp/%sXXXXXX", prefix);
+    ck_assert_msg(mkdtemp(dir) != NULL, "mkdtemp %s failed", dir);
+}
+
+void tmpdir_remove(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (d) {
+        struct dirent *e;
+        char p[1024];
+        while ((e = readdir(d)))
+            if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
+                snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+                unlink(p);
+            }
+        closedir(d);
+    }
+    rmdir(dir);
 }

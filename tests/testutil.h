@@ -37,6 +37,11 @@ void assert_tensor_close(const tg_tensor *got, const tg_tensor *want, double ato
  * tg_error was called, copying "op: message" into msg. */
 bool catch_error(void (*fn)(void *ctx), void *ctx, char *msg, size_t size);
 
+/* A fresh directory /tmp/<prefix>XXXXXX for the files a test writes, in dir
+ * (at least 64 bytes); tmpdir_remove deletes it and the files in it. */
+void tmpdir_create(char *dir, size_t size, const char *prefix);
+void tmpdir_remove(const char *dir);
+
 /* Runs one suite (CK_NORMAL output, Check's summary line); returns the
  * number failed. Each test binary's main is: return run_suite(suite()) ? 1 : 0; */
 int run_suite(Suite *s);
