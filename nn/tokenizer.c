@@ -101,6 +101,19 @@ static int cmp_u32(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* Sorts v[0..n) and drops repeats; returns the new count. */
+static size_t sort_unique(uint32_t *v, size_t n)
+{
+    if (n == 0)
+        return 0;
+    qsort(v, n, sizeof *v, cmp_u32);
+    size_t u = 1;
+    for (size_t j = 1; j < n; j++)
+        if (v[u - 1] != v[j])
+            v[u++] = v[j];
+    return u;
+}
+
 int tg_tokenizer_char_build(tg_tokenizer *t, const char *text, size_t len, char *err, size_t errsize)
 {
     memset(t, 0, sizeof *t);
@@ -137,24 +150,12 @@ int tg_tokenizer_char_build(tg_tokenizer *t, const char *text, size_t len, char 
             }
             other[n_other++] = cp;
             /* keep the scratch small on large texts: dedupe when it fills */
-            if (n_other == cap_other && n_other >= 4096) {
-                qsort(other, n_other, sizeof *other, cmp_u32);
-                size_t u = 0;
-                for (size_t j = 0; j < n_other; j++)
-                    if (u == 0 || other[u - 1] != other[j])
-                        other[u++] = other[j];
-                n_other = u;
-            }
+            if (n_other == cap_other && n_other >= 4096)
+                n_other = sort_unique(other, n_other);
         }
         i += k;
     }
-    if (n_other)
-        qsort(other, n_other, sizeof *other, cmp_u32);
-    size_t u = 0;
-    for (size_t j = 0; j < n_other; j++)
-        if (u == 0 || other[u - 1] != other[j])
-            other[u++] = other[j];
-    n_other = u;
+    n_other = sort_unique(other, n_other);
     int n_ascii = 0;
     for (int c = 0; c < 128; c++)
         n_ascii += ascii[c];
