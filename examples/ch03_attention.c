@@ -14,16 +14,8 @@
 #include <string.h>
 
 #include "nn/nn.h"
+#include "book_inputs.h"
 
-/* "Your journey starts with one step", embedded in 3 dimensions. */
-static const float INPUTS[6 * 3] = {
-    0.43f, 0.15f, 0.89f, /* Your     (x^1) */
-    0.55f, 0.87f, 0.66f, /* journey  (x^2) */
-    0.57f, 0.85f, 0.64f, /* starts   (x^3) */
-    0.22f, 0.58f, 0.33f, /* with     (x^4) */
-    0.77f, 0.25f, 0.10f, /* one      (x^5) */
-    0.05f, 0.80f, 0.55f, /* step     (x^6) */
-};
 
 static void heading(const char *title) { printf("\n== %s\n\n", title); }
 
@@ -49,8 +41,8 @@ static void show_shape(const char *label, const tg_tensor *t)
 static tg_tensor *make_batch(void)
 {
     tg_tensor *batch = tg_empty(TG_SHAPE(2, 6, 3));
-    memcpy(batch->data, INPUTS, sizeof INPUTS);
-    memcpy(batch->data + 18, INPUTS, sizeof INPUTS);
+    memcpy(batch->data, BOOK_INPUTS, sizeof BOOK_INPUTS);
+    memcpy(batch->data + 18, BOOK_INPUTS, sizeof BOOK_INPUTS);
     return batch;
 }
 
@@ -60,7 +52,7 @@ static void section_3_3(tg_tensor *inputs)
 {
     heading("3.3.1 A simple self-attention mechanism without trainable weights");
     /* query = inputs[1]; attn_scores_2[i] = dot(x_i, query) */
-    tg_tensor *query = tg_from_array(TG_SHAPE(3, 1), INPUTS + 3);
+    tg_tensor *query = tg_from_array(TG_SHAPE(3, 1), BOOK_INPUTS + 3);
     tg_tensor *attn_scores_2 = tg_view(tg_matmul(inputs, query), TG_SHAPE(6));
     show("attn_scores_2:", attn_scores_2);
 
@@ -106,7 +98,7 @@ static void section_3_4(tg_tensor *inputs, tg_generator *g)
 {
     heading("3.4.1 Computing the attention weights step by step");
     const int d_in = 3, d_out = 2;
-    tg_tensor *x_2 = tg_from_array(TG_SHAPE(1, 3), INPUTS + 3);
+    tg_tensor *x_2 = tg_from_array(TG_SHAPE(1, 3), BOOK_INPUTS + 3);
 
     tg_manual_seed(g, 123);
     tg_tensor *W_query = tg_rand(g, TG_SHAPE(d_in, d_out));
@@ -263,7 +255,7 @@ static void section_3_6(tg_tensor *batch, tg_generator *g)
 int main(void)
 {
     tg_generator g;
-    tg_tensor *inputs = tg_from_array(TG_SHAPE(6, 3), INPUTS);
+    tg_tensor *inputs = tg_from_array(TG_SHAPE(6, 3), BOOK_INPUTS);
     tg_tensor *batch = make_batch();
     tg_set_grad_enabled(false); /* a walkthrough: forward only */
 

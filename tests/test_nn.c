@@ -19,6 +19,7 @@
 
 #include "nn/nn.h"
 #include "testutil.h"
+#include "examples/book_inputs.h"
 
 /* ---------------------------------------------------------------- module cases
  * Mirrors CASES in tests/golden/gen_nn.py. */
@@ -735,14 +736,6 @@ END_TEST
  * The same computations as examples/ch03_attention.c; every expected value
  * is a number printed in the book (4 decimals), so |got - book| <= 5e-5. */
 
-static const float BOOK_INPUTS[6 * 3] = {
-    0.43f, 0.15f, 0.89f, /* Your     (x^1) */
-    0.55f, 0.87f, 0.66f, /* journey  (x^2) */
-    0.57f, 0.85f, 0.64f, /* starts   (x^3) */
-    0.22f, 0.58f, 0.33f, /* with     (x^4) */
-    0.77f, 0.25f, 0.10f, /* one      (x^5) */
-    0.05f, 0.80f, 0.55f, /* step     (x^6) */
-};
 
 static void assert_book(const tg_tensor *got, const float *book, int64_t n, const char *what)
 {
