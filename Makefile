@@ -58,7 +58,10 @@ $(TEST_UTIL): tests/testutil.c $(HDRS)
 
 $(BUILD)/tests/%: tests/%.c $(TEST_UTIL) $(LIB) $(HDRS)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(CHECK_CFLAGS) $< $(TEST_UTIL) $(LIB) $(CHECK_LIBS) $(LDLIBS) -o $@
+	$(CC) $(CFLAGS) $(CHECK_CFLAGS) $< $(TEST_UTIL) $(LIB) $(CHECK_LIBS) $(LDLIBS) $(TEST_LDFLAGS) -o $@
+
+# The tensor suite injects faults into the file writer through the linker's --wrap.
+$(BUILD)/tests/test_tensor: TEST_LDFLAGS = -Wl,--wrap=write,--wrap=fsync,--wrap=rename,--wrap=umask
 
 # Every suite runs even if an earlier one fails; the exit status says if any did.
 test: all

@@ -80,7 +80,7 @@ static void svg_color(float w, char out[8])
     snprintf(out, 8, "#%02x%02x%02x", r, g, b);
 }
 
-/* w: (H, T, T). Writes path atomically (path.tmp, then rename). Returns 0 or
+/* w: (H, T, T). Writes path atomically (tg_atomic_file). Returns 0 or
  * prints the reason and returns -1. */
 static int write_svg(const char *path, const float *w, const int32_t *ids, int H, int T, int L)
 {
@@ -89,35 +89,27 @@ static int write_svg(const char *path, const float *w, const int32_t *ids, int H
     int width = left + H * (panel + gap) + 10;
     if (width < 720) /* room for the caption lines */
         width = 720;
-    char tmp[4096];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp) {
-        fprintf(stderr, "attention_learns: output path too long: %s\n", path);
-        return -1;
-    }
-    FILE *f = fopen(tmp, "w");
-    if (!f) {
-        fprintf(stderr, "attention_learns: cannot write %s: %s\n", tmp, strerror(errno));
-        return -1;
-    }
-    fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" font-family=\"sans-serif\" "
+    tg_atomic_file f;
+    tg_atomic_open(&f, path);
+    tg_atomic_printf(&f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" font-family=\"sans-serif\" "
                "font-size=\"11\">\n<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n", width, height);
-    fprintf(f, "<text x=\"10\" y=\"20\" font-size=\"14\" font-weight=\"bold\">Attention weights after training, "
+    tg_atomic_printf(&f, "<text x=\"10\" y=\"20\" font-size=\"14\" font-weight=\"bold\">Attention weights after training, "
                "one eval sequence: ");
     for (int j = 0; j < T; j++)
-        fprintf(f, "%d ", ids[j]);
-    fprintf(f, "</text>\n");
-    fprintf(f, "<text x=\"10\" y=\"40\">Each predictable position p (rows marked *) attends to key p-%d, where the "
+        tg_atomic_printf(&f, "%d ", ids[j]);
+    tg_atomic_printf(&f, "</text>\n");
+    tg_atomic_printf(&f, "<text x=\"10\" y=\"40\">Each predictable position p (rows marked *) attends to key p-%d, where the "
                "token that comes next sits.</text>\n", L - 1);
-    fprintf(f, "<text x=\"10\" y=\"56\">Rows: query position:token; columns: key position:token. Red outline: the "
+    tg_atomic_printf(&f, "<text x=\"10\" y=\"56\">Rows: query position:token; columns: key position:token. Red outline: the "
                "key the task needs. Grey: future keys (causal mask).</text>\n");
     for (int h = 0; h < H; h++) {
         const int x0 = left + h * (panel + gap);
-        fprintf(f, "<text x=\"%d\" y=\"%d\" font-size=\"13\" font-weight=\"bold\">head %d</text>\n", x0, top - 34, h);
+        tg_atomic_printf(&f, "<text x=\"%d\" y=\"%d\" font-size=\"13\" font-weight=\"bold\">head %d</text>\n", x0, top - 34, h);
         for (int j = 0; j < T; j++)
-            fprintf(f, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">k%d:%d</text>\n", x0 + j * cell + cell / 2,
+            tg_atomic_printf(&f, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">k%d:%d</text>\n", x0 + j * cell + cell / 2,
                     top - 6, j, ids[j]);
         for (int p = 0; p < T; p++) {
-            fprintf(f, "<text x=\"%d\" y=\"%d\" text-anchor=\"end\">%sq%d:%d</text>\n", x0 - 4,
+            tg_atomic_printf(&f, "<text x=\"%d\" y=\"%d\" text-anchor=\"end\">%sq%d:%d</text>\n", x0 - 4,
                     top + p * cell + cell / 2 + 4, p >= L - 1 ? "*" : "", p, ids[p]);
             for (int j = 0; j < T; j++) {
                 float v = w[((int64_t)h * T + p) * T + j];
@@ -126,40 +118,33 @@ static int write_svg(const char *path, const float *w, const int32_t *ids, int H
                     snprintf(col, sizeof col, "#eeeeee");
                 else
                     svg_color(v < 0 ? 0 : v > 1 ? 1 : v, col);
-                fprintf(f, "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"%s\" stroke=\"#ddd\"/>\n",
+                tg_atomic_printf(&f, "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"%s\" stroke=\"#ddd\"/>\n",
                         x0 + j * cell, top + p * cell, cell, cell, col);
                 if (j <= p)
-                    fprintf(f, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\" font-size=\"9\" fill=\"%s\">%.2f</text>\n",
+                    tg_atomic_printf(&f, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\" font-size=\"9\" fill=\"%s\">%.2f</text>\n",
                             x0 + j * cell + cell / 2, top + p * cell + cell / 2 + 3, v > 0.5f ? "white" : "#333",
                             (double)v);
             }
             if (p >= L - 1)
-                fprintf(f, "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"none\" stroke=\"#d62728\" "
+                tg_atomic_printf(&f, "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"none\" stroke=\"#d62728\" "
                            "stroke-width=\"2.5\"/>\n", x0 + (p - (L - 1)) * cell, top + p * cell, cell, cell);
         }
     }
     /* legend: a colour bar from 0 to 1 */
     const int ly = top + panel + 24;
-    fprintf(f, "<text x=\"%d\" y=\"%d\">weight</text>\n", left - 60, ly + 12);
+    tg_atomic_printf(&f, "<text x=\"%d\" y=\"%d\">weight</text>\n", left - 60, ly + 12);
     for (int k = 0; k <= 10; k++) {
         char col[8];
         svg_color(k / 10.0f, col);
-        fprintf(f, "<rect x=\"%d\" y=\"%d\" width=\"24\" height=\"16\" fill=\"%s\" stroke=\"#ddd\"/>\n", left + k * 24,
+        tg_atomic_printf(&f, "<rect x=\"%d\" y=\"%d\" width=\"24\" height=\"16\" fill=\"%s\" stroke=\"#ddd\"/>\n", left + k * 24,
                 ly, col);
         if (k % 5 == 0)
-            fprintf(f, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">%.1f</text>\n", left + k * 24 + 12, ly + 30,
+            tg_atomic_printf(&f, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">%.1f</text>\n", left + k * 24 + 12, ly + 30,
                     k / 10.0);
     }
-    fprintf(f, "</svg>\n");
-    bool bad = ferror(f) != 0;
-    if (fclose(f) != 0 || bad) {
-        fprintf(stderr, "attention_learns: error writing %s\n", tmp);
-        unlink(tmp);
-        return -1;
-    }
-    if (rename(tmp, path) != 0) {
-        fprintf(stderr, "attention_learns: cannot rename %s to %s: %s\n", tmp, path, strerror(errno));
-        unlink(tmp);
+    tg_atomic_printf(&f, "</svg>\n");
+    if (tg_atomic_commit(&f) != 0) {
+        fprintf(stderr, "attention_learns: %s\n", f.msg);
         return -1;
     }
     return 0;

@@ -58,37 +58,15 @@ static int dump_logits(tg_gpt *m, const int32_t *ids, int n, const char *path)
     tg_gpt_train(m, false);
     tg_set_grad_enabled(false);
     tg_tensor *logits = tg_gpt_forward(m, ids + (n - T), 1, T);
-    size_t lp = strlen(path);
-    char *tmp = malloc(lp + 8);
-    if (!tmp)
-        return die("out of memory%s%s", "", "");
-    snprintf(tmp, lp + 8, "%s.XXXXXX", path);
-    int fd = mkstemp(tmp);
-    FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
-    if (!f) {
-        if (fd >= 0) {
-            close(fd);
-            unlink(tmp);
-        }
-        free(tmp);
-        return die("%s: cannot write: %s", path, strerror(errno));
-    }
+    tg_atomic_file f;
+    tg_atomic_open(&f, path);
     const int V = m->cfg.vocab_size;
-    fprintf(f, "%d %d\n", T, V);
+    tg_atomic_printf(&f, "%d %d\n", T, V);
     for (int t = 0; t < T; t++)
         for (int v = 0; v < V; v++)
-            fprintf(f, "%.9g%c", (double)logits->data[(int64_t)t * V + v], v + 1 == V ? '\n' : ' ');
-    bool ok = fflush(f) == 0;
-    ok = fclose(f) == 0 && ok;
-    mode_t um = umask(0);
-    umask(um);
-    chmod(tmp, 0666 & ~um);
-    if (!ok || rename(tmp, path) != 0) {
-        unlink(tmp);
-        free(tmp);
-        return die("%s: cannot write%s", path, "");
-    }
-    free(tmp);
+            tg_atomic_printf(&f, "%.9g%c", (double)logits->data[(int64_t)t * V + v], v + 1 == V ? '\n' : ' ');
+    if (tg_atomic_commit(&f) != 0)
+        return die("%s%s", f.msg, "");
     tg_tape_reset(NULL);
     return 0;
 }

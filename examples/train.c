@@ -858,28 +858,13 @@ static void hist_push_val(run *r, int64_t step, float loss)
     r->hist_val_step[r->nval++] = step;
 }
 
-/* Loss curves as an SVG, written atomically (temp file + rename). */
+/* Loss curves as an SVG, written atomically (tg_atomic_file). */
 static int write_plot(run *r, const char *path, int64_t first_step)
 {
     if (r->hist_n == 0 && r->nval == 0)
         return 0;
-    size_t lp = strlen(path);
-    char *tmp = malloc(lp + 16);
-    if (!tmp)
-        return fail("out of memory");
-    snprintf(tmp, lp + 16, "%s.XXXXXX", path);
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        free(tmp);
-        return fail("%s: cannot write the plot: %s", path, strerror(errno));
-    }
-    FILE *f = fdopen(fd, "w");
-    if (!f) {
-        close(fd);
-        unlink(tmp);
-        free(tmp);
-        return fail("%s: cannot write the plot", path);
-    }
+    tg_atomic_file f;
+    tg_atomic_open(&f, path);
     const double W = 720, H = 420, L = 60, R = 20, Tp = 30, Bm = 45;
     double ymin = INFINITY, ymax = -INFINITY;
     for (int64_t i = 0; i < r->hist_n; i++)
@@ -901,55 +886,42 @@ static int write_plot(run *r, const char *path, int64_t first_step)
         x1 = fmax(x1, (double)r->hist_val_step[i]);
 #define PX(s) (L + ((double)(s)-x0) / (x1 - x0) * (W - L - R))
 #define PY(v) (Tp + (ymax - (double)(v)) / (ymax - ymin) * (H - Tp - Bm))
-    fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" font-family=\"sans-serif\" "
+    tg_atomic_printf(&f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" font-family=\"sans-serif\" "
                "font-size=\"12\">\n<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n", W, H);
-    fprintf(f, "<text x=\"%.0f\" y=\"18\" font-size=\"14\">loss (nats/token) vs step</text>\n", L);
+    tg_atomic_printf(&f, "<text x=\"%.0f\" y=\"18\" font-size=\"14\">loss (nats/token) vs step</text>\n", L);
     for (int k = 0; k <= 4; k++) {
         double v = ymin + (ymax - ymin) * k / 4.0;
-        fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/>", L, PY(v), W - R, PY(v));
-        fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%.2f</text>\n", L - 5, PY(v) + 4, v);
+        tg_atomic_printf(&f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/>", L, PY(v), W - R, PY(v));
+        tg_atomic_printf(&f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%.2f</text>\n", L - 5, PY(v) + 4, v);
         double s = x0 + (x1 - x0) * k / 4.0;
-        fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%.0f</text>\n", PX(s), H - Bm + 18, s);
+        tg_atomic_printf(&f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%.0f</text>\n", PX(s), H - Bm + 18, s);
     }
-    fprintf(f, "<polyline fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"1\" points=\"");
+    tg_atomic_printf(&f, "<polyline fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"1\" points=\"");
     for (int64_t i = 0; i < r->hist_n; i++)
         if (isfinite(r->hist_train[i]))
-            fprintf(f, "%.1f,%.1f ", PX(first_step + i + 1), PY(r->hist_train[i]));
-    fprintf(f, "\"/>\n<polyline fill=\"none\" stroke=\"#d62728\" stroke-width=\"2\" points=\"");
+            tg_atomic_printf(&f, "%.1f,%.1f ", PX(first_step + i + 1), PY(r->hist_train[i]));
+    tg_atomic_printf(&f, "\"/>\n<polyline fill=\"none\" stroke=\"#d62728\" stroke-width=\"2\" points=\"");
     for (int64_t i = 0; i < r->nval; i++)
         if (isfinite(r->hist_val[i]))
-            fprintf(f, "%.1f,%.1f ", PX(r->hist_val_step[i]), PY(r->hist_val[i]));
-    fprintf(f, "\"/>\n");
+            tg_atomic_printf(&f, "%.1f,%.1f ", PX(r->hist_val_step[i]), PY(r->hist_val[i]));
+    tg_atomic_printf(&f, "\"/>\n");
     /* val points as dots too (there may be only a few) */
     for (int64_t i = 0; i < r->nval; i++)
         if (isfinite(r->hist_val[i]))
-            fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"2.5\" fill=\"#d62728\"/>", PX(r->hist_val_step[i]),
+            tg_atomic_printf(&f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"2.5\" fill=\"#d62728\"/>", PX(r->hist_val_step[i]),
                     PY(r->hist_val[i]));
-    fprintf(f, "\n<text x=\"%.1f\" y=\"%.0f\" text-anchor=\"middle\">step</text>\n", (L + W - R) / 2, H - 8);
+    tg_atomic_printf(&f, "\n<text x=\"%.1f\" y=\"%.0f\" text-anchor=\"middle\">step</text>\n", (L + W - R) / 2, H - 8);
     const double lx = W - R - 230, ly = Tp + 10;
-    fprintf(f, "<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"#1f77b4\"/>"
+    tg_atomic_printf(&f, "<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"#1f77b4\"/>"
                "<text x=\"%.0f\" y=\"%.0f\">train: batch loss (dropout on)</text>\n",
             lx, ly, lx + 20, ly, lx + 26, ly + 4);
-    fprintf(f, "<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"#d62728\" stroke-width=\"2\"/>"
+    tg_atomic_printf(&f, "<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"#d62728\" stroke-width=\"2\"/>"
                "<text x=\"%.0f\" y=\"%.0f\">val: eval loss (dropout off)</text>\n</svg>\n",
             lx, ly + 18, lx + 20, ly + 18, lx + 26, ly + 22);
 #undef PX
 #undef PY
-    bool ok = fflush(f) == 0 && fsync(fileno(f)) == 0;
-    ok = (fclose(f) == 0) && ok;
-    if (ok) {
-        mode_t um = umask(0);
-        umask(um);
-        chmod(tmp, 0666 & ~um);
-        ok = rename(tmp, path) == 0;
-    }
-    if (!ok) {
-        int e = errno;
-        unlink(tmp);
-        free(tmp);
-        return fail("%s: cannot write the plot: %s", path, strerror(e));
-    }
-    free(tmp);
+    if (tg_atomic_commit(&f) != 0)
+        return fail("cannot write the plot: %s", f.msg);
     return 0;
 }
 
@@ -1113,33 +1085,9 @@ static int continue_log(const char *path, int64_t upto)
         keep = (size_t)(line - text);
     }
     int rc = 0;
-    if (keep != n) {
-        size_t lp = strlen(path);
-        char *tmp = malloc(lp + 16);
-        int fd = -1;
-        if (tmp) {
-            snprintf(tmp, lp + 16, "%s.XXXXXX", path);
-            fd = mkstemp(tmp);
-        }
-        bool ok = fd >= 0;
-        if (ok) {
-            mode_t um = umask(0);
-            umask(um);
-            (void)fchmod(fd, 0666 & ~um);
-            for (size_t off = 0; ok && off < keep;) {
-                ssize_t w = write(fd, text + off, keep - off);
-                ok = w > 0;
-                off += ok ? (size_t)w : 0;
-            }
-            ok = close(fd) == 0 && ok;
-            ok = ok && rename(tmp, path) == 0;
-            if (!ok)
-                unlink(tmp);
-        }
-        if (!ok)
-            rc = fail("%s: cannot rewrite the log to continue it: %s", path, strerror(errno));
-        free(tmp);
-    }
+    char msg[512];
+    if (keep != n && tg_write_file(path, text, keep, msg, sizeof msg) != 0)
+        rc = fail("cannot rewrite the log to continue it: %s", msg);
     free(text);
     return rc;
 }

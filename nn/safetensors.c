@@ -8,8 +8,8 @@
  * whose bytes are data[b:e] (offsets relative to the start of the data).
  *
  * Writing: the header is padded with spaces to a multiple of 8 (as the Rust
- * writer does), tensors follow in list order, and the file goes to a temp file
- * in the same directory that is flushed, fsync'ed and renamed over the target.
+ * writer does), tensors follow in list order, and the file is replaced with
+ * tg_atomic_file (temp file beside the target, fsync, rename; tensor.h).
  *
  * Reading is strict and never trusts the file: every length and offset is
  * checked before use, the JSON parser accepts exactly RFC 8259 (UTF-8 checked,
@@ -269,22 +269,6 @@ static void buf_json_string(st_buf *b, const char *s)
 
 static bool is_valid_utf8(const unsigned char *s, size_t n);
 
-static bool write_all(int fd, const void *p, size_t n)
-{
-    const char *c = p;
-    while (n > 0) {
-        ssize_t w = write(fd, c, n);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return false;
-        }
-        c += w;
-        n -= (size_t)w;
-    }
-    return true;
-}
-
 int tg_st_save(const char *path, const tg_params *tensors, const tg_st_meta *meta, tg_st_error *err)
 {
     /* Validate names first: JSON strings must be valid UTF-8 and unique. */
@@ -340,82 +324,36 @@ int tg_st_save(const char *path, const tg_params *tensors, const tg_st_meta *met
         return st_fail(err, TG_ST_ENOMEM, path, "out of memory building the header");
     }
 
-    /* temp file in the same directory: "<path>.XXXXXX.tmp" */
-    size_t lp = strlen(path);
-    char *tmp = malloc(lp + 12);
-    if (!tmp) {
-        free(h.p);
-        return st_fail(err, TG_ST_ENOMEM, path, "out of memory");
-    }
-    memcpy(tmp, path, lp);
-    memcpy(tmp + lp, ".XXXXXX.tmp", 12);
-    int fd = mkstemps(tmp, 4);
-    if (fd < 0) {
-        int e = errno;
-        free(tmp);
-        free(h.p);
-        return st_fail(err, TG_ST_EIO, path, "cannot create a temp file beside it: %s", strerror(e));
-    }
-    /* mkstemp makes 0600; give the file the usual 0666 & ~umask. */
-    mode_t um = umask(0);
-    umask(um);
-    (void)fchmod(fd, 0666 & ~um);
-
-    int e = 0;
+    /* Streamed through the library's atomic writer: temp file beside the
+     * target, fsync, rename (tensor.h). */
+    tg_atomic_file f;
+    tg_atomic_open(&f, path);
     unsigned char len8[8];
     write_u64_le(len8, h.n);
-    bool ok = write_all(fd, len8, 8) && write_all(fd, h.p, h.n);
+    tg_atomic_write(&f, len8, 8);
+    tg_atomic_write(&f, h.p, h.n);
     free(h.p);
-    if (ok && host_is_le()) {
-        for (int i = 0; ok && i < tensors->n; i++)
-            ok = write_all(fd, tensors->items[i].t->data, (size_t)tensors->items[i].t->numel * 4);
+    if (host_is_le()) {
+        for (int i = 0; !f.err && i < tensors->n; i++)
+            tg_atomic_write(&f, tensors->items[i].t->data, (size_t)tensors->items[i].t->numel * 4);
     } else {
-        for (int i = 0; ok && i < tensors->n; i++) {
+        for (int i = 0; !f.err && i < tensors->n; i++) {
             const tg_tensor *t = tensors->items[i].t;
-            for (int64_t k = 0; ok && k < t->numel; k++) {
+            for (int64_t k = 0; !f.err && k < t->numel; k++) {
                 uint32_t u;
                 memcpy(&u, &t->data[k], 4);
                 unsigned char b[4] = {(unsigned char)u, (unsigned char)(u >> 8), (unsigned char)(u >> 16),
                                       (unsigned char)(u >> 24)};
-                ok = write_all(fd, b, 4);
+                tg_atomic_write(&f, b, 4);
             }
         }
     }
-    if (!ok)
-        e = errno;
-    if (ok && fsync(fd) != 0) {
-        ok = false;
-        e = errno;
-    }
-    if (close(fd) != 0 && ok) {
-        ok = false;
-        e = errno;
-    }
-    if (ok && rename(tmp, path) != 0) {
-        ok = false;
-        e = errno;
-    }
-    if (!ok) {
-        unlink(tmp);
-        free(tmp);
-        return st_fail(err, TG_ST_EIO, path, "write failed: %s", strerror(e ? e : EIO));
-    }
-    free(tmp);
-    /* Make the rename itself durable (best effort). */
-    char *dir = st_strndup(path, lp);
-    if (dir) {
-        char *slash = strrchr(dir, '/');
-        const char *d = ".";
-        if (slash) {
-            slash[slash == dir ? 1 : 0] = '\0';
-            d = dir;
+    if (tg_atomic_commit(&f) != 0) {
+        if (err) {
+            err->code = TG_ST_EIO;
+            snprintf(err->msg, sizeof err->msg, "%.*s", (int)sizeof err->msg - 1, f.msg);
         }
-        int dfd = open(d, O_RDONLY | O_DIRECTORY);
-        if (dfd >= 0) {
-            (void)fsync(dfd);
-            close(dfd);
-        }
-        free(dir);
+        return TG_ST_EIO;
     }
     st_ok(err);
     return 0;

@@ -157,6 +157,55 @@ tg_tensor *tg_rand(tg_generator *g, int ndim, const int *shape);
 tg_tensor *tg_randn(tg_generator *g, int ndim, const int *shape);
 tg_tensor *tg_uniform(tg_generator *g, float from, float to, int ndim, const int *shape);
 
+/* ---------------------------------------------------------------- files
+ * The one way the library and its programs replace a file (checkpoints,
+ * plots, rewritten logs): the bytes go to a temp file "<path>.XXXXXX.tmp" in
+ * the target's directory, which is fsync'ed and then renamed over the target,
+ * so a reader sees the old file or the whole new one, never a part.
+ *   - A new file gets 0666 & ~umask from open(2) itself (the process umask is
+ *     never touched, so other threads are safe); an existing target keeps its
+ *     mode.
+ *   - A target the caller may not write is refused ("Permission denied"), as
+ *     cp(1) refuses it; root may replace it, as with cp.
+ *   - Any failure (creating the temp file, write, fsync, close, rename; ENOSPC,
+ *     EIO, ...) removes the temp file, leaves the old target as it was, sets
+ *     msg to one line "<path>: <what failed>: <strerror>" and returns errno.
+ * Writes are buffered and any amount streams through a fixed buffer. After a
+ * failure the later calls do nothing, so a caller checks once, at commit:
+ *     tg_atomic_file f;
+ *     tg_atomic_open(&f, path);
+ *     tg_atomic_write(&f, p, n); tg_atomic_printf(&f, "%d\n", x); ...
+ *     if (tg_atomic_commit(&f) != 0) report(f.msg);
+ * Every tg_atomic_open is ended by exactly one commit or abort.
+ */
+typedef struct tg_atomic_file {
+    int fd;              /* the temp file; -1 when not open */
+    int err;             /* the first errno, 0 while all is well */
+    unsigned mode;       /* the existing target's mode, or ~0u for a new file */
+    char *path, *tmp;    /* target and temp names (malloc'd) */
+    unsigned char *buf;  /* write buffer of TG_ATOMIC_BUF bytes */
+    size_t nbuf;
+    char msg[512];       /* the failure, "<path>: <what>: <reason>" */
+} tg_atomic_file;
+#define TG_ATOMIC_BUF ((size_t)1 << 16)
+
+/* Starts replacing path; returns 0 or the errno (also kept in f). */
+int tg_atomic_open(tg_atomic_file *f, const char *path);
+/* Appends n bytes; returns 0 or the first error so far. */
+int tg_atomic_write(tg_atomic_file *f, const void *p, size_t n);
+#if defined(__GNUC__)
+__attribute__((format(printf, 2, 3)))
+#endif
+int tg_atomic_printf(tg_atomic_file *f, const char *fmt, ...);
+/* Flushes, fsyncs and renames over the target; returns 0 or the errno of the
+ * first failure (f->msg says what). Frees what open allocated. */
+int tg_atomic_commit(tg_atomic_file *f);
+/* Gives up: removes the temp file, leaves the target as it was. */
+void tg_atomic_abort(tg_atomic_file *f);
+/* The whole of data[0..n) as path's new contents; msg (size bytes, may be
+ * NULL) gets the failure line. Returns 0 or errno. */
+int tg_write_file(const char *path, const void *data, size_t n, char *msg, size_t size);
+
 /* ---------------------------------------------------------------- threads
  * The kernels split large loops over a small pthread pool (the caller's
  * thread works too). 1 = single-threaded; the default is 1 unless the

@@ -3,12 +3,23 @@
  * generator, creation, arange, triu_/tril_, the arena, and printing against
  * torch's str(). Goldens: tests/golden/ops.txt and tests/golden/print.txt,
  * both written by tests/golden/gen_ops.py.
+ *
+ * The file writer (tg_atomic_file) is tested with fault injection: this suite
+ * is linked with -Wl,--wrap=write,--wrap=fsync,--wrap=rename,--wrap=umask, and
+ * the wrappers below fail (or shorten) the calls made on files in the test's
+ * directory when a test arms them. The permission case runs this binary again
+ * as nobody (setpriv), in a mode-1777 directory.
  */
 #include "testutil.h"
 
+#include <dirent.h>
+#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 static golden_file *G;
 
@@ -626,6 +637,408 @@ START_TEST(test_print_snprintf_semantics)
 }
 END_TEST
 
+/* ---------------------------------------------------------------- file writer
+ * Fault injection: calls on files under FDIR go through these wrappers; the
+ * rest (Check's own output) pass straight through. */
+ssize_t __real_write(int fd, const void *p, size_t n);
+int __real_fsync(int fd);
+int __real_rename(const char *from, const char *to);
+mode_t __real_umask(mode_t m);
+
+static char FDIR[256];
+static struct {
+    long budget;       /* bytes the writes may still take before failing; <0: no limit */
+    int write_errno;   /* errno once the budget is spent */
+    size_t max_chunk;  /* >0: each write takes at most this many bytes */
+    int eintr;         /* the next this-many writes fail with EINTR */
+    int fsync_errno, rename_errno;
+    long writes, fsyncs, renames, umasks;
+} FAULT;
+
+static void fault_reset(void)
+{
+    memset(&FAULT, 0, sizeof FAULT);
+    FAULT.budget = -1;
+}
+
+static bool in_fdir(const char *path)
+{
+    size_t n = strlen(FDIR);
+    return n > 0 && strncmp(path, FDIR, n) == 0 && path[n] == '/';
+}
+
+static bool fd_in_fdir(int fd)
+{
+    char link[64], target[512];
+    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(link, target, sizeof target - 1);
+    if (n <= 0)
+        return false;
+    target[n] = '\0';
+    return in_fdir(target);
+}
+
+ssize_t __wrap_write(int fd, const void *p, size_t n)
+{
+    if (!fd_in_fdir(fd))
+        return __real_write(fd, p, n);
+    FAULT.writes++;
+    if (FAULT.eintr > 0) {
+        FAULT.eintr--;
+        errno = EINTR;
+        return -1;
+    }
+    if (FAULT.max_chunk && n > FAULT.max_chunk)
+        n = FAULT.max_chunk;
+    if (FAULT.budget >= 0) {
+        if (FAULT.budget == 0) {
+            errno = FAULT.write_errno;
+            return -1;
+        }
+        if ((long)n > FAULT.budget)
+            n = (size_t)FAULT.budget; /* a partial write first, as a full disk does */
+    }
+    ssize_t w = __real_write(fd, p, n);
+    if (w > 0 && FAULT.budget >= 0)
+        FAULT.budget -= w;
+    return w;
+}
+
+int __wrap_fsync(int fd)
+{
+    if (fd_in_fdir(fd)) {
+        FAULT.fsyncs++;
+        if (FAULT.fsync_errno) {
+            errno = FAULT.fsync_errno;
+            return -1;
+        }
+    }
+    return __real_fsync(fd);
+}
+
+int __wrap_rename(const char *from, const char *to)
+{
+    if (in_fdir(to)) {
+        FAULT.renames++;
+        if (FAULT.rename_errno) {
+            errno = FAULT.rename_errno;
+            return -1;
+        }
+    }
+    return __real_rename(from, to);
+}
+
+mode_t __wrap_umask(mode_t m)
+{
+    FAULT.umasks++;
+    return __real_umask(m);
+}
+
+static void fdir_setup(void)
+{
+    char d[256];
+    tmpdir_create(d, sizeof d, "tg_file_");
+    ck_assert_ptr_nonnull(realpath(d, FDIR)); /* as /proc/self/fd shows it */
+    fault_reset();
+}
+
+static void fdir_teardown(void)
+{
+    tmpdir_remove(FDIR);
+    FDIR[0] = '\0';
+    fault_reset();
+}
+
+static char *fpath(char *buf, const char *name)
+{
+    snprintf(buf, 512, "%s/%s", FDIR, name);
+    return buf;
+}
+
+static void put_file(const char *path, const char *text, mode_t mode)
+{
+    FILE *f = fopen(path, "wb");
+    ck_assert_ptr_nonnull(f);
+    fputs(text, f);
+    fclose(f);
+    ck_assert_int_eq(chmod(path, mode), 0);
+}
+
+/* The whole file, NUL-terminated (caller frees); *len its size. */
+static char *slurp(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    ck_assert_msg(f != NULL, "%s: %s", path, strerror(errno));
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *b = malloc((size_t)n + 1);
+    ck_assert_uint_eq(fread(b, 1, (size_t)n, f), (size_t)n);
+    fclose(f);
+    b[n] = '\0';
+    if (len)
+        *len = (size_t)n;
+    return b;
+}
+
+static unsigned file_mode(const char *path)
+{
+    struct stat st;
+    ck_assert_int_eq(stat(path, &st), 0);
+    return (unsigned)(st.st_mode & 07777);
+}
+
+static int fdir_entries(void)
+{
+    int n = 0;
+    DIR *d = opendir(FDIR);
+    ck_assert_ptr_nonnull(d);
+    for (struct dirent *e; (e = readdir(d));)
+        n += strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
+    closedir(d);
+    return n;
+}
+
+/* 300 KB of a known pattern, written as printf lines, small writes and one
+ * block larger than the buffer, so every path of the buffering runs. */
+#define BIG_N (300 * 1024)
+static void write_pattern(tg_atomic_file *f, char *want, size_t *nwant)
+{
+    size_t n = 0;
+    for (int i = 0; i < 1000; i++) {
+        n += (size_t)sprintf(want + n, "line %d\n", i);
+        tg_atomic_printf(f, "line %d\n", i);
+    }
+    for (size_t i = 0; i < BIG_N; i++)
+        want[n + i] = (char)('a' + (i * 7) % 26);
+    tg_atomic_write(f, want + n, 10);
+    tg_atomic_write(f, want + n + 10, BIG_N - 20); /* > TG_ATOMIC_BUF: straight through */
+    tg_atomic_write(f, want + n + BIG_N - 10, 10);
+    n += BIG_N;
+    *nwant = n;
+}
+
+START_TEST(test_file_writer_contents_and_modes)
+{
+    char p[512];
+    char *want = malloc(BIG_N + 20000);
+    size_t nwant, ngot;
+    mode_t old_umask = __real_umask(027);
+
+    /* a new file: all the bytes, 0666 & ~umask, and the umask never touched */
+    tg_atomic_file f;
+    ck_assert_int_eq(tg_atomic_open(&f, fpath(p, "new.txt")), 0);
+    write_pattern(&f, want, &nwant);
+    ck_assert_int_eq(fdir_entries(), 1); /* only the temp file so far */
+    ck_assert_int_eq(tg_atomic_commit(&f), 0);
+    char *got = slurp(p, &ngot);
+    ck_assert_uint_eq(ngot, nwant);
+    ck_assert(memcmp(got, want, nwant) == 0);
+    free(got);
+    ck_assert_uint_eq(file_mode(p), 0640);
+    ck_assert_int_eq(FAULT.umasks, 0);
+    ck_assert_int_eq(FAULT.fsyncs, 1);
+    ck_assert_int_eq(FAULT.renames, 1);
+    ck_assert_int_eq(fdir_entries(), 1);
+
+    /* an existing target keeps its mode (0604 is no umask's result) */
+    put_file(fpath(p, "old.txt"), "old", 0604);
+    ck_assert_int_eq(tg_write_file(p, "new contents", 12, NULL, 0), 0);
+    got = slurp(p, &ngot);
+    ck_assert_str_eq(got, "new contents");
+    free(got);
+    ck_assert_uint_eq(file_mode(p), 0604);
+    ck_assert_int_eq(chmod(p, 0600), 0);
+    ck_assert_int_eq(tg_write_file(p, "x", 1, NULL, 0), 0);
+    ck_assert_uint_eq(file_mode(p), 0600);
+
+    /* short writes and EINTR are retried: the file is still whole */
+    FAULT.max_chunk = 7;
+    FAULT.eintr = 3;
+    FAULT.writes = 0;
+    tg_atomic_open(&f, fpath(p, "short.txt"));
+    write_pattern(&f, want, &nwant);
+    ck_assert_int_eq(tg_atomic_commit(&f), 0);
+    ck_assert_int_gt(FAULT.writes, (long)(nwant / 7));
+    got = slurp(p, &ngot);
+    ck_assert_uint_eq(ngot, nwant);
+    ck_assert(memcmp(got, want, nwant) == 0);
+    free(got);
+    fault_reset();
+
+    /* abort leaves the old file and no temp file */
+    put_file(fpath(p, "kept.txt"), "kept", 0644);
+    int before = fdir_entries();
+    tg_atomic_open(&f, p);
+    tg_atomic_printf(&f, "never seen");
+    tg_atomic_abort(&f);
+    got = slurp(p, NULL);
+    ck_assert_str_eq(got, "kept");
+    free(got);
+    ck_assert_int_eq(fdir_entries(), before);
+    ck_assert_int_eq(FAULT.umasks, 0);
+    __real_umask(old_umask);
+    free(want);
+}
+END_TEST
+
+/* Each injected failure: the old file intact, no temp file, the errno
+ * returned, and a message naming the file, the step and the error. */
+START_TEST(test_file_writer_faults)
+{
+    static const struct {
+        const char *what;
+        long budget;
+        int write_errno, fsync_errno, rename_errno;
+        const char *step;
+    } cases[] = {
+        {"disk full half way", 5000, ENOSPC, 0, 0, "write failed"},
+        {"disk full at once", 0, ENOSPC, 0, 0, "write failed"},
+        {"I/O error", 70000, EIO, 0, 0, "write failed"},
+        {"quota", 100, EDQUOT, 0, 0, "write failed"},
+        {"fsync fails", -1, 0, EIO, 0, "fsync failed"},
+        {"rename fails", -1, 0, 0, EIO, "rename failed"},
+        {"rename across devices", -1, 0, 0, EXDEV, "rename failed"},
+    };
+    char p[512];
+    char *want = malloc(BIG_N + 20000);
+    size_t nwant;
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        put_file(fpath(p, "ckpt.bin"), "the old checkpoint", 0644);
+        fault_reset();
+        FAULT.budget = cases[c].budget;
+        FAULT.write_errno = cases[c].write_errno;
+        FAULT.fsync_errno = cases[c].fsync_errno;
+        FAULT.rename_errno = cases[c].rename_errno;
+        int want_errno = cases[c].write_errno | cases[c].fsync_errno | cases[c].rename_errno;
+        tg_atomic_file f;
+        ck_assert_int_eq(tg_atomic_open(&f, p), 0);
+        write_pattern(&f, want, &nwant);
+        int rc = tg_atomic_commit(&f);
+        fault_reset();
+        ck_assert_msg(rc == want_errno, "%s: returned %d, want %d", cases[c].what, rc, want_errno);
+        ck_assert_msg(strstr(f.msg, p) && strstr(f.msg, cases[c].step) && strstr(f.msg, strerror(want_errno)),
+                      "%s: message '%s'", cases[c].what, f.msg);
+        char *got = slurp(p, NULL);
+        ck_assert_msg(strcmp(got, "the old checkpoint") == 0, "%s: old file changed", cases[c].what);
+        free(got);
+        ck_assert_msg(fdir_entries() == 1, "%s: a temp file was left", cases[c].what);
+        /* the one-call form says the same */
+        FAULT.budget = cases[c].budget;
+        FAULT.write_errno = cases[c].write_errno;
+        FAULT.fsync_errno = cases[c].fsync_errno;
+        FAULT.rename_errno = cases[c].rename_errno;
+        char msg[600];
+        rc = tg_write_file(p, want, nwant, msg, sizeof msg);
+        fault_reset();
+        ck_assert_int_eq(rc, want_errno);
+        ck_assert_str_eq(msg, f.msg);
+        ck_assert_int_eq(fdir_entries(), 1);
+    }
+    free(want);
+
+    /* a directory in the way, a missing directory: refused before writing */
+    tg_atomic_file f;
+    ck_assert_int_eq(mkdir(fpath(p, "adir"), 0755), 0);
+    ck_assert_int_eq(tg_atomic_open(&f, p), EISDIR);
+    tg_atomic_printf(&f, "ignored");
+    ck_assert_int_eq(tg_atomic_commit(&f), EISDIR);
+    ck_assert_ptr_nonnull(strstr(f.msg, p));
+    rmdir(p);
+    ck_assert_int_eq(tg_write_file(fpath(p, "no/such/dir/x"), "x", 1, NULL, 0), ENOENT);
+    ck_assert_int_eq(fdir_entries(), 1);
+}
+END_TEST
+
+/* Run as "<this binary> --atomic-write PATH TEXT": prints the writer's message
+ * and exits with its return code (the permission test runs it as nobody). */
+static int atomic_write_main(const char *path, const char *text)
+{
+    char msg[600] = "";
+    int rc = tg_write_file(path, text, strlen(text), msg, sizeof msg);
+    printf("%s\n", msg);
+    return rc;
+}
+
+/* Writes TEXT to path as nobody; returns the exit status, msg its output. */
+static int write_as_nobody(const char *path, const char *text, char *msg, size_t size)
+{
+    char self[512];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    ck_assert_int_gt(n, 0);
+    self[n] = '\0';
+    int pfd[2];
+    ck_assert_int_eq(pipe(pfd), 0);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        dup2(pfd[1], 1);
+        close(pfd[0]);
+        execl("/usr/bin/setpriv", "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", self,
+              "--atomic-write", path, text, (char *)NULL);
+        _exit(127);
+    }
+    close(pfd[1]);
+    size_t got = 0;
+    for (ssize_t r; got + 1 < size && (r = read(pfd[0], msg + got, size - 1 - got)) > 0;)
+        got += (size_t)r;
+    msg[got] = '\0';
+    close(pfd[0]);
+    int st;
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) != 127, "setpriv did not run");
+    return WEXITSTATUS(st);
+}
+
+/* A read-only file is not replaced by someone who may not write it, even in
+ * a directory they may write (rename alone would allow it); root may, as
+ * with cp. */
+START_TEST(test_file_writer_permission)
+{
+    char p[512], q[512], msg[700];
+    if (geteuid() != 0) {
+        /* not root: this process is the user who is refused */
+        put_file(fpath(p, "ro.bin"), "read-only", 0444);
+        ck_assert_int_eq(tg_write_file(p, "new", 3, msg, sizeof msg), EACCES);
+        ck_assert_ptr_nonnull(strstr(msg, p));
+        ck_assert_ptr_nonnull(strstr(msg, "Permission denied"));
+        char *got = slurp(p, NULL);
+        ck_assert_str_eq(got, "read-only");
+        free(got);
+        ck_assert_int_eq(fdir_entries(), 1);
+        return;
+    }
+    /* nobody may enter and write the directory; only the file's mode refuses */
+    ck_assert_int_eq(chmod(FDIR, 01777), 0);
+    put_file(fpath(p, "ro.bin"), "read-only", 0444);
+    ck_assert_int_eq(chown(p, 65534, 65534), 0);
+    put_file(fpath(q, "rw.bin"), "writable", 0640);
+    ck_assert_int_eq(chown(q, 65534, 65534), 0);
+
+    int rc = write_as_nobody(p, "replaced", msg, sizeof msg);
+    ck_assert_msg(rc == EACCES, "nobody replaced a 0444 file (exit %d: %s)", rc, msg);
+    ck_assert_msg(strstr(msg, p) && strstr(msg, "Permission denied"), "message '%s'", msg);
+    char *got = slurp(p, NULL);
+    ck_assert_str_eq(got, "read-only");
+    free(got);
+    ck_assert_int_eq(fdir_entries(), 2);
+    /* the same user replaces a file they may write, and it keeps its mode */
+    rc = write_as_nobody(q, "replaced", msg, sizeof msg);
+    ck_assert_msg(rc == 0, "nobody could not replace its own 0640 file: %s", msg);
+    got = slurp(q, NULL);
+    ck_assert_str_eq(got, "replaced");
+    free(got);
+    ck_assert_uint_eq(file_mode(q), 0640);
+    /* root may replace the read-only file, which stays read-only */
+    ck_assert_int_eq(tg_write_file(p, "by root", 7, msg, sizeof msg), 0);
+    got = slurp(p, NULL);
+    ck_assert_str_eq(got, "by root");
+    free(got);
+    ck_assert_uint_eq(file_mode(p), 0444);
+    ck_assert_int_eq(fdir_entries(), 2);
+}
+END_TEST
+
 static Suite *tensor_suite(void)
 {
     Suite *s = suite_create("tensor");
@@ -659,7 +1072,19 @@ static Suite *tensor_suite(void)
     tcase_add_test(tc, test_print_file_has_all_entries);
     tcase_add_test(tc, test_print_snprintf_semantics);
     suite_add_tcase(s, tc);
+
+    tc = tcase_create("file writer");
+    tcase_add_checked_fixture(tc, fdir_setup, fdir_teardown);
+    tcase_add_test(tc, test_file_writer_contents_and_modes);
+    tcase_add_test(tc, test_file_writer_faults);
+    tcase_add_test(tc, test_file_writer_permission);
+    suite_add_tcase(s, tc);
     return s;
 }
 
-int main(void) { return run_suite(tensor_suite()) ? 1 : 0; }
+int main(int argc, char **argv)
+{
+    if (argc == 4 && strcmp(argv[1], "--atomic-write") == 0)
+        return atomic_write_main(argv[2], argv[3]);
+    return run_suite(tensor_suite()) ? 1 : 0;
+}
