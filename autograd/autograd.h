@@ -13,8 +13,12 @@
  * across resets, and are freed by their owner. Keep a result past a reset
  * with tg_copy().
  *
- * In gdb:  p *tg_tape_current()->nodes@tg_tape_current()->n_nodes
- *          call tg_tape_print(0, stderr)
+ * Debugging: every entry records the module path active when it ran (see
+ * tg_scope_push) and every op output the tape and entry that made it;
+ * tg_tape_print and tg_tape_dot show the tape; anomaly mode stops at the
+ * first NaN; gradient hooks see (and may change) gradients during backward.
+ * In gdb, docs/gdb/tapegrad_gdb.py reads all of it without calling into the
+ * program (docs/DEBUGGING.md).
  */
 #ifndef TG_AUTOGRAD_H
 #define TG_AUTOGRAD_H
@@ -30,6 +34,8 @@ typedef void (*tg_backward_fn)(tg_node *n);
 
 struct tg_node {
     const char *op;            /* "tg_matmul", ... */
+    const char *path;          /* module path active when it ran ("trf_blocks.1.att"; "" at the top) */
+    int scope;                 /* that path's index in the tape's path table */
     tg_backward_fn backward;   /* accumulates into in[i]->grad from out->grad */
     tg_tensor *out;
     tg_tensor **in;            /* n_in inputs, arena-allocated */
@@ -40,12 +46,25 @@ struct tg_node {
     void *ctx;                 /* anything larger, arena-allocated */
 };
 
+/* One interned module path: its last component and the whole dotted path.
+ * paths[0] is the top level (""). Entries are made the first time a scope is
+ * entered and kept across resets, so warm steps never grow the table. */
+typedef struct tg_scope_path {
+    char *name;                /* last component, "att" */
+    char *path;                /* "trf_blocks.1.att" */
+    int parent, first_child, next_sibling;   /* indices, -1 for none */
+} tg_scope_path;
+
 typedef struct tg_tape {
     tg_node *nodes;            /* nodes[0..n_nodes) in execution order */
     int n_nodes, cap_nodes;
     tg_arena *arena;           /* op outputs, intermediate grads, node extras */
     bool grad_enabled;
     bool retain_grads;         /* keep intermediates' grads after backward */
+    bool detect_anomaly;       /* check every output and gradient (tg_set_detect_anomaly) */
+    tg_scope_path *paths;      /* interned module paths, paths[0] = "" */
+    int n_paths, cap_paths;
+    int scope;                 /* the current path's index */
     /* grad buffers of intermediates whose backward has run, for reuse by
      * later ones of the same size (so backward needs about one layer of grad
      * memory, not the whole graph's) */
@@ -64,8 +83,53 @@ tg_tape *tg_tape_use(tg_tape *t);
 void tg_tape_reset(tg_tape *t);
 /* Frees the default tape's memory (for leak checkers at exit). */
 void tg_tape_release_default(void);
-/* Prints "#i op in-shapes -> out-shape" for every entry. NULL: current. */
+/* Prints one line per entry, "#57 tg_softmax  trf_blocks.1.att  [8,4,32,32] -> [8,4,32,32]"
+ * (op, module path or "-", input shapes, named leaves in parentheses, the
+ * output shape). NULL: current. */
 void tg_tape_print(const tg_tape *t, FILE *f);
+/* Writes the tape as a Graphviz DOT graph: one box per op (entry, op, output
+ * shape and name, grad norm when it has a grad), one ellipse per leaf (name,
+ * shape, grad norm), edges from inputs to ops, module paths as nested
+ * clusters. NULL: current. Returns 0, or -1 if writing to f failed. */
+int tg_tape_dot(const tg_tape *t, FILE *f);
+
+/* ---------------------------------------------------------------- module scopes
+ * A module's forward enters a scope named after it (its attribute name in
+ * the parent: "att", "trf_blocks.1") and leaves it on return; every entry
+ * recorded meanwhile carries the dotted path ("trf_blocks.1.att"). Paths are
+ * interned in the current tape the first time they are entered, so a warm
+ * step mallocs nothing. name is copied. Pops must match pushes;
+ * tg_tape_reset returns to the top level. */
+void tg_scope_push(const char *name);
+void tg_scope_pop(void);
+/* The current module path of the current tape ("" at the top level). */
+const char *tg_scope_path_current(void);
+
+/* ---------------------------------------------------------------- anomaly mode
+ * Like torch.autograd.set_detect_anomaly, for the current tape: with it on,
+ * every op's output is checked for NaN as it is made (infinities are
+ * legitimate in a forward: masked_fill writes -inf), and every gradient a
+ * backward produces for NaN and +-Inf. The first bad value stops through
+ * tg_error, naming forward or backward, the op, its tape entry and module
+ * path, the shapes, and the first bad element's index and value. Off (the
+ * default) it costs one branch per op. Returns the previous setting. */
+bool tg_set_detect_anomaly(bool on);
+bool tg_is_anomaly_enabled(void);
+
+/* ---------------------------------------------------------------- gradient hooks
+ * Like Tensor.register_hook: fn(t, grad, ctx) runs during tg_backward once
+ * t's gradient for this backward is complete (grad: t->numel floats; it may
+ * read it or change it in place, and what it leaves is what flows on). For an
+ * op output that is before its own entry's backward runs; for a leaf it is
+ * after the last entry using it, and the hook sees this backward's gradient
+ * alone, which is then added to .grad (leaves accumulate). t must require
+ * grad. Hooks run in registration order. A hook on an op output lives until
+ * its tape is reset; one on a leaf until removed or tg_free. Registering on
+ * an op output mallocs nothing (the record is in the tape's arena). */
+typedef void (*tg_hook_fn)(tg_tensor *t, float *grad, void *ctx);
+tg_hook *tg_register_hook(tg_tensor *t, tg_hook_fn fn, void *ctx);
+/* Removes a hook (NULL is ignored); h must still be alive. */
+void tg_remove_hook(tg_hook *h);
 
 /* Grad mode of the current tape (like torch.set_grad_enabled); returns the
  * previous value. With it off, ops record nothing. */

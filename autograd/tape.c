@@ -1,6 +1,8 @@
-/* autograd/tape.c — the Wengert list: recording, backward, printing. */
+/* autograd/tape.c — the Wengert list: recording, module scopes, anomaly
+ * mode, gradient hooks, backward, printing. */
 #include "autograd.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -25,6 +27,11 @@ tg_tape *tg_tape_new(void)
 
 static void tape_release(tg_tape *t)
 {
+    for (int i = 0; i < t->n_paths; i++) {
+        free(t->paths[i].name);
+        free(t->paths[i].path);
+    }
+    free(t->paths);
     free(t->nodes);
     tg_arena_free(t->arena);
     memset(t, 0, sizeof *t);
@@ -69,6 +76,7 @@ void tg_tape_reset(tg_tape *t)
         t = tg_tape_current();
     t->n_nodes = 0;
     t->n_free_grads = 0;
+    t->scope = 0;
     tg_arena_reset(t->arena);
 }
 
@@ -98,7 +106,276 @@ bool tg_retain_grads(bool on)
     return prev;
 }
 
+/* ---------------------------------------------------------------- module scopes */
+
+static char *dup_str(const char *op, const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *d = malloc(n);
+    if (!d)
+        tg_error(op, "out of memory");
+    return memcpy(d, s, n);
+}
+
+/* Index of child `name` of path `parent`, interned on first use. */
+static int intern_path(tg_tape *t, int parent, const char *name)
+{
+    if (t->n_paths == 0) {   /* paths[0]: the top level */
+        t->paths = malloc(16 * sizeof *t->paths);
+        if (!t->paths)
+            tg_error("tg_scope_push", "out of memory");
+        t->cap_paths = 16;
+        t->paths[0] = (tg_scope_path){dup_str("tg_scope_push", ""), dup_str("tg_scope_push", ""), -1, -1, -1};
+        t->n_paths = 1;
+    }
+    for (int c = t->paths[parent].first_child; c >= 0; c = t->paths[c].next_sibling)
+        if (strcmp(t->paths[c].name, name) == 0)
+            return c;
+    if (t->n_paths == t->cap_paths) {
+        tg_scope_path *p = realloc(t->paths, (size_t)t->cap_paths * 2 * sizeof *p);
+        if (!p)
+            tg_error("tg_scope_push", "out of memory growing the path table");
+        t->paths = p;
+        t->cap_paths *= 2;
+    }
+    const char *pp = t->paths[parent].path;
+    const size_t lp = strlen(pp), ln = strlen(name);
+    char *full = malloc(lp + ln + 2);
+    if (!full)
+        tg_error("tg_scope_push", "out of memory");
+    memcpy(full, pp, lp);
+    if (lp)
+        full[lp] = '.';
+    memcpy(full + lp + (lp ? 1 : 0), name, ln + 1);
+    const int id = t->n_paths++;
+    t->paths[id] = (tg_scope_path){dup_str("tg_scope_push", name), full, parent, -1, t->paths[parent].first_child};
+    t->paths[parent].first_child = id;
+    return id;
+}
+
+void tg_scope_push(const char *name)
+{
+    tg_check_ptr("tg_scope_push", name, "scope name");
+    if (!*name)
+        tg_error("tg_scope_push", "the scope name is empty");
+    tg_tape *t = tg_tape_current();
+    t->scope = intern_path(t, t->n_paths ? t->scope : 0, name);
+}
+
+void tg_scope_pop(void)
+{
+    tg_tape *t = tg_tape_current();
+    if (t->scope == 0)
+        tg_error("tg_scope_pop", "no module scope is open (more pops than pushes)");
+    t->scope = t->paths[t->scope].parent;
+}
+
+const char *tg_scope_path_current(void)
+{
+    const tg_tape *t = tg_tape_current();
+    return t->n_paths ? t->paths[t->scope].path : "";
+}
+
+/* ---------------------------------------------------------------- anomaly mode */
+
+bool tg_set_detect_anomaly(bool on)
+{
+    tg_tape *t = tg_tape_current();
+    bool prev = t->detect_anomaly;
+    t->detect_anomaly = on;
+    return prev;
+}
+
+bool tg_is_anomaly_enabled(void) { return tg_tape_current()->detect_anomaly; }
+
+/* Index of the first NaN (or, with inf, NaN or +-Inf) in v[0..n), or -1. */
+static int64_t first_bad(const float *v, int64_t n, bool inf)
+{
+    for (int64_t i = 0; i < n; i++)
+        if (isnan(v[i]) || (inf && isinf(v[i])))
+            return i;
+    return -1;
+}
+
+/* "[1,2]": the multi-index of flat element i of t. */
+static char *index_str(char *buf, const tg_tensor *t, int64_t i)
+{
+    int idx[TG_MAX_DIMS];
+    for (int d = t->ndim - 1; d >= 0; d--) {
+        idx[d] = t->shape[d] ? (int)(i % t->shape[d]) : 0;
+        i = t->shape[d] ? i / t->shape[d] : 0;
+    }
+    return tg_shape_str(buf, t->ndim, idx);
+}
+
+/* "[2,3], [3] -> [2]" */
+static void node_shapes(char *buf, size_t size, const tg_node *n)
+{
+    char b[64];
+    size_t len = 0;
+    buf[0] = '\0';
+    for (int k = 0; k < n->n_in && len < size; k++)
+        len += (size_t)snprintf(buf + len, size - len, "%s%s", k ? ", " : "",
+                                tg_shape_str(b, n->in[k]->ndim, n->in[k]->shape));
+    if (len < size)
+        snprintf(buf + len, size - len, " -> %s", tg_shape_str(b, n->out->ndim, n->out->shape));
+}
+
+/* A bad value as torch prints it: "nan" whatever its sign bit, "inf", "-inf". */
+static const char *bad_str(float v) { return isnan(v) ? "nan" : v > 0 ? "inf" : "-inf"; }
+
+static const char *path_or_top(const char *p) { return p && *p ? p : "(top level)"; }
+
+static void check_forward(const tg_tape *t, const char *op, tg_tensor *out, tg_tensor **in, int n_in, int entry)
+{
+    const int64_t i = first_bad(out->data, out->numel, false);
+    if (i < 0)
+        return;
+    tg_node tmp = {.op = op, .out = out, .in = in, .n_in = n_in};
+    char shapes[256], ix[64], where[32];
+    node_shapes(shapes, sizeof shapes, &tmp);
+    if (entry >= 0)
+        snprintf(where, sizeof where, "tape entry #%d", entry);
+    else
+        snprintf(where, sizeof where, "not recorded");
+    tg_error(op, "anomaly in forward: %s, module %s, %s: output element %s (flat %lld) is %s",
+             where, path_or_top(t->n_paths ? t->paths[t->scope].path : ""), shapes, index_str(ix, out, i),
+             (long long)i, bad_str(out->data[i]));
+}
+
+/* After n's backward: every gradient it added to must be finite. */
+static void check_backward(const tg_tape *t, const tg_node *n)
+{
+    for (int k = 0; k < n->n_in; k++) {
+        const tg_tensor *x = n->in[k];
+        if (!x->requires_grad || !x->grad)
+            continue;
+        const int64_t i = first_bad(x->grad, x->numel, true);
+        if (i < 0)
+            continue;
+        char shapes[256], ix[64], b[64];
+        node_shapes(shapes, sizeof shapes, n);
+        tg_error(n->op, "anomaly in backward: tape entry #%d, module %s, %s: the gradient of input %d %s%s%s%s "
+                 "at %s (flat %lld) is %s",
+                 (int)(n - t->nodes), path_or_top(n->path), shapes, k, tg_shape_str(b, x->ndim, x->shape),
+                 x->name ? " (" : "", x->name ? x->name : "", x->name ? ")" : "", index_str(ix, x, i),
+                 (long long)i, bad_str(x->grad[i]));
+    }
+}
+
+/* ---------------------------------------------------------------- gradient hooks */
+
 static size_t grad_bytes(const tg_tensor *t) { return (size_t)(t->numel ? t->numel : 1) * sizeof(float); }
+
+static int g_leaf_hooks;   /* hooks on heap tensors alive, process-wide (atomic) */
+
+tg_hook *tg_register_hook(tg_tensor *t, tg_hook_fn fn, void *ctx)
+{
+    tg_check_ptr("tg_register_hook", t, "tensor");
+    tg_check_ptr("tg_register_hook", fn, "hook function");
+    if (!t->requires_grad) {
+        char b[64];
+        tg_error("tg_register_hook", "cannot register a hook on a tensor %s that does not require grad",
+                 tg_shape_str(b, t->ndim, t->shape));
+    }
+    const bool heap = t->storage == TG_STORAGE_HEAP;
+    tg_hook *h;
+    if (heap) {
+        h = malloc(sizeof *h);
+        if (!h)
+            tg_error("tg_register_hook", "out of memory");
+        __atomic_add_fetch(&g_leaf_hooks, 1, __ATOMIC_RELAXED);
+    } else {
+        h = tg_arena_alloc(t->tape ? t->tape->arena : tg_tape_current()->arena, sizeof *h);
+    }
+    *h = (tg_hook){fn, ctx, t, NULL, heap};
+    tg_hook **end = &t->hooks;
+    while (*end)
+        end = &(*end)->next;
+    *end = h;
+    return h;
+}
+
+void tg_remove_hook(tg_hook *h)
+{
+    if (!h)
+        return;
+    for (tg_hook **p = &h->tensor->hooks; *p; p = &(*p)->next)
+        if (*p == h) {
+            *p = h->next;
+            if (h->heap) {
+                __atomic_sub_fetch(&g_leaf_hooks, 1, __ATOMIC_RELAXED);
+                free(h);
+            }
+            return;
+        }
+    tg_error("tg_remove_hook", "the hook is not registered on its tensor (removed twice?)");
+}
+
+static void run_hooks(tg_tensor *t)
+{
+    for (tg_hook *h = t->hooks; h; h = h->next)
+        h->fn(t, t->grad, h->ctx);
+}
+
+/* A leaf with hooks during one backward: its gradient of this pass goes to
+ * a fresh buffer (so the hooks see it alone), added to .grad at last_use. */
+typedef struct {
+    tg_tensor *t;
+    float *saved;      /* .grad before this backward (NULL if none) */
+    int last_use;      /* lowest entry index that takes it as input */
+    bool reached;      /* some entry using it ran its backward */
+} leaf_pass;
+
+static int collect_hooked_leaves(tg_tape *t, int last, leaf_pass **out)
+{
+    if (!__atomic_load_n(&g_leaf_hooks, __ATOMIC_RELAXED))
+        return 0;
+    int n = 0, cap = 0;
+    leaf_pass *lp = NULL;
+    for (int i = last; i >= 0; i--)
+        for (int k = 0; k < t->nodes[i].n_in; k++) {
+            tg_tensor *x = t->nodes[i].in[k];
+            if (!x->hooks || !x->requires_grad || (x->node >= 0 && x->tape == t))
+                continue;
+            int j = 0;
+            while (j < n && lp[j].t != x)
+                j++;
+            if (j == n) {
+                if (n == cap) {   /* from the arena: reused every step */
+                    leaf_pass *g = tg_arena_alloc(t->arena, (size_t)(cap ? cap * 2 : 8) * sizeof *g);
+                    if (n)
+                        memcpy(g, lp, (size_t)n * sizeof *g);
+                    lp = g;
+                    cap = cap ? cap * 2 : 8;
+                }
+                lp[n++] = (leaf_pass){x, x->grad, i, false};
+                x->grad = tg_arena_alloc(t->arena, grad_bytes(x));
+                memset(x->grad, 0, grad_bytes(x));
+            }
+            lp[j].last_use = i;
+        }
+    *out = lp;
+    return n;
+}
+
+/* The pass is over for p's leaf: run its hooks, then accumulate into .grad. */
+static void finish_leaf(tg_tape *t, leaf_pass *p)
+{
+    tg_tensor *x = p->t;
+    float *pass = x->grad;
+    if (p->reached)
+        run_hooks(x);
+    x->grad = p->saved;
+    if (!p->reached)
+        return;
+    float *g = tg_grad_buffer(x, t->arena);
+    for (int64_t i = 0; i < x->numel; i++)
+        g[i] += pass[i];
+}
+
+/* ---------------------------------------------------------------- recording and backward */
+
 
 /* An intermediate's backward has run: its grad is dead; keep the buffer. */
 static void release_grad(tg_tape *tape, tg_tensor *t)
@@ -129,13 +406,14 @@ tg_node *tg_record(const char *op, tg_tensor *out, tg_tensor **in, int n_in, tg_
     for (int i = 0; i < n_in; i++)
         tg_check_ptr(op, in[i], "an input");
     tg_tape *t = tg_tape_current();
-    if (!t->grad_enabled)
-        return NULL;
     bool any = false;
     for (int i = 0; i < n_in; i++)
         any |= in[i]->requires_grad;
-    if (!any)
+    if (!t->grad_enabled || !any) {
+        if (t->detect_anomaly)
+            check_forward(t, op, out, in, n_in, -1);
         return NULL;
+    }
     if (t->n_nodes == t->cap_nodes) {
         int cap = t->cap_nodes ? t->cap_nodes * 2 : 256;
         tg_node *nodes = realloc(t->nodes, (size_t)cap * sizeof *nodes);
@@ -147,6 +425,8 @@ tg_node *tg_record(const char *op, tg_tensor *out, tg_tensor **in, int n_in, tg_
     tg_node *n = &t->nodes[t->n_nodes];
     memset(n, 0, sizeof *n);
     n->op = op;
+    n->scope = t->n_paths ? t->scope : 0;
+    n->path = t->n_paths ? t->paths[t->scope].path : "";
     n->backward = backward;
     n->out = out;
     n->n_in = n_in;
@@ -154,6 +434,9 @@ tg_node *tg_record(const char *op, tg_tensor *out, tg_tensor **in, int n_in, tg_
     memcpy(n->in, in, (size_t)n_in * sizeof *n->in);
     out->requires_grad = true;
     out->node = t->n_nodes++;
+    out->tape = t;
+    if (t->detect_anomaly)
+        check_forward(t, op, out, in, n_in, out->node);
     return n;
 }
 
@@ -190,12 +473,14 @@ void tg_backward(tg_tensor *loss, const tg_tensor *seed)
     if (seed && seed->numel != loss->numel)
         tg_error("tg_backward", "seed gradient %s does not match the loss %s",
                  tg_shape_str(b1, seed->ndim, seed->shape), tg_shape_str(b2, loss->ndim, loss->shape));
-    if (loss->node >= t->n_nodes || (loss->node >= 0 && t->nodes[loss->node].out != loss))
+    if (loss->node >= 0 && (loss->tape != t || loss->node >= t->n_nodes || t->nodes[loss->node].out != loss))
         tg_error("tg_backward", "the loss was not recorded on the current tape (was it reset?)");
 
     /* Intermediate grads start from zero on every backward; leaves accumulate. */
     for (int i = 0; i < t->n_nodes; i++)
         t->nodes[i].out->grad = NULL;
+    leaf_pass *leaves = NULL;
+    const int n_leaves = collect_hooked_leaves(t, loss->node, &leaves);
 
     float *g = tg_grad_of(loss);
     for (int64_t i = 0; i < loss->numel; i++)
@@ -203,11 +488,21 @@ void tg_backward(tg_tensor *loss, const tg_tensor *seed)
 
     for (int i = loss->node; i >= 0; i--) {
         tg_node *n = &t->nodes[i];
-        if (!n->out->grad)
-            continue;
-        n->backward(n);
-        if (!t->retain_grads && n->out != loss)
-            release_grad(t, n->out);
+        if (n->out->grad) {
+            if (n->out->hooks)
+                run_hooks(n->out);   /* its gradient is complete: every consumer has run */
+            n->backward(n);
+            if (t->detect_anomaly)
+                check_backward(t, n);
+            if (!t->retain_grads && n->out != loss)
+                release_grad(t, n->out);
+            for (int j = 0; j < n_leaves; j++)
+                for (int k = 0; k < n->n_in; k++)
+                    leaves[j].reached |= n->in[k] == leaves[j].t;
+        }
+        for (int j = 0; j < n_leaves; j++)
+            if (leaves[j].last_use == i)
+                finish_leaf(t, &leaves[j]);
     }
 }
 
@@ -219,23 +514,125 @@ void tg_zero_grad(tg_tensor **params, int n)
         tg_zero_grad_tensor(params[i]);
 }
 
+/* ---------------------------------------------------------------- printing */
+
 void tg_tape_print(const tg_tape *t, FILE *f)
 {
     if (!t)
         t = tg_tape_current();
+    tg_check_ptr("tg_tape_print", f, "stream");
     char b[64];
     fprintf(f, "tape: %d entries, arena %zu bytes used\n", t->n_nodes, tg_arena_used(t->arena));
     for (int i = 0; i < t->n_nodes; i++) {
         const tg_node *n = &t->nodes[i];
-        fprintf(f, "#%-4d %-20s", i, n->op);
+        fprintf(f, "#%d %s  %s ", i, n->op, n->path && *n->path ? n->path : "-");
         for (int k = 0; k < n->n_in; k++) {
             const tg_tensor *x = n->in[k];
             fprintf(f, "%s%s", k ? ", " : " ", tg_shape_str(b, x->ndim, x->shape));
-            if (x->node >= 0)
-                fprintf(f, "(#%d)", x->node);
-            else if (x->name)
+            if (x->node < 0 && x->name)
                 fprintf(f, "(%s)", x->name);
         }
         fprintf(f, " -> %s\n", tg_shape_str(b, n->out->ndim, n->out->shape));
     }
+}
+
+static double grad_norm(const tg_tensor *x)
+{
+    double s = 0.0;
+    for (int64_t i = 0; i < x->numel; i++)
+        s += (double)x->grad[i] * x->grad[i];
+    return sqrt(s);
+}
+
+/* A DOT string literal's body: quotes and backslashes escaped. */
+static void dot_str(FILE *f, const char *s)
+{
+    for (; *s; s++) {
+        if (*s == '"' || *s == '\\')
+            fputc('\\', f);
+        fputc(*s, f);
+    }
+}
+
+/* A tensor's label lines: name (if any), shape, grad norm (if a grad). */
+static void dot_tensor_label(FILE *f, const tg_tensor *x)
+{
+    char b[64];
+    if (x->name) {
+        dot_str(f, x->name);
+        fputs("\\n", f);
+    }
+    fputs(tg_shape_str(b, x->ndim, x->shape), f);
+    if (x->grad)
+        fprintf(f, "\\ngrad norm %.4g", grad_norm(x));
+}
+
+static bool is_entry_of(const tg_tape *t, const tg_tensor *x)
+{
+    return x->node >= 0 && x->node < t->n_nodes && x->tape == t && t->nodes[x->node].out == x;
+}
+
+/* The ops of path p, then its children's clusters, nested. */
+static void dot_cluster(const tg_tape *t, FILE *f, int p, int depth)
+{
+    if (p > 0) {
+        fprintf(f, "%*ssubgraph cluster_%d {\n%*s  label=\"", depth * 2, "", p, depth * 2, "");
+        dot_str(f, t->paths[p].path);
+        fprintf(f, "\"; style=rounded; color=gray50;\n");
+    }
+    for (int i = 0; i < t->n_nodes; i++) {
+        const tg_node *n = &t->nodes[i];
+        if (n->scope != p)
+            continue;
+        fprintf(f, "%*s  n%d [shape=box, label=\"#%d ", depth * 2, "", i, i);
+        dot_str(f, n->op);
+        fputs("\\n", f);
+        dot_tensor_label(f, n->out);
+        fputs("\"];\n", f);
+    }
+    if (t->n_paths)
+        for (int c = t->paths[p].first_child; c >= 0; c = t->paths[c].next_sibling)
+            dot_cluster(t, f, c, depth + 1);
+    if (p > 0)
+        fprintf(f, "%*s}\n", depth * 2, "");
+}
+
+int tg_tape_dot(const tg_tape *t, FILE *f)
+{
+    if (!t)
+        t = tg_tape_current();
+    tg_check_ptr("tg_tape_dot", f, "stream");
+    fputs("digraph tape {\n  rankdir=TB;\n  node [fontname=\"monospace\", fontsize=10];\n", f);
+    /* Leaves (and any input no entry of this tape made): one ellipse each,
+     * named by address so a leaf used twice is one node. */
+    for (int i = 0; i < t->n_nodes; i++) {
+        const tg_node *n = &t->nodes[i];
+        for (int k = 0; k < n->n_in; k++) {
+            const tg_tensor *x = n->in[k];
+            if (is_entry_of(t, x))
+                continue;
+            bool seen = false;   /* first use only: quadratic, but only run once */
+            for (int j = 0; j <= i && !seen; j++)
+                for (int m = 0; m < (j < i ? t->nodes[j].n_in : k); m++)
+                    seen |= t->nodes[j].in[m] == x;
+            if (seen)
+                continue;
+            fprintf(f, "  t%p [shape=ellipse, style=%s, label=\"", (const void *)x,
+                    x->requires_grad ? "filled, fillcolor=lightblue" : "solid");
+            dot_tensor_label(f, x);
+            fputs("\"];\n", f);
+        }
+    }
+    dot_cluster(t, f, 0, 0);
+    for (int i = 0; i < t->n_nodes; i++) {
+        const tg_node *n = &t->nodes[i];
+        for (int k = 0; k < n->n_in; k++) {
+            if (is_entry_of(t, n->in[k]))
+                fprintf(f, "  n%d -> n%d;\n", n->in[k]->node, i);
+            else
+                fprintf(f, "  t%p -> n%d;\n", (const void *)n->in[k], i);
+        }
+    }
+    fputs("}\n", f);
+    return ferror(f) ? -1 : 0;
 }

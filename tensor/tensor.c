@@ -65,6 +65,11 @@ void tg_free(tg_tensor *t)
     if (!t->data_borrowed)
         free(t->data);
     free(t->grad);
+    for (tg_hook *h = t->hooks, *next; h; h = next) {
+        next = h->next;
+        if (h->heap)
+            free(h);
+    }
     free(t);
 }
 

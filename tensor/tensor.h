@@ -25,6 +25,21 @@ typedef enum {
     TG_STORAGE_ARENA = 1 /* from an arena; released when that arena is reset */
 } tg_storage;
 
+struct tg_tape;   /* the autograd layer's tape (opaque here) */
+struct tg_tensor;
+
+/* A gradient hook on a tensor (registered and run by the autograd layer:
+ * tg_register_hook in autograd.h). A tensor owns its list: a heap tensor's
+ * records are malloc'd and tg_free() frees them; an op output's come from
+ * its tape's arena and die with it. */
+typedef struct tg_hook {
+    void (*fn)(struct tg_tensor *t, float *grad, void *ctx);
+    void *ctx;
+    struct tg_tensor *tensor;
+    struct tg_hook *next;
+    bool heap;
+} tg_hook;
+
 typedef struct tg_tensor {
     float *data;          /* numel floats, contiguous, row-major */
     float *grad;          /* same layout as data; NULL until a gradient arrives */
@@ -35,6 +50,8 @@ typedef struct tg_tensor {
     bool data_borrowed;   /* data belongs to another tensor (views) */
     uint8_t storage;      /* tg_storage */
     int node;             /* tape entry that produced it, -1 for a leaf */
+    struct tg_tape *tape; /* the tape holding that entry; NULL for a leaf */
+    tg_hook *hooks;       /* gradient hooks, NULL for none */
     const char *name;     /* optional, for printing and debugging */
 } tg_tensor;
 
