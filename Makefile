@@ -29,7 +29,7 @@ BENCH_SRC := $(wildcard tests/bench/*.c)
 BENCH_BIN := $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%)
 HDRS     := $(wildcard tensor/*.h autograd/*.h nn/*.h optim/*.h tests/*.h examples/*.h)
 
-.PHONY: all test run debug asan bench clean valgrind fuzz
+.PHONY: all test run debug debug-examples asan bench clean valgrind fuzz
 .SUFFIXES:
 .SECONDARY:
 
@@ -72,8 +72,13 @@ test: all
 run: all
 	$(BUILD)/train --data data/the-verdict.txt --tokenizer char --seed 123
 
+# The debug build names docs/gdb/tapegrad_gdb.py in a .debug_gdb_scripts entry (tensor/error.c).
+DEBUG_OPT := -O0 -g3 -DTG_GDB_SCRIPT="\"$(CURDIR)/docs/gdb/tapegrad_gdb.py\""
 debug:
-	$(MAKE) BUILD=build-debug OPT="-O0 -g3" all
+	$(MAKE) BUILD=build-debug OPT='$(DEBUG_OPT)' all
+# Only the example programs (the gdb replay of docs/DEBUGGING.md needs them).
+debug-examples:
+	$(MAKE) BUILD=build-debug OPT='$(DEBUG_OPT)' $(EX_SRC:examples/%.c=build-debug/%)
 
 asan:
 	$(MAKE) BUILD=build-asan OPT="-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined" \

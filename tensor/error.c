@@ -4,6 +4,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+/* Debug builds (make debug) name the gdb extension in a .debug_gdb_scripts
+ * entry, so gdb loads it by itself (docs/DEBUGGING.md). It sits here because
+ * every program links this object (everything reports through tg_error); an
+ * object of its own in the archive would be dropped by the linker. The path
+ * is absolute, fixed at build time: gdb's working directory does not matter. */
+#ifdef TG_GDB_SCRIPT
+__asm__(".pushsection \".debug_gdb_scripts\", \"MS\", @progbits, 1\n"
+        ".byte 1\n" /* SECTION_SCRIPT_ID_PYTHON_FILE */
+        ".asciz \"" TG_GDB_SCRIPT "\"\n"
+        ".popsection\n");
+#endif
+
 static tg_error_handler g_handler;   /* NULL: print and abort */
 static void *g_handler_user;
 

@@ -1,0 +1,57 @@
+/*
+ * tests/test_gdb.c — suite "gdb": docs/DEBUGGING.md stays true. It runs
+ * tests/gdb/replay.py, which builds the debug programs itself (make
+ * debug-examples), replays every gdb session of the document with gdb
+ * -batch (the extension reads memory only: no inferior calls, which fail on
+ * this machine) and compares the transcripts with the document, numbers
+ * included, after normalising addresses and gdb's banners. Skipped, saying
+ * so, where gdb is missing and under ASan (gdb and the sanitizers' shadow
+ * memory do not mix, and the replay needs the plain debug build anyway).
+ */
+#include "testutil.h"
+
+#include <stdlib.h>
+#include <sys/wait.h>
+
+#if defined(__SANITIZE_ADDRESS__)
+#define TG_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TG_ASAN 1
+#endif
+#endif
+
+START_TEST(test_debugging_md_replays)
+{
+#ifdef TG_ASAN
+    printf("test_gdb: skipped under ASan (the replay runs in the plain test build)\n");
+    return;
+#else
+    if (system("command -v gdb >/dev/null 2>&1") != 0) {
+        printf("test_gdb: gdb is not installed: the docs/DEBUGGING.md replay is skipped\n");
+        return;
+    }
+    if (system("command -v python3 >/dev/null 2>&1") != 0) {
+        printf("test_gdb: python3 is not installed: the docs/DEBUGGING.md replay is skipped\n");
+        return;
+    }
+    fflush(stdout);
+    int rc = system("python3 tests/gdb/replay.py");
+    ck_assert_msg(WIFEXITED(rc) && WEXITSTATUS(rc) == 0,
+                  "docs/DEBUGGING.md no longer matches a real gdb session (diff above; exit %d)",
+                  WIFEXITED(rc) ? WEXITSTATUS(rc) : -1);
+#endif
+}
+END_TEST
+
+static Suite *suite(void)
+{
+    Suite *s = suite_create("gdb");
+    TCase *tc = tcase_create("replay");
+    tcase_set_timeout(tc, 900);
+    tcase_add_test(tc, test_debugging_md_replays);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void) { return run_suite(suite()) ? 1 : 0; }
