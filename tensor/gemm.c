@@ -1,16 +1,25 @@
 /* tensor/gemm.c — single-precision matrix multiply, row-major.
  *
- * The BLIS scheme in plain C: B is packed into column panels of NR floats per
- * row of K, A into row panels of MR floats per column of K, and a micro-kernel
- * keeps an MR x NR tile of C in registers across the whole K block (MR*NR/16
- * vector accumulators), so every loaded value feeds several FMAs. Transposed
- * operands only change how the panels are packed. Vectors are GCC vector
- * extensions; the micro-kernel is compiled for AVX-512, AVX2+FMA and baseline
- * x86-64 and picked at load time (function multi-versioning).
+ * The BLIS scheme: op(B) is packed into panels NR floats wide, contiguous in
+ * K (bp[k*NR + x]); op(A) into panels MR rows tall, contiguous in K
+ * (ap[k*MR + r]); a micro-kernel keeps an MR x NR tile of C in registers
+ * across a K block of KC, so every loaded value feeds several FMAs, and
+ * writes the tile with vector stores. Transposed operands only change how
+ * the panels are packed (with in-register 16x16 transposes on AVX-512).
  *
- * Threads split the rows of C (blocks of MC); each thread packs its own A
- * block, the packed B block is shared. Pack buffers are thread-local, grown
- * once and then reused, so a warm training step allocates nothing here.
+ * Three micro-kernels, picked at run time from what the CPU has:
+ *   avx512  14 x 32, 28 zmm accumulators, FMA (Skylake-X and later)
+ *   avx2     6 x 16, 12 ymm accumulators, FMA (Haswell and later)
+ *   generic  6 x 16 in portable C (separate multiply and add)
+ * tg_k_gemm_set_isa() forces one, so tests run every path the CPU can.
+ *
+ * Summation order: every element of C sums its K block of KC products in
+ * order, from zero, then adds the block to C. Threads only split the rows
+ * and columns of C, so the result is the same bit for bit for any thread
+ * count. Threads pack the shared B block together, then each takes tasks of
+ * (MC rows x a range of B panels) and packs its own A block. Pack buffers
+ * are thread-local (A) or owned by the caller (B), grown once and then
+ * reused, so a warm training step allocates nothing here.
  */
 #include "kernels.h"
 
@@ -18,60 +27,324 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MR 6
-#define NR 32
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define TG_GEMM_X86 1
+#endif
+
 #define KC 256
-#define MC 96
-#define NC 2048
+#define MR_MAX 14
+#define NR_MAX 32
 
-typedef float vf __attribute__((vector_size(64)));
+/* ---------------------------------------------------------------- the kernel table
+ * kernel: C[mr x nr] = (add ? C : 0) + sum over k < kc of ap[k*MR + r] * bp[k*NR + x]
+ * pack_a: ap[k*MR + r] = op(A)[i0 + r, p0 + k] for r < h, zero for h <= r < MR
+ * pack_b: bp[k*NR + x] = op(B)[p0 + k, j0 + x] for x < w, zero for w <= x < NR */
+typedef struct {
+    const float *A, *B;
+    int M, N, K;
+    bool ta, tb;
+} gemm_args;
 
-/* C[mr x nr] += A (MR x kc, element (r,k) at a[r*rs + k*cs]) * Bp (kc x NR).
- * A is read in place (rs, cs are its strides) or from a packed panel
- * (rs = 1, cs = MR); either way each A value is one broadcast load. */
-TG_TARGET_CLONES
-static void micro_kernel(int kc, const float *restrict a, int64_t rs, int64_t cs, const float *restrict bp,
-                         float *restrict C, int ldc, int mr, int nr)
+typedef struct {
+    const char *name;
+    int mr, nr, mc, nc;
+    void (*kernel)(int kc, const float *ap, const float *bp, float *c, int64_t ldc, int mr, int nr, bool add);
+    void (*pack_a)(const gemm_args *g, int i0, int h, int p0, int kc, float *ap);
+    void (*pack_b)(const gemm_args *g, int j0, int w, int p0, int kc, float *bp);
+} gemm_isa;
+
+/* ---------------------------------------------------------------- portable packing */
+
+static void pack_a_any(const gemm_args *g, int i0, int h, int p0, int kc, float *ap, int MR)
 {
-    vf c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0}, c20 = {0}, c21 = {0};
-    vf c30 = {0}, c31 = {0}, c40 = {0}, c41 = {0}, c50 = {0}, c51 = {0};
-    const float *a0 = a, *a1 = a + rs, *a2 = a + 2 * rs, *a3 = a + 3 * rs, *a4 = a + 4 * rs, *a5 = a + 5 * rs;
-    for (int k = 0; k < kc; k++) {
-        vf b0, b1;
-        memcpy(&b0, bp + k * NR, sizeof b0);
-        memcpy(&b1, bp + k * NR + 16, sizeof b1);
-        const int64_t o = k * cs;
-        c00 += a0[o] * b0; c01 += a0[o] * b1;
-        c10 += a1[o] * b0; c11 += a1[o] * b1;
-        c20 += a2[o] * b0; c21 += a2[o] * b1;
-        c30 += a3[o] * b0; c31 += a3[o] * b1;
-        c40 += a4[o] * b0; c41 += a4[o] * b1;
-        c50 += a5[o] * b0; c51 += a5[o] * b1;
-    }
-    float tile[MR][NR] __attribute__((aligned(64)));
-    memcpy(&tile[0][0], &c00, 64); memcpy(&tile[0][16], &c01, 64);
-    memcpy(&tile[1][0], &c10, 64); memcpy(&tile[1][16], &c11, 64);
-    memcpy(&tile[2][0], &c20, 64); memcpy(&tile[2][16], &c21, 64);
-    memcpy(&tile[3][0], &c30, 64); memcpy(&tile[3][16], &c31, 64);
-    memcpy(&tile[4][0], &c40, 64); memcpy(&tile[4][16], &c41, 64);
-    memcpy(&tile[5][0], &c50, 64); memcpy(&tile[5][16], &c51, 64);
-    for (int r = 0; r < mr; r++) {
-        float *crow = C + (int64_t)r * ldc;
-        for (int j = 0; j < nr; j++)
-            crow[j] += tile[r][j];
+    if (g->ta) { /* A stored [K,M]: the rows of one k are contiguous */
+        for (int k = 0; k < kc; k++) {
+            const float *src = g->A + (int64_t)(p0 + k) * g->M + i0;
+            float *d = ap + k * MR;
+            for (int r = 0; r < h; r++)
+                d[r] = src[r];
+            for (int r = h; r < MR; r++)
+                d[r] = 0.0f;
+        }
+    } else {
+        for (int r = 0; r < h; r++) {
+            const float *src = g->A + (int64_t)(i0 + r) * g->K + p0;
+            for (int k = 0; k < kc; k++)
+                ap[k * MR + r] = src[k];
+        }
+        for (int r = h; r < MR; r++)
+            for (int k = 0; k < kc; k++)
+                ap[k * MR + r] = 0.0f;
     }
 }
 
-typedef struct {
-    const float *A, *B;
-    float *C;
-    int M, N, K;
-    bool ta, tb;
-    /* the current (jc, pc) block, set by the caller before each parallel run */
-    int jc, nc, pc, kc;
-    const float *bpack;
-    int mc;   /* rows per task */
-} gemm_job;
+static void pack_b_any(const gemm_args *g, int j0, int w, int p0, int kc, float *bp, int NR)
+{
+    if (!g->tb) {
+        for (int k = 0; k < kc; k++) {
+            float *d = bp + k * NR;
+            memcpy(d, g->B + (int64_t)(p0 + k) * g->N + j0, (size_t)w * sizeof(float));
+            for (int x = w; x < NR; x++)
+                d[x] = 0.0f;
+        }
+    } else { /* B stored [N,K]: read each of its rows contiguously */
+        for (int x = 0; x < w; x++) {
+            const float *src = g->B + (int64_t)(j0 + x) * g->K + p0;
+            for (int k = 0; k < kc; k++)
+                bp[k * NR + x] = src[k];
+        }
+        for (int x = w; x < NR; x++)
+            for (int k = 0; k < kc; k++)
+                bp[k * NR + x] = 0.0f;
+    }
+}
+
+static void pack_a_6(const gemm_args *g, int i0, int h, int p0, int kc, float *ap) { pack_a_any(g, i0, h, p0, kc, ap, 6); }
+static void pack_b_16(const gemm_args *g, int j0, int w, int p0, int kc, float *bp) { pack_b_any(g, j0, w, p0, kc, bp, 16); }
+
+/* ---------------------------------------------------------------- generic 6 x 16 */
+
+static void kernel_generic(int kc, const float *restrict ap, const float *restrict bp, float *restrict c,
+                           int64_t ldc, int mr, int nr, bool add)
+{
+    float acc[6][16] = {{0}};
+    for (int k = 0; k < kc; k++) {
+        const float *a = ap + k * 6, *b = bp + k * 16;
+        for (int r = 0; r < 6; r++)
+            for (int x = 0; x < 16; x++)
+                acc[r][x] += a[r] * b[x];
+    }
+    for (int r = 0; r < mr; r++) {
+        float *crow = c + r * ldc;
+        for (int x = 0; x < nr; x++)
+            crow[x] = add ? crow[x] + acc[r][x] : acc[r][x];
+    }
+}
+
+#ifdef TG_GEMM_X86
+/* ---------------------------------------------------------------- AVX2 6 x 16 */
+
+__attribute__((target("avx2,fma"))) static void kernel_avx2(int kc, const float *restrict ap,
+                                                             const float *restrict bp, float *restrict c,
+                                                             int64_t ldc, int mr, int nr, bool add)
+{
+    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
+    __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+    for (int k = 0; k < kc; k++) {
+        const __m256 b0 = _mm256_load_ps(bp), b1 = _mm256_load_ps(bp + 8);
+        __m256 a;
+        a = _mm256_broadcast_ss(ap + 0); c00 = _mm256_fmadd_ps(a, b0, c00); c01 = _mm256_fmadd_ps(a, b1, c01);
+        a = _mm256_broadcast_ss(ap + 1); c10 = _mm256_fmadd_ps(a, b0, c10); c11 = _mm256_fmadd_ps(a, b1, c11);
+        a = _mm256_broadcast_ss(ap + 2); c20 = _mm256_fmadd_ps(a, b0, c20); c21 = _mm256_fmadd_ps(a, b1, c21);
+        a = _mm256_broadcast_ss(ap + 3); c30 = _mm256_fmadd_ps(a, b0, c30); c31 = _mm256_fmadd_ps(a, b1, c31);
+        a = _mm256_broadcast_ss(ap + 4); c40 = _mm256_fmadd_ps(a, b0, c40); c41 = _mm256_fmadd_ps(a, b1, c41);
+        a = _mm256_broadcast_ss(ap + 5); c50 = _mm256_fmadd_ps(a, b0, c50); c51 = _mm256_fmadd_ps(a, b1, c51);
+        ap += 6;
+        bp += 16;
+    }
+    __m256 tile[6][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
+    if (nr == 16) {
+        for (int r = 0; r < mr; r++) {
+            float *cr = c + r * ldc;
+            if (add) {
+                tile[r][0] = _mm256_add_ps(_mm256_loadu_ps(cr), tile[r][0]);
+                tile[r][1] = _mm256_add_ps(_mm256_loadu_ps(cr + 8), tile[r][1]);
+            }
+            _mm256_storeu_ps(cr, tile[r][0]);
+            _mm256_storeu_ps(cr + 8, tile[r][1]);
+        }
+    } else {
+        float t[16];
+        for (int r = 0; r < mr; r++) {
+            float *cr = c + r * ldc;
+            _mm256_storeu_ps(t, tile[r][0]);
+            _mm256_storeu_ps(t + 8, tile[r][1]);
+            for (int x = 0; x < nr; x++)
+                cr[x] = add ? cr[x] + t[x] : t[x];
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- AVX-512 14 x 32 */
+
+#define AVX512 __attribute__((target("avx512f")))
+
+static inline AVX512 __mmask16 lanes(int n) { return n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n > 0 ? n : 0)) - 1u); }
+
+/* In-register transpose of 16 rows of 16 floats. */
+static inline AVX512 void transpose16(__m512 r[16])
+{
+    __m512 t[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    /* q[4g + j]: in 128-bit lane L, rows 4g..4g+3 of column 4L + j */
+    __m512 q[16];
+    for (int g = 0; g < 4; g++) {
+        const __m512d lo01 = _mm512_castps_pd(t[4 * g]), hi01 = _mm512_castps_pd(t[4 * g + 1]);
+        const __m512d lo23 = _mm512_castps_pd(t[4 * g + 2]), hi23 = _mm512_castps_pd(t[4 * g + 3]);
+        q[4 * g + 0] = _mm512_castpd_ps(_mm512_unpacklo_pd(lo01, lo23));
+        q[4 * g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(lo01, lo23));
+        q[4 * g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(hi01, hi23));
+        q[4 * g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(hi01, hi23));
+    }
+    /* a 4 x 4 transpose of 128-bit lanes for each j */
+    for (int j = 0; j < 4; j++) {
+        const __m512 u0 = _mm512_shuffle_f32x4(q[j], q[4 + j], 0x44), u1 = _mm512_shuffle_f32x4(q[j], q[4 + j], 0xEE);
+        const __m512 u2 = _mm512_shuffle_f32x4(q[8 + j], q[12 + j], 0x44);
+        const __m512 u3 = _mm512_shuffle_f32x4(q[8 + j], q[12 + j], 0xEE);
+        r[0 + j] = _mm512_shuffle_f32x4(u0, u2, 0x88);
+        r[4 + j] = _mm512_shuffle_f32x4(u0, u2, 0xDD);
+        r[8 + j] = _mm512_shuffle_f32x4(u1, u3, 0x88);
+        r[12 + j] = _mm512_shuffle_f32x4(u1, u3, 0xDD);
+    }
+}
+
+/* dst[k*ld + x] = src[x*ss + k] for x < rows (zero for rows <= x < 16 and
+ * written for x < width), k < kc: rows contiguous in k become columns. */
+static AVX512 void pack_transposed(const float *src, int64_t ss, int rows, int kc, float *dst, int ld, int width)
+{
+    const __mmask16 wmask = lanes(width);
+    for (int k0 = 0; k0 < kc; k0 += 16) {
+        const int kn = kc - k0 < 16 ? kc - k0 : 16;
+        const __mmask16 km = lanes(kn);
+        __m512 r[16];
+        for (int x = 0; x < 16; x++)
+            r[x] = x < rows ? _mm512_maskz_loadu_ps(km, src + x * ss + k0) : _mm512_setzero_ps();
+        transpose16(r);
+        for (int k = 0; k < kn; k++)
+            _mm512_mask_storeu_ps(dst + (int64_t)(k0 + k) * ld, wmask, r[k]);
+    }
+}
+
+static AVX512 void pack_a_avx512(const gemm_args *g, int i0, int h, int p0, int kc, float *ap)
+{
+    if (g->ta) {
+        const __mmask16 m = lanes(h);
+        for (int k = 0; k < kc; k++)
+            _mm512_mask_storeu_ps(ap + k * MR_MAX, lanes(MR_MAX),
+                                  _mm512_maskz_loadu_ps(m, g->A + (int64_t)(p0 + k) * g->M + i0));
+    } else {
+        pack_transposed(g->A + (int64_t)i0 * g->K + p0, g->K, h, kc, ap, MR_MAX, MR_MAX);
+    }
+}
+
+static AVX512 void pack_b_avx512(const gemm_args *g, int j0, int w, int p0, int kc, float *bp)
+{
+    if (!g->tb) {
+        const __mmask16 m0 = lanes(w), m1 = lanes(w - 16);
+        for (int k = 0; k < kc; k++) {
+            const float *src = g->B + (int64_t)(p0 + k) * g->N + j0;
+            _mm512_store_ps(bp + k * NR_MAX, _mm512_maskz_loadu_ps(m0, src));
+            _mm512_store_ps(bp + k * NR_MAX + 16, _mm512_maskz_loadu_ps(m1, src + 16));
+        }
+    } else {
+        const float *src = g->B + (int64_t)j0 * g->K + p0;
+        pack_transposed(src, g->K, w < 16 ? w : 16, kc, bp, NR_MAX, 16);
+        pack_transposed(src + 16 * (int64_t)g->K, g->K, w - 16, kc, bp + 16, NR_MAX, 16);
+    }
+}
+
+#define ROW_FMA(i)                                                                                                 \
+    do {                                                                                                           \
+        const __m512 a = _mm512_set1_ps(ap[i]);                                                                    \
+        c##i##0 = _mm512_fmadd_ps(a, b0, c##i##0);                                                                 \
+        c##i##1 = _mm512_fmadd_ps(a, b1, c##i##1);                                                                 \
+    } while (0)
+
+#define ROW_STORE(i)                                                                                               \
+    do {                                                                                                           \
+        if (i < mr) {                                                                                              \
+            float *cr = c + i * ldc;                                                                               \
+            if (add) {                                                                                             \
+                c##i##0 = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, cr), c##i##0);                                    \
+                c##i##1 = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, cr + 16), c##i##1);                               \
+            }                                                                                                      \
+            _mm512_mask_storeu_ps(cr, m0, c##i##0);                                                                \
+            _mm512_mask_storeu_ps(cr + 16, m1, c##i##1);                                                           \
+        }                                                                                                          \
+    } while (0)
+
+static AVX512 void kernel_avx512(int kc, const float *restrict ap, const float *restrict bp, float *restrict c,
+                                 int64_t ldc, int mr, int nr, bool add)
+{
+    __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00;
+    __m512 c40 = c00, c41 = c00, c50 = c00, c51 = c00, c60 = c00, c61 = c00, c70 = c00, c71 = c00;
+    __m512 c80 = c00, c81 = c00, c90 = c00, c91 = c00, c100 = c00, c101 = c00, c110 = c00, c111 = c00;
+    __m512 c120 = c00, c121 = c00, c130 = c00, c131 = c00;
+    for (int k = 0; k < kc; k++) {
+        const __m512 b0 = _mm512_load_ps(bp), b1 = _mm512_load_ps(bp + 16);
+        _mm_prefetch((const char *)(bp + 8 * NR_MAX), _MM_HINT_T0);
+        ROW_FMA(0); ROW_FMA(1); ROW_FMA(2); ROW_FMA(3); ROW_FMA(4); ROW_FMA(5); ROW_FMA(6);
+        _mm_prefetch((const char *)(ap + 8 * MR_MAX), _MM_HINT_T0);
+        ROW_FMA(7); ROW_FMA(8); ROW_FMA(9); ROW_FMA(10); ROW_FMA(11); ROW_FMA(12); ROW_FMA(13);
+        ap += MR_MAX;
+        bp += NR_MAX;
+    }
+    const __mmask16 m0 = lanes(nr), m1 = lanes(nr - 16);
+    ROW_STORE(0); ROW_STORE(1); ROW_STORE(2); ROW_STORE(3); ROW_STORE(4); ROW_STORE(5); ROW_STORE(6);
+    ROW_STORE(7); ROW_STORE(8); ROW_STORE(9); ROW_STORE(10); ROW_STORE(11); ROW_STORE(12); ROW_STORE(13);
+}
+#endif /* TG_GEMM_X86 */
+
+/* ---------------------------------------------------------------- dispatch */
+
+static const gemm_isa g_generic = {"generic", 6, 16, 96, 2048, kernel_generic, pack_a_6, pack_b_16};
+#ifdef TG_GEMM_X86
+static const gemm_isa g_avx2 = {"avx2", 6, 16, 96, 2048, kernel_avx2, pack_a_6, pack_b_16};
+#ifndef AVX512_MC
+#define AVX512_MC (14 * 12)
+#endif
+static const gemm_isa g_avx512 = {"avx512", MR_MAX, NR_MAX, AVX512_MC, 2048, kernel_avx512, pack_a_avx512,
+                                  pack_b_avx512};
+#endif
+
+static const gemm_isa *g_isa; /* NULL until the first call picks the best */
+
+static bool isa_supported(tg_gemm_isa isa)
+{
+#ifdef TG_GEMM_X86
+    __builtin_cpu_init();
+    if (isa == TG_GEMM_AVX512)
+        return __builtin_cpu_supports("avx512f");
+    if (isa == TG_GEMM_AVX2)
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#endif
+    return isa == TG_GEMM_GENERIC;
+}
+
+static const gemm_isa *isa_table(tg_gemm_isa isa)
+{
+#ifdef TG_GEMM_X86
+    if (isa == TG_GEMM_AVX512)
+        return &g_avx512;
+    if (isa == TG_GEMM_AVX2)
+        return &g_avx2;
+#endif
+    return &g_generic;
+}
+
+bool tg_k_gemm_set_isa(tg_gemm_isa isa)
+{
+    if (isa == TG_GEMM_BEST)
+        isa = isa_supported(TG_GEMM_AVX512) ? TG_GEMM_AVX512 : isa_supported(TG_GEMM_AVX2) ? TG_GEMM_AVX2
+                                                                                              : TG_GEMM_GENERIC;
+    if (!isa_supported(isa))
+        return false;
+    __atomic_store_n(&g_isa, isa_table(isa), __ATOMIC_RELEASE);
+    return true;
+}
+
+const char *tg_k_gemm_isa_name(void)
+{
+    if (!__atomic_load_n(&g_isa, __ATOMIC_ACQUIRE))
+        tg_k_gemm_set_isa(TG_GEMM_BEST);
+    return g_isa->name;
+}
+
+/* ---------------------------------------------------------------- scratch */
 
 static _Thread_local float *t_apack, *t_bpack;
 static _Thread_local size_t t_apack_cap, t_bpack_cap;
@@ -109,89 +382,54 @@ void tg_k_release_scratch(void)
     t_apack_cap = t_bpack_cap = 0;
 }
 
-/* Pack op(B)[pc:pc+kc, jc:jc+nc] into NR-wide panels, zero-padded:
- * panel p holds bp[p*kc*NR + k*NR + x] = op(B)[pc+k, jc+p*NR+x]. */
-static void pack_b(const gemm_job *j, float *bp)
-{
-    const int kc = j->kc, nc = j->nc;
-    for (int p0 = 0; p0 < nc; p0 += NR) {
-        const int w = nc - p0 < NR ? nc - p0 : NR;
-        float *dst = bp + (int64_t)p0 * kc;
-        if (!j->tb) {
-            for (int k = 0; k < kc; k++) {
-                float *d = dst + k * NR;
-                memcpy(d, j->B + (int64_t)(j->pc + k) * j->N + j->jc + p0, (size_t)w * sizeof(float));
-                for (int x = w; x < NR; x++)
-                    d[x] = 0.0f;
-            }
-        } else {
-            /* B stored [N,K]: read each of its rows contiguously */
-            for (int x = 0; x < w; x++) {
-                const float *src = j->B + (int64_t)(j->jc + p0 + x) * j->K + j->pc;
-                for (int k = 0; k < kc; k++)
-                    dst[k * NR + x] = src[k];
-            }
-            for (int x = w; x < NR; x++)
-                for (int k = 0; k < kc; k++)
-                    dst[k * NR + x] = 0.0f;
-        }
-    }
-}
+/* ---------------------------------------------------------------- the blocked loops */
 
-/* Pack op(A)[i0:i0+mc, pc:pc+kc] into MR-tall panels, zero-padded:
- * panel q holds ap[q*kc*MR + k*MR + r] = op(A)[i0+q*MR+r, pc+k]. */
-static void pack_a(const gemm_job *j, int i0, int mc, float *ap)
-{
-    const int kc = j->kc;
-    for (int r0 = 0; r0 < mc; r0 += MR) {
-        const int h = mc - r0 < MR ? mc - r0 : MR;
-        float *dst = ap + (int64_t)r0 * kc;
-        if (j->ta) {
-            /* A stored [K,M]: the MR values of one k are contiguous */
-            for (int k = 0; k < kc; k++) {
-                const float *src = j->A + (int64_t)(j->pc + k) * j->M + i0 + r0;
-                float *d = dst + k * MR;
-                for (int r = 0; r < h; r++)
-                    d[r] = src[r];
-                for (int r = h; r < MR; r++)
-                    d[r] = 0.0f;
-            }
-        } else {
-            for (int r = 0; r < h; r++) {
-                const float *src = j->A + (int64_t)(i0 + r0 + r) * j->K + j->pc;
-                for (int k = 0; k < kc; k++)
-                    dst[k * MR + r] = src[k];
-            }
-            for (int r = h; r < MR; r++)
-                for (int k = 0; k < kc; k++)
-                    dst[k * MR + r] = 0.0f;
-        }
-    }
-}
+typedef struct {
+    gemm_args g;
+    const gemm_isa *isa;
+    float *C;
+    bool add;            /* add to C (accumulate, or a K block after the first) */
+    int jc, nc, pc, kc;  /* the current block of op(B) */
+    float *bpack;
+    int m_blocks, n_parts, panels_per_part;
+} gemm_job;
 
-static void gemm_task(void *vctx, int64_t t0, int64_t t1)
+static void pack_b_range(void *vctx, int64_t p0, int64_t p1)
 {
     const gemm_job *j = vctx;
-    float *ap = grow(&t_apack, &t_apack_cap, (size_t)MR * KC);
-    /* strides of op(A) in place: element (i, k) at A[i*rs + k*cs] */
-    const int64_t rs = j->ta ? 1 : j->K, cs = j->ta ? j->M : 1;
+    const int nr = j->isa->nr;
+    for (int64_t p = p0; p < p1; p++) {
+        const int x0 = (int)p * nr, w = j->nc - x0 < nr ? j->nc - x0 : nr;
+        j->isa->pack_b(&j->g, j->jc + x0, w, j->pc, j->kc, j->bpack + (int64_t)x0 * j->kc);
+    }
+}
+
+/* task t: rows block t / n_parts (MC rows), panels range t % n_parts */
+static void compute_range(void *vctx, int64_t t0, int64_t t1)
+{
+    const gemm_job *j = vctx;
+    const gemm_isa *isa = j->isa;
+    const int MR = isa->mr, NR = isa->nr, MC = isa->mc, kc = j->kc;
+    float *ap = grow(&t_apack, &t_apack_cap, (size_t)MC * KC);
+    const int n_panels = (j->nc + NR - 1) / NR;
+    int packed_block = -1;
     for (int64_t t = t0; t < t1; t++) {
-        const int i0 = (int)t * j->mc;
-        const int mc = j->M - i0 < j->mc ? j->M - i0 : j->mc;
-        for (int p0 = 0; p0 < j->nc; p0 += NR) {
-            const int nr = j->nc - p0 < NR ? j->nc - p0 : NR;
-            const float *bp = j->bpack + (int64_t)p0 * j->kc;
+        const int ib = (int)(t / j->n_parts), part = (int)(t % j->n_parts);
+        const int i0 = ib * MC, mc = j->g.M - i0 < MC ? j->g.M - i0 : MC;
+        if (ib != packed_block) {
+            for (int r0 = 0; r0 < mc; r0 += MR)
+                isa->pack_a(&j->g, i0 + r0, mc - r0 < MR ? mc - r0 : MR, j->pc, kc, ap + (int64_t)r0 * kc);
+            packed_block = ib;
+        }
+        const int q0 = part * j->panels_per_part;
+        const int q1 = q0 + j->panels_per_part < n_panels ? q0 + j->panels_per_part : n_panels;
+        for (int q = q0; q < q1; q++) {
+            const int x0 = q * NR, nr = j->nc - x0 < NR ? j->nc - x0 : NR;
+            const float *bp = j->bpack + (int64_t)x0 * kc;
             for (int r0 = 0; r0 < mc; r0 += MR) {
                 const int mr = mc - r0 < MR ? mc - r0 : MR;
-                float *c = j->C + (int64_t)(i0 + r0) * j->N + j->jc + p0;
-                if (mr == MR) {
-                    const float *a = j->A + (int64_t)(i0 + r0) * rs + (int64_t)j->pc * cs;
-                    micro_kernel(j->kc, a, rs, cs, bp, c, j->N, mr, nr);
-                } else {
-                    /* a ragged last panel: pack it zero-padded to MR rows */
-                    pack_a(j, i0 + r0, mr, ap);
-                    micro_kernel(j->kc, ap, 1, MR, bp, c, j->N, mr, nr);
-                }
+                float *c = j->C + (int64_t)(i0 + r0) * j->g.N + j->jc + x0;
+                isa->kernel(kc, ap + (int64_t)r0 * kc, bp, c, j->g.N, mr, nr, j->add);
             }
         }
     }
@@ -199,36 +437,50 @@ static void gemm_task(void *vctx, int64_t t0, int64_t t1)
 
 void tg_k_gemm(bool ta, bool tb, int M, int N, int K, const float *A, const float *B, float *C, bool accumulate)
 {
-    if (!accumulate)
-        memset(C, 0, (size_t)M * N * sizeof(float));
-    if (M == 0 || N == 0 || K == 0)
+    if (M == 0 || N == 0)
         return;
-    gemm_job j = {.A = A, .B = B, .C = C, .M = M, .N = N, .K = K, .ta = ta, .tb = tb};
-    const int threads = tg_in_parallel_region() ? 1 : tg_get_num_threads();
-    const int64_t flops = (int64_t)M * N * K;
-    /* rows per task: MC, or fewer so that every thread gets work */
-    int mc = MC;
-    if (threads > 1 && flops >= (1 << 21)) {
-        int per = (M + threads - 1) / threads;
-        per = (per + MR - 1) / MR * MR;
-        if (per < mc)
-            mc = per;
+    if (K == 0) {
+        if (!accumulate)
+            memset(C, 0, (size_t)M * N * sizeof(float));
+        return;
     }
-    j.mc = mc;
-    const int64_t tasks = (M + mc - 1) / mc;
-    for (int jc = 0; jc < N; jc += NC) {
+    const gemm_isa *isa = __atomic_load_n(&g_isa, __ATOMIC_ACQUIRE);
+    if (!isa) {
+        tg_k_gemm_set_isa(TG_GEMM_BEST);
+        isa = g_isa;
+    }
+    gemm_job j = {.g = {A, B, M, N, K, ta, tb}, .isa = isa, .C = C};
+    /* below about a million multiply-adds a thread hand-off costs more than it saves */
+    const int threads = tg_in_parallel_region() ? 1 : tg_get_num_threads();
+    const bool par = threads > 1 && (int64_t)M * N * K >= (1 << 20);
+    const int MC = isa->mc, NR = isa->nr;
+    j.m_blocks = (M + MC - 1) / MC;
+    for (int jc = 0; jc < N; jc += isa->nc) {
         j.jc = jc;
-        j.nc = N - jc < NC ? N - jc : NC;
+        j.nc = N - jc < isa->nc ? N - jc : isa->nc;
+        const int n_panels = (j.nc + NR - 1) / NR;
+        /* split the panels too when there are too few row blocks to share */
+        j.n_parts = 1;
+        if (par && j.m_blocks < 4 * threads) {
+            j.n_parts = (4 * threads + j.m_blocks - 1) / j.m_blocks;
+            if (j.n_parts > n_panels)
+                j.n_parts = n_panels;
+        }
+        j.panels_per_part = (n_panels + j.n_parts - 1) / j.n_parts;
+        j.n_parts = (n_panels + j.panels_per_part - 1) / j.panels_per_part;
         for (int pc = 0; pc < K; pc += KC) {
             j.pc = pc;
             j.kc = K - pc < KC ? K - pc : KC;
-            float *bp = grow(&t_bpack, &t_bpack_cap, (size_t)((j.nc + NR - 1) / NR * NR) * KC);
-            pack_b(&j, bp);
-            j.bpack = bp;
-            if (threads > 1 && flops >= (1 << 21))
-                tg_parallel_for(tasks, 1, gemm_task, &j);
-            else
-                gemm_task(&j, 0, tasks);
+            j.add = accumulate || pc > 0;
+            j.bpack = grow(&t_bpack, &t_bpack_cap, (size_t)n_panels * NR * KC);
+            const int64_t tasks = (int64_t)j.m_blocks * j.n_parts;
+            if (par) {
+                tg_parallel_for(n_panels, 4, pack_b_range, &j);
+                tg_parallel_for(tasks, 1, compute_range, &j);
+            } else {
+                pack_b_range(&j, 0, n_panels);
+                compute_range(&j, 0, tasks);
+            }
         }
     }
 }

@@ -45,6 +45,12 @@ void tg_k_release_scratch(void);
  * op(A) is [M,K]: A stored [M,K], or [K,M] when ta. op(B) is [K,N]: B stored
  * [K,N], or [N,K] when tb. */
 void tg_k_gemm(bool ta, bool tb, int M, int N, int K, const float *A, const float *B, float *C, bool accumulate);
+/* The micro-kernel in use: the best the CPU has unless one is forced (tests
+ * run each path this CPU can). Returns false, changing nothing, when the CPU
+ * lacks it. Not to be switched while another thread is in a gemm. */
+typedef enum { TG_GEMM_BEST, TG_GEMM_AVX512, TG_GEMM_AVX2, TG_GEMM_GENERIC } tg_gemm_isa;
+bool tg_k_gemm_set_isa(tg_gemm_isa isa);
+const char *tg_k_gemm_isa_name(void); /* "avx512", "avx2" or "generic" */
 
 /* ---------------------------------------------------------------- broadcasting
  * Shapes are right-aligned into TG_MAX_DIMS slots; a stride of 0 repeats. */

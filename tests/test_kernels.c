@@ -5,6 +5,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "tensor/kernels.h"
 #include "testutil.h"
@@ -41,13 +42,14 @@ static void check_gemm(int M, int N, int K, int threads)
         for (int i = 0; i < M * N; i++) {
             const double want = R[i] + 0.5;
             ck_assert_msg(fabs(C[i] - want) <= 1e-4 * sqrt((double)K) * (1.0 + fabs(want)),
-                          "gemm ta=%d tb=%d %dx%dx%d threads=%d: C[%d] = %.7g, want %.7g", ta, tb, M, N, K,
-                          threads, i, (double)C[i], want);
+                          "gemm %s ta=%d tb=%d %dx%dx%d threads=%d: C[%d] = %.7g, want %.7g",
+                          tg_k_gemm_isa_name(), ta, tb, M, N, K, threads, i, (double)C[i], want);
         }
         tg_k_gemm(ta, tb, M, N, K, A->data, B->data, C, false);
         for (int i = 0; i < M * N; i++)
             ck_assert_msg(fabs(C[i] - R[i]) <= 1e-4 * sqrt((double)K) * (1.0 + fabs(R[i])),
-                          "gemm (overwrite) ta=%d tb=%d %dx%dx%d: C[%d] = %.7g, want %.7g", ta, tb, M, N, K, i,
+                          "gemm %s (overwrite) ta=%d tb=%d %dx%dx%d: C[%d] = %.7g, want %.7g",
+                          tg_k_gemm_isa_name(), ta, tb, M, N, K, i,
                           (double)C[i], R[i]);
     }
     tg_set_num_threads(1);
@@ -57,21 +59,67 @@ static void check_gemm(int M, int N, int K, int threads)
     tg_free(B);
 }
 
+/* Every micro-kernel this CPU can run (the best one is left selected). */
+static const tg_gemm_isa k_isas[] = {TG_GEMM_AVX512, TG_GEMM_AVX2, TG_GEMM_GENERIC};
+#define FOR_EACH_ISA(i) \
+    for (int i = 0; i < 3; i++) \
+        if (tg_k_gemm_set_isa(k_isas[i]))
+
 START_TEST(test_gemm_small_shapes)
 {
-    const int sizes[] = {1, 2, 5, 6, 7, 13, 31, 32, 33};
-    for (int a = 0; a < 9; a++)
-        for (int b = 0; b < 9; b++)
-            check_gemm(sizes[a], sizes[b], sizes[(a + b) % 9], 1);
+    const int sizes[] = {1, 2, 5, 6, 7, 13, 14, 15, 16, 17, 31, 32, 33};
+    FOR_EACH_ISA(isa)
+        for (int a = 0; a < 13; a++)
+            for (int b = 0; b < 13; b++)
+                check_gemm(sizes[a], sizes[b], sizes[(a + b) % 13], 1);
+    ck_assert(tg_k_gemm_set_isa(TG_GEMM_BEST));
+    ck_assert(tg_k_gemm_set_isa(TG_GEMM_GENERIC)); /* the portable path always exists */
+    ck_assert_str_eq(tg_k_gemm_isa_name(), "generic");
+    ck_assert(tg_k_gemm_set_isa(TG_GEMM_BEST));
 }
 END_TEST
 
 START_TEST(test_gemm_blocked_shapes)
 {
-    /* crosses KC = 256, MC = 96 and several NR panels */
-    check_gemm(97, 70, 300, 1);
-    check_gemm(200, 65, 513, 2);
-    check_gemm(64, 2050, 3, 2);
+    /* crosses KC = 256, MC, NC = 2048 and several NR panels; 2 and 3 threads
+     * split rows and panels */
+    FOR_EACH_ISA(isa) {
+        check_gemm(97, 70, 300, 1);
+        check_gemm(200, 65, 513, 2);
+        check_gemm(64, 2050, 3, 2);
+        check_gemm(29, 300, 40, 3);
+    }
+    ck_assert(tg_k_gemm_set_isa(TG_GEMM_BEST));
+}
+END_TEST
+
+/* Threads split only rows and columns of C: the bits never depend on the
+ * thread count. */
+START_TEST(test_gemm_threads_bit_identical)
+{
+    const int M = 300, N = 333, K = 600;
+    tg_generator g;
+    tg_manual_seed(&g, 7);
+    tg_tensor *A = tg_randn(&g, TG_SHAPE(M * K)), *B = tg_randn(&g, TG_SHAPE(K * N));
+    float *C1 = malloc(sizeof(float) * (size_t)M * N), *C2 = malloc(sizeof(float) * (size_t)M * N);
+    FOR_EACH_ISA(isa)
+        for (int c = 0; c < 4; c++) {
+            tg_set_num_threads(1);
+            tg_k_gemm(c & 1, c & 2, M, N, K, A->data, B->data, C1, false);
+            for (int threads = 2; threads <= 3; threads++) {
+                tg_set_num_threads(threads);
+                tg_k_gemm(c & 1, c & 2, M, N, K, A->data, B->data, C2, false);
+                ck_assert_msg(memcmp(C1, C2, sizeof(float) * (size_t)M * N) == 0,
+                              "gemm %s ta=%d tb=%d: %d threads differ from 1", tg_k_gemm_isa_name(), c & 1,
+                              (c & 2) != 0, threads);
+            }
+        }
+    tg_set_num_threads(1);
+    ck_assert(tg_k_gemm_set_isa(TG_GEMM_BEST));
+    free(C1);
+    free(C2);
+    tg_free(A);
+    tg_free(B);
 }
 END_TEST
 
@@ -259,6 +307,7 @@ static Suite *kernels_suite(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_gemm_small_shapes);
     tcase_add_test(tc, test_gemm_blocked_shapes);
+    tcase_add_test(tc, test_gemm_threads_bit_identical);
     tcase_add_test(tc, test_gemm_zero_sizes);
     tcase_add_test(tc, test_parallel_for_covers_once);
     tcase_add_test(tc, test_threads_bit_identical);
