@@ -4,7 +4,8 @@
  * debug-examples), replays every gdb session of the document with gdb
  * -batch (the extension reads memory only: no inferior calls, which fail on
  * this machine) and compares the transcripts with the document, numbers
- * included, after normalising addresses and gdb's banners. Skipped, saying
+ * included, after normalising addresses and gdb's banners; and the
+ * extension's tensor print matches torch's. Skipped, saying
  * so, where gdb is missing and under ASan (gdb and the sanitizers' shadow
  * memory do not mix, and the replay needs the plain debug build anyway).
  */
@@ -20,6 +21,25 @@
 #define TG_ASAN 1
 #endif
 #endif
+
+/* The extension prints values as torch does: its port of torch's print
+ * against torch's own strings (tests/golden/print.txt). */
+START_TEST(test_extension_prints_like_torch)
+{
+#ifdef TG_ASAN
+    printf("test_gdb: skipped under ASan\n");
+    return;
+#else
+    if (system("command -v gdb >/dev/null 2>&1") != 0) {
+        printf("test_gdb: gdb is not installed: the extension's print check is skipped\n");
+        return;
+    }
+    fflush(stdout);
+    int rc = system("gdb -batch -nx -x docs/gdb/tapegrad_gdb.py -x tests/gdb/check_print.py");
+    ck_assert_msg(WIFEXITED(rc) && WEXITSTATUS(rc) == 0, "the extension's tensor print differs from torch's");
+#endif
+}
+END_TEST
 
 START_TEST(test_debugging_md_replays)
 {
@@ -49,6 +69,7 @@ static Suite *suite(void)
     Suite *s = suite_create("gdb");
     TCase *tc = tcase_create("replay");
     tcase_set_timeout(tc, 900);
+    tcase_add_test(tc, test_extension_prints_like_torch);
     tcase_add_test(tc, test_debugging_md_replays);
     suite_add_tcase(s, tc);
     return s;
