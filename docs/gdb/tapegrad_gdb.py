@@ -567,7 +567,7 @@ class TgStats(gdb.Command):
 
 
 class TgPath(gdb.Command):
-    """tg path T [NAME]: T's graph back to the leaves, one op per line, each entry shown once.
+    """tg path T [NAME]: every entry T depends on back to the leaves (newest first, with where each input came from), then the leaves.
 With NAME, only the shortest chain from T to the leaf named NAME (a parameter's state_dict name)."""
 
     def __init__(self):
@@ -601,30 +601,42 @@ With NAME, only the shortest chain from T to the leaf named NAME (a parameter's 
         return (i, n), [n["in"][k].dereference() for k in range(int(n["n_in"]))]
 
     def tree(self, t):
-        seen = set()
-        w = gdb.write
-
-        def walk(x, depth):
-            ind = "  " * depth
+        """Every entry t depends on, newest first, each with the entries its
+        inputs came from; then the leaves reached (parameters and data)."""
+        entries, leaves, gone = {}, {}, set()
+        stack = [t]
+        while stack:
+            x = stack.pop()
             ent, ins = self._inputs(x)
             if ent is None:
                 p = producer(x)
                 if p is not None:
-                    w("%s%s (entry #%d is gone: the tape was reset)\n" % (ind, shape_str(shape_of(x)), p[1]))
-                else:
-                    w("%s%s %s%s\n" % (ind, tensor_name(x) or "(unnamed leaf)", shape_str(shape_of(x)),
-                                       ", requires_grad" if x["requires_grad"] else ""))
-                return
+                    gone.add(p[1])
+                elif int(x.address) not in leaves:
+                    leaves[int(x.address)] = x
+                continue
             i, n = ent
-            if i in seen:
-                w("%s#%d %s (above)\n" % (ind, i, cstr(n["op"])))
-                return
-            seen.add(i)
-            w("%s%s\n" % (ind, node_line(i, n)))
+            if i in entries:
+                continue
+            entries[i] = (n, ins)
+            stack.extend(ins)
+        w = gdb.write
+        for i in sorted(entries, reverse=True):
+            n, ins = entries[i]
+            srcs = []
             for y in ins:
-                walk(y, depth + 1)
-
-        walk(t, 0)
+                p = producer(y)
+                if p is not None:
+                    srcs.append("#%d" % p[1])
+                else:
+                    srcs.append(tensor_name(y) or shape_str(shape_of(y)))
+            w("%s   <- %s\n" % (node_line(i, n), ", ".join(srcs)))
+        for i in sorted(gone, reverse=True):
+            w("#%d: gone (the tape was reset since)\n" % i)
+        w("%d entries; %d leaves:\n" % (len(entries), len(leaves)))
+        for x in leaves.values():
+            w("  %s %s%s\n" % (tensor_name(x) or "(unnamed)", shape_str(shape_of(x)),
+                               ", " + grad_summary(x) if x["requires_grad"] else ", no grad"))
 
     def chain(self, t, target):
         # breadth-first from t over the entries' inputs; parents give the chain back
