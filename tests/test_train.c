@@ -287,7 +287,7 @@ START_TEST(test_bad_inputs)
          "tensor 'tok_emb.weight' has shape [256,8] but the model expects [256,16]"},
         {"resume with another optimizer",
          {"--data", "@text.txt", "--resume", "@good.safetensors", "--optimizer", "sgd", OUTS, NULL},
-         "does not fit --optimizer sgd"},
+         "does not fit the optimizer sgd"},
         {"not UTF-8 text (char tokenizer)", {"--data", "@latin1.txt", "--ctx", "8", OUTS, NULL},
          "latin1.txt: not UTF-8 text (invalid byte 0xe9 at offset 3); use --tokenizer byte"},
         {"another config (resume)",
