@@ -58,7 +58,7 @@ typedef struct {
     tg_embedding_mod *tok, *pos;
     tg_mha *att;
     tg_linear *head;
-    tg_params params;               /* tok_emb.weight, pos_emb.weight, att.*, out_head.* */
+    tg_module *net;                 /* the tree: tok_emb, pos_emb, att, out_head */
     tg_optim *opt;
     int32_t *ids, *targets, *pos_ids; /* (batch, T), (batch, T), (T) */
 } attn_task;
@@ -75,15 +75,17 @@ static inline void attn_task_init(attn_task *m, const attn_task_config *cfg)
     tg_manual_seed(&m->wgen, cfg->seed);
     tg_manual_seed(&m->data, cfg->seed + 1);
     tg_manual_seed(&m->eval, cfg->seed + 2);
+    /* a model of our own: a container module with each part registered once */
+    static const tg_module_type net_type = {"AttentionTaskModel", NULL, NULL};
+    m->net = tg_module_new(sizeof(tg_module), &net_type);
     m->tok = tg_embedding_mod_new(cfg->vocab, cfg->emb, &m->wgen);
+    tg_module_add_child(m->net, "tok_emb", &m->tok->base);
     m->pos = tg_embedding_mod_new(m->T, cfg->emb, &m->wgen);
+    tg_module_add_child(m->net, "pos_emb", &m->pos->base);
     m->att = tg_mha_new(cfg->emb, cfg->emb, m->T, 0.0f, cfg->heads, false, &m->wgen);
+    tg_module_add_child(m->net, "att", &m->att->base);
     m->head = tg_linear_new(cfg->emb, cfg->vocab, true, &m->wgen);
-    tg_params_init(&m->params);
-    tg_embedding_mod_params(m->tok, &m->params, "tok_emb.");
-    tg_embedding_mod_params(m->pos, &m->params, "pos_emb.");
-    tg_mha_params(m->att, &m->params, "att.");
-    tg_linear_params(m->head, &m->params, "out_head.");
+    tg_module_add_child(m->net, "out_head", &m->head->base);
     if (!cfg->train_pos)
         tg_requires_grad(m->pos->weight, false);
     if (cfg->freeze_qk) {
@@ -91,7 +93,7 @@ static inline void attn_task_init(attn_task *m, const attn_task_config *cfg)
         tg_requires_grad(m->att->W_key->weight, false);
     }
     tg_optim_config oc = tg_adam_config(cfg->lr);
-    m->opt = tg_optim_new(&m->params, &oc);
+    m->opt = tg_optim_new(tg_module_params(m->net), &oc);
     m->ids = malloc((size_t)cfg->batch * (size_t)m->T * sizeof *m->ids);
     m->targets = malloc((size_t)cfg->batch * (size_t)m->T * sizeof *m->targets);
     m->pos_ids = malloc((size_t)m->T * sizeof *m->pos_ids);
@@ -104,11 +106,7 @@ static inline void attn_task_init(attn_task *m, const attn_task_config *cfg)
 static inline void attn_task_free(attn_task *m)
 {
     tg_optim_free(m->opt);
-    tg_params_free(&m->params);
-    tg_embedding_mod_free(m->tok);
-    tg_embedding_mod_free(m->pos);
-    tg_mha_free(m->att);
-    tg_linear_free(m->head);
+    tg_module_free(m->net);
     free(m->ids);
     free(m->targets);
     free(m->pos_ids);

@@ -134,8 +134,8 @@ static void section_3_4(tg_tensor *inputs, tg_generator *g)
     show("SelfAttention_v2(d_in=3, d_out=2), seed 789:", tg_self_attention_v2_forward(sa_v2, inputs));
 
     tg_tape_reset(NULL);
-    tg_self_attention_v1_free(sa_v1);
-    tg_self_attention_v2_free(sa_v2);
+    tg_module_free(&sa_v1->base);
+    tg_module_free(&sa_v2->base);
     tg_free(keys_2);
     tg_free(W_query);
     tg_free(W_key);
@@ -191,9 +191,9 @@ static void section_3_5(tg_tensor *inputs, tg_tensor *batch, tg_generator *g)
     show_shape("context_vecs.shape:", context_vecs);
 
     tg_tape_reset(NULL);
-    tg_causal_attention_free(ca);
-    tg_dropout_mod_free(dropout);
-    tg_self_attention_v2_free(sa_v2);
+    tg_module_free(&ca->base);
+    tg_module_free(&dropout->base);
+    tg_module_free(&sa_v2->base);
     tg_free(example);
     tg_free(mask);
     tg_free(mask_simple);
@@ -230,23 +230,20 @@ static void section_3_6(tg_tensor *batch, tg_generator *g)
 
     /* GPT-2 small's attention layer */
     tg_mha *gpt2 = tg_mha_new(768, 768, 1024, 0.0f, 12, false, g);
-    tg_params params;
-    tg_params_init(&params);
-    tg_mha_params(gpt2, &params, "");
-    const long long n = (long long)tg_params_numel(&params);
+    const tg_params *params = tg_module_params(&gpt2->base);
+    const long long n = (long long)tg_params_numel(params);
     printf("Parameters of MultiHeadAttention(768, 768, 1024, 0.0, num_heads=12): %lld,%03lld,%03lld\n",
            n / 1000000, n / 1000 % 1000, n % 1000);
-    for (int i = 0; i < params.n; i++) {
+    for (int i = 0; i < params->n; i++) {
         char s[64];
-        const tg_tensor *t = params.items[i].t;
-        printf("  %-16s %s\n", params.items[i].name, tg_shape_str(s, t->ndim, t->shape));
+        const tg_tensor *t = params->items[i].t;
+        printf("  %-16s %s\n", params->items[i].name, tg_shape_str(s, t->ndim, t->shape));
     }
 
     tg_tape_reset(NULL);
-    tg_params_free(&params);
-    tg_mha_free(gpt2);
-    tg_mha_free(mha);
-    tg_mha_wrapper_free(wrapper);
+    tg_module_free(&gpt2->base);
+    tg_module_free(&mha->base);
+    tg_module_free(&wrapper->base);
     tg_free(first_head);
     tg_free(second_head);
     tg_free(a);

@@ -666,7 +666,7 @@ static int train(run *r)
         printf("model: %d layers, %d heads, emb %d, ctx %d, vocab %d (%s tokenizer), dropout %g%s: %" PRId64
                " parameters\n", r->cfg.n_layers, r->cfg.n_heads, r->cfg.emb_dim, r->cfg.context_length,
                r->cfg.vocab_size, r->tok.kind == TG_TOK_BYTE ? "byte" : "char", (double)r->cfg.drop_rate,
-               r->cfg.qkv_bias ? ", qkv bias" : "", tg_params_numel(&r->model->params));
+               r->cfg.qkv_bias ? ", qkv bias" : "", tg_params_numel(tg_gpt_params(r->model)));
         printf("data: %s: %" PRId64 " tokens, %" PRId64 " train / %" PRId64 " val; %s, lr %g (%s, warmup %ld), batch "
                "%d, %s batches, %d threads\n", o->data, r->n_ids, r->n_train, r->n_val, o->optimizer, o->lr,
                o->schedule, o->warmup, o->batch, o->batches, o->threads);

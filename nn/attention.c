@@ -62,7 +62,7 @@ static tg_tensor *causal_mask_buffer(int n)
 {
     tg_tensor *m = tg_ones(TG_SHAPE(n, n));
     tg_triu_(m, 1);
-    return tg_set_name(m, "mask");
+    return m;
 }
 
 /* The book's self.mask.bool()[:T, :T]: the buffer itself when T is the full
@@ -86,22 +86,9 @@ static tg_tensor *scaled_softmax(tg_tensor *scores, int d_k)
 
 /* ---------------------------------------------------------------- SelfAttention_v1 */
 
-tg_self_attention_v1 *tg_self_attention_v1_new(int d_in, int d_out, tg_generator *g)
+static tg_tensor *self_attention_v1_forward(tg_module *base, tg_tensor *x)
 {
-    check_dims("tg_self_attention_v1_new", d_in, d_out);
-    g = tg_nn_gen(g);
-    tg_self_attention_v1 *m = tg_nn_alloc(sizeof *m, "tg_self_attention_v1_new");
-    m->d_in = d_in;
-    m->d_out = d_out;
-    /* nn.Parameter(torch.rand(d_in, d_out)), three times, in this order */
-    m->W_query = tg_requires_grad(tg_set_name(tg_rand(g, TG_SHAPE(d_in, d_out)), "W_query"), true);
-    m->W_key = tg_requires_grad(tg_set_name(tg_rand(g, TG_SHAPE(d_in, d_out)), "W_key"), true);
-    m->W_value = tg_requires_grad(tg_set_name(tg_rand(g, TG_SHAPE(d_in, d_out)), "W_value"), true);
-    return m;
-}
-
-tg_tensor *tg_self_attention_v1_forward(tg_self_attention_v1 *m, tg_tensor *x)
-{
+    tg_self_attention_v1 *m = (tg_self_attention_v1 *)base;
     tg_nn_check_forward("tg_self_attention_v1_forward", m, x);
     check_tokens_input("tg_self_attention_v1_forward", x, m->d_in);
     tg_tensor *keys = tg_matmul(x, m->W_key);       /* (..., T, d_out) */
@@ -112,41 +99,42 @@ tg_tensor *tg_self_attention_v1_forward(tg_self_attention_v1 *m, tg_tensor *x)
     return tg_matmul(attn_weights, values);
 }
 
-void tg_self_attention_v1_params(tg_self_attention_v1 *m, tg_params *list, const char *prefix)
+const tg_module_type tg_self_attention_v1_type = {"SelfAttention_v1", self_attention_v1_forward, NULL};
+
+tg_self_attention_v1 *tg_self_attention_v1_new(int d_in, int d_out, tg_generator *g)
 {
-    tg_nn_check_params_call("tg_self_attention_v1_params", m, list);
-    tg_params_add(list, prefix, "W_query", m->W_query);
-    tg_params_add(list, prefix, "W_key", m->W_key);
-    tg_params_add(list, prefix, "W_value", m->W_value);
+    check_dims("tg_self_attention_v1_new", d_in, d_out);
+    g = tg_nn_gen(g);
+    tg_self_attention_v1 *m = tg_module_new(sizeof *m, &tg_self_attention_v1_type);
+    m->d_in = d_in;
+    m->d_out = d_out;
+    /* nn.Parameter(torch.rand(d_in, d_out)), three times, in this order */
+    m->W_query = tg_module_add_param(&m->base, "W_query", tg_rand(g, TG_SHAPE(d_in, d_out)));
+    m->W_key = tg_module_add_param(&m->base, "W_key", tg_rand(g, TG_SHAPE(d_in, d_out)));
+    m->W_value = tg_module_add_param(&m->base, "W_value", tg_rand(g, TG_SHAPE(d_in, d_out)));
+    return m;
 }
 
-void tg_self_attention_v1_free(tg_self_attention_v1 *m)
+tg_tensor *tg_self_attention_v1_forward(tg_self_attention_v1 *m, tg_tensor *x)
 {
-    if (!m)
-        return;
-    tg_free(m->W_query);
-    tg_free(m->W_key);
-    tg_free(m->W_value);
-    free(m);
+    tg_check_ptr("tg_self_attention_v1_forward", m, "module");
+    return tg_module_forward(&m->base, x);
 }
 
 /* ---------------------------------------------------------------- SelfAttention_v2 */
 
-tg_self_attention_v2 *tg_self_attention_v2_new(int d_in, int d_out, bool qkv_bias, tg_generator *g)
+/* W_query, W_key, W_value: Linear(d_in, d_out) children, drawn in that order. */
+static void add_qkv(tg_module *base, tg_linear **q, tg_linear **k, tg_linear **v, int d_in, int d_out,
+                    bool qkv_bias, tg_generator *g)
 {
-    check_dims("tg_self_attention_v2_new", d_in, d_out);
-    g = tg_nn_gen(g);
-    tg_self_attention_v2 *m = tg_nn_alloc(sizeof *m, "tg_self_attention_v2_new");
-    m->d_in = d_in;
-    m->d_out = d_out;
-    m->W_query = tg_linear_new(d_in, d_out, qkv_bias, g);
-    m->W_key = tg_linear_new(d_in, d_out, qkv_bias, g);
-    m->W_value = tg_linear_new(d_in, d_out, qkv_bias, g);
-    return m;
+    *q = (tg_linear *)tg_module_add_child(base, "W_query", &tg_linear_new(d_in, d_out, qkv_bias, g)->base);
+    *k = (tg_linear *)tg_module_add_child(base, "W_key", &tg_linear_new(d_in, d_out, qkv_bias, g)->base);
+    *v = (tg_linear *)tg_module_add_child(base, "W_value", &tg_linear_new(d_in, d_out, qkv_bias, g)->base);
 }
 
-tg_tensor *tg_self_attention_v2_forward(tg_self_attention_v2 *m, tg_tensor *x)
+static tg_tensor *self_attention_v2_forward(tg_module *base, tg_tensor *x)
 {
+    tg_self_attention_v2 *m = (tg_self_attention_v2 *)base;
     tg_nn_check_forward("tg_self_attention_v2_forward", m, x);
     check_tokens_input("tg_self_attention_v2_forward", x, m->d_in);
     tg_tensor *keys = tg_linear_forward(m->W_key, x);
@@ -157,52 +145,30 @@ tg_tensor *tg_self_attention_v2_forward(tg_self_attention_v2 *m, tg_tensor *x)
     return tg_matmul(attn_weights, values);
 }
 
-static void qkv_params(tg_linear *q, tg_linear *k, tg_linear *v, tg_params *list, const char *prefix)
+const tg_module_type tg_self_attention_v2_type = {"SelfAttention_v2", self_attention_v2_forward, NULL};
+
+tg_self_attention_v2 *tg_self_attention_v2_new(int d_in, int d_out, bool qkv_bias, tg_generator *g)
 {
-    char buf[256];
-    tg_linear_params(q, list, tg_nn_child_prefix(buf, sizeof buf, prefix, "W_query"));
-    tg_linear_params(k, list, tg_nn_child_prefix(buf, sizeof buf, prefix, "W_key"));
-    tg_linear_params(v, list, tg_nn_child_prefix(buf, sizeof buf, prefix, "W_value"));
+    check_dims("tg_self_attention_v2_new", d_in, d_out);
+    g = tg_nn_gen(g);
+    tg_self_attention_v2 *m = tg_module_new(sizeof *m, &tg_self_attention_v2_type);
+    m->d_in = d_in;
+    m->d_out = d_out;
+    add_qkv(&m->base, &m->W_query, &m->W_key, &m->W_value, d_in, d_out, qkv_bias, g);
+    return m;
 }
 
-void tg_self_attention_v2_params(tg_self_attention_v2 *m, tg_params *list, const char *prefix)
+tg_tensor *tg_self_attention_v2_forward(tg_self_attention_v2 *m, tg_tensor *x)
 {
-    tg_nn_check_params_call("tg_self_attention_v2_params", m, list);
-    qkv_params(m->W_query, m->W_key, m->W_value, list, prefix);
-}
-
-void tg_self_attention_v2_free(tg_self_attention_v2 *m)
-{
-    if (!m)
-        return;
-    tg_linear_free(m->W_query);
-    tg_linear_free(m->W_key);
-    tg_linear_free(m->W_value);
-    free(m);
+    tg_check_ptr("tg_self_attention_v2_forward", m, "module");
+    return tg_module_forward(&m->base, x);
 }
 
 /* ---------------------------------------------------------------- CausalAttention */
 
-tg_causal_attention *tg_causal_attention_new(int d_in, int d_out, int context_length, float dropout,
-                                             bool qkv_bias, tg_generator *g)
+static tg_tensor *causal_attention_forward(tg_module *base, tg_tensor *x)
 {
-    check_causal_config("tg_causal_attention_new", d_in, d_out, context_length, dropout);
-    g = tg_nn_gen(g);
-    tg_causal_attention *m = tg_nn_alloc(sizeof *m, "tg_causal_attention_new");
-    m->d_in = d_in;
-    m->d_out = d_out;
-    m->context_length = context_length;
-    m->training = true;
-    m->W_query = tg_linear_new(d_in, d_out, qkv_bias, g);
-    m->W_key = tg_linear_new(d_in, d_out, qkv_bias, g);
-    m->W_value = tg_linear_new(d_in, d_out, qkv_bias, g);
-    m->dropout = tg_dropout_mod_new(dropout, g);
-    m->mask = causal_mask_buffer(context_length);
-    return m;
-}
-
-tg_tensor *tg_causal_attention_forward(tg_causal_attention *m, tg_tensor *x)
-{
+    tg_causal_attention *m = (tg_causal_attention *)base;
     tg_nn_check_forward("tg_causal_attention_forward", m, x);
     check_batch_input("tg_causal_attention_forward", x, m->d_in, m->context_length);
     const int num_tokens = x->shape[1];
@@ -218,32 +184,46 @@ tg_tensor *tg_causal_attention_forward(tg_causal_attention *m, tg_tensor *x)
     return tg_matmul(attn_weights, values); /* (b, T, d_out) */
 }
 
-void tg_causal_attention_params(tg_causal_attention *m, tg_params *list, const char *prefix)
+const tg_module_type tg_causal_attention_type = {"CausalAttention", causal_attention_forward, NULL};
+
+tg_causal_attention *tg_causal_attention_new(int d_in, int d_out, int context_length, float dropout,
+                                             bool qkv_bias, tg_generator *g)
 {
-    tg_nn_check_params_call("tg_causal_attention_params", m, list);
-    qkv_params(m->W_query, m->W_key, m->W_value, list, prefix);
+    check_causal_config("tg_causal_attention_new", d_in, d_out, context_length, dropout);
+    g = tg_nn_gen(g);
+    tg_causal_attention *m = tg_module_new(sizeof *m, &tg_causal_attention_type);
+    m->d_in = d_in;
+    m->d_out = d_out;
+    m->context_length = context_length;
+    add_qkv(&m->base, &m->W_query, &m->W_key, &m->W_value, d_in, d_out, qkv_bias, g);
+    m->dropout = (tg_dropout_mod *)tg_module_add_child(&m->base, "dropout", &tg_dropout_mod_new(dropout, g)->base);
+    m->mask = tg_module_add_buffer(&m->base, "mask", causal_mask_buffer(context_length));
+    return m;
 }
 
-void tg_causal_attention_train(tg_causal_attention *m, bool on)
+tg_tensor *tg_causal_attention_forward(tg_causal_attention *m, tg_tensor *x)
 {
-    tg_check_ptr("tg_causal_attention_train", m, "module");
-    m->training = on;
-    tg_dropout_mod_train(m->dropout, on);
-}
-
-void tg_causal_attention_free(tg_causal_attention *m)
-{
-    if (!m)
-        return;
-    tg_linear_free(m->W_query);
-    tg_linear_free(m->W_key);
-    tg_linear_free(m->W_value);
-    tg_dropout_mod_free(m->dropout);
-    tg_free(m->mask);
-    free(m);
+    tg_check_ptr("tg_causal_attention_forward", m, "module");
+    return tg_module_forward(&m->base, x);
 }
 
 /* ---------------------------------------------------------------- MultiHeadAttentionWrapper */
+
+static tg_tensor *mha_wrapper_forward(tg_module *base, tg_tensor *x)
+{
+    tg_mha_wrapper *m = (tg_mha_wrapper *)base;
+    tg_nn_check_forward("tg_mha_wrapper_forward", m, x);
+    check_batch_input("tg_mha_wrapper_forward", x, m->d_in, m->context_length);
+    /* torch.cat([head(x) for head in self.heads], dim=-1) */
+    tg_tensor **outs = tg_tape_alloc((size_t)m->num_heads * sizeof *outs);
+    tg_scope_push(m->heads->name); /* the ModuleList's scope, as its own forward would */
+    for (int h = 0; h < m->num_heads; h++)
+        outs[h] = tg_module_forward(tg_module_child_at(m->heads, h), x);
+    tg_scope_pop();
+    return m->num_heads == 1 ? outs[0] : tg_concat(outs, m->num_heads, -1);
+}
+
+const tg_module_type tg_mha_wrapper_type = {"MultiHeadAttentionWrapper", mha_wrapper_forward, NULL};
 
 tg_mha_wrapper *tg_mha_wrapper_new(int d_in, int d_out, int context_length, float dropout, int num_heads,
                                    bool qkv_bias, tg_generator *g)
@@ -253,81 +233,23 @@ tg_mha_wrapper *tg_mha_wrapper_new(int d_in, int d_out, int context_length, floa
     check_causal_config("tg_mha_wrapper_new", d_in, d_out, context_length, dropout);
     if (d_out > INT_MAX / num_heads)
         tg_error("tg_mha_wrapper_new", "num_heads=%d * d_out=%d overflows the output dim", num_heads, d_out);
-    tg_mha_wrapper *m = tg_nn_alloc(sizeof *m, "tg_mha_wrapper_new");
-    m->heads = calloc((size_t)num_heads, sizeof *m->heads);
-    if (!m->heads)
-        tg_error("tg_mha_wrapper_new", "out of memory");
+    tg_mha_wrapper *m = tg_module_new(sizeof *m, &tg_mha_wrapper_type);
     m->num_heads = num_heads;
-    m->training = true;
+    m->d_in = d_in;
+    m->context_length = context_length;
+    m->heads = tg_module_add_child(&m->base, "heads", tg_module_list_new());
     for (int h = 0; h < num_heads; h++)
-        m->heads[h] = tg_causal_attention_new(d_in, d_out, context_length, dropout, qkv_bias, g);
+        tg_module_append(m->heads, &tg_causal_attention_new(d_in, d_out, context_length, dropout, qkv_bias, g)->base);
     return m;
 }
 
 tg_tensor *tg_mha_wrapper_forward(tg_mha_wrapper *m, tg_tensor *x)
 {
-    tg_nn_check_forward("tg_mha_wrapper_forward", m, x);
-    check_batch_input("tg_mha_wrapper_forward", x, m->heads[0]->d_in, m->heads[0]->context_length);
-    /* torch.cat([head(x) for head in self.heads], dim=-1) */
-    tg_tensor **outs = tg_tape_alloc((size_t)m->num_heads * sizeof *outs);
-    for (int h = 0; h < m->num_heads; h++)
-        outs[h] = tg_causal_attention_forward(m->heads[h], x);
-    return m->num_heads == 1 ? outs[0] : tg_concat(outs, m->num_heads, -1);
-}
-
-void tg_mha_wrapper_params(tg_mha_wrapper *m, tg_params *list, const char *prefix)
-{
-    tg_nn_check_params_call("tg_mha_wrapper_params", m, list);
-    char buf[256], name[32];
-    for (int h = 0; h < m->num_heads; h++) {
-        snprintf(name, sizeof name, "heads.%d", h);
-        tg_causal_attention_params(m->heads[h], list, tg_nn_child_prefix(buf, sizeof buf, prefix, name));
-    }
-}
-
-void tg_mha_wrapper_train(tg_mha_wrapper *m, bool on)
-{
-    tg_check_ptr("tg_mha_wrapper_train", m, "module");
-    m->training = on;
-    for (int h = 0; h < m->num_heads; h++)
-        tg_causal_attention_train(m->heads[h], on);
-}
-
-void tg_mha_wrapper_free(tg_mha_wrapper *m)
-{
-    if (!m)
-        return;
-    for (int h = 0; h < m->num_heads; h++)
-        tg_causal_attention_free(m->heads[h]);
-    free(m->heads);
-    free(m);
+    tg_check_ptr("tg_mha_wrapper_forward", m, "module");
+    return tg_module_forward(&m->base, x);
 }
 
 /* ---------------------------------------------------------------- MultiHeadAttention */
-
-tg_mha *tg_mha_new(int d_in, int d_out, int context_length, float dropout, int num_heads, bool qkv_bias,
-                   tg_generator *g)
-{
-    check_causal_config("tg_mha_new", d_in, d_out, context_length, dropout);
-    if (num_heads < 1 || d_out % num_heads != 0)
-        tg_error("tg_mha_new", "d_out=%d must be divisible by num_heads=%d", d_out, num_heads);
-    g = tg_nn_gen(g);
-    tg_mha *m = tg_nn_alloc(sizeof *m, "tg_mha_new");
-    m->d_in = d_in;
-    m->d_out = d_out;
-    m->context_length = context_length;
-    m->num_heads = num_heads;
-    m->head_dim = d_out / num_heads;
-    m->training = true;
-    m->keep_attn = true;
-    m->W_query = tg_linear_new(d_in, d_out, qkv_bias, g);
-    m->W_key = tg_linear_new(d_in, d_out, qkv_bias, g);
-    m->W_value = tg_linear_new(d_in, d_out, qkv_bias, g);
-    m->out_proj = tg_linear_new(d_out, d_out, true, g);
-    m->dropout = tg_dropout_mod_new(dropout, g);
-    m->mask = causal_mask_buffer(context_length);
-    return m;
-}
 
 /* Copies w (B, H, T, T) into m->attn_weights, growing its buffer only when
  * it does not fit (so a training loop with fixed shapes mallocs once). */
@@ -345,8 +267,9 @@ static void keep_attn_weights(tg_mha *m, const tg_tensor *w)
     memcpy(a->data, w->data, (size_t)w->numel * sizeof(float));
 }
 
-tg_tensor *tg_mha_forward(tg_mha *m, tg_tensor *x)
+static tg_tensor *mha_forward(tg_module *base, tg_tensor *x)
 {
+    tg_mha *m = (tg_mha *)base;
     tg_nn_check_forward("tg_mha_forward", m, x);
     check_batch_input("tg_mha_forward", x, m->d_in, m->context_length);
     const int b = x->shape[0], num_tokens = x->shape[1];
@@ -386,31 +309,34 @@ const tg_tensor *tg_mha_attn_weights(const tg_mha *m)
     return m->attn_weights;
 }
 
-void tg_mha_params(tg_mha *m, tg_params *list, const char *prefix)
+/* attn_weights is a scratch copy, not a registered buffer (its size follows the input). */
+static void mha_release(tg_module *base) { tg_free(((tg_mha *)base)->attn_weights); }
+
+const tg_module_type tg_mha_type = {"MultiHeadAttention", mha_forward, mha_release};
+
+tg_mha *tg_mha_new(int d_in, int d_out, int context_length, float dropout, int num_heads, bool qkv_bias,
+                   tg_generator *g)
 {
-    tg_nn_check_params_call("tg_mha_params", m, list);
-    char buf[256];
-    qkv_params(m->W_query, m->W_key, m->W_value, list, prefix);
-    tg_linear_params(m->out_proj, list, tg_nn_child_prefix(buf, sizeof buf, prefix, "out_proj"));
+    check_causal_config("tg_mha_new", d_in, d_out, context_length, dropout);
+    if (num_heads < 1 || d_out % num_heads != 0)
+        tg_error("tg_mha_new", "d_out=%d must be divisible by num_heads=%d", d_out, num_heads);
+    g = tg_nn_gen(g);
+    tg_mha *m = tg_module_new(sizeof *m, &tg_mha_type);
+    m->d_in = d_in;
+    m->d_out = d_out;
+    m->context_length = context_length;
+    m->num_heads = num_heads;
+    m->head_dim = d_out / num_heads;
+    m->keep_attn = true;
+    add_qkv(&m->base, &m->W_query, &m->W_key, &m->W_value, d_in, d_out, qkv_bias, g);
+    m->out_proj = (tg_linear *)tg_module_add_child(&m->base, "out_proj", &tg_linear_new(d_out, d_out, true, g)->base);
+    m->dropout = (tg_dropout_mod *)tg_module_add_child(&m->base, "dropout", &tg_dropout_mod_new(dropout, g)->base);
+    m->mask = tg_module_add_buffer(&m->base, "mask", causal_mask_buffer(context_length));
+    return m;
 }
 
-void tg_mha_train(tg_mha *m, bool on)
+tg_tensor *tg_mha_forward(tg_mha *m, tg_tensor *x)
 {
-    tg_check_ptr("tg_mha_train", m, "module");
-    m->training = on;
-    tg_dropout_mod_train(m->dropout, on);
-}
-
-void tg_mha_free(tg_mha *m)
-{
-    if (!m)
-        return;
-    tg_linear_free(m->W_query);
-    tg_linear_free(m->W_key);
-    tg_linear_free(m->W_value);
-    tg_linear_free(m->out_proj);
-    tg_dropout_mod_free(m->dropout);
-    tg_free(m->mask);
-    tg_free(m->attn_weights);
-    free(m);
+    tg_check_ptr("tg_mha_forward", m, "module");
+    return tg_module_forward(&m->base, x);
 }

@@ -5,7 +5,7 @@
  *   -> n_layers x [ x + drop(att(norm1(x))) ; x + drop(ff(norm2(x))) ]
  *   -> final_norm -> out_head -> logits (B, T, V)
  */
-#include "nn.h"
+#include "module_util.h"
 
 #include <errno.h>
 #include <math.h>
@@ -145,64 +145,69 @@ int tg_gpt_config_from_meta(tg_gpt_config *c, const tg_st_meta *m, const char *l
 
 /* ---------------------------------------------------------------- model */
 
-static void block_params(tg_gpt_block *b, tg_params *list, int i)
+static tg_tensor *block_forward(tg_module *base, tg_tensor *x)
 {
-    char p[96];
-    snprintf(p, sizeof p, "trf_blocks.%d.att.", i);
-    tg_mha_params(b->att, list, p);
-    snprintf(p, sizeof p, "trf_blocks.%d.ff.", i);
-    tg_feedforward_params(b->ff, list, p);
-    snprintf(p, sizeof p, "trf_blocks.%d.norm1.", i);
-    tg_layernorm_mod_params(b->norm1, list, p);
-    snprintf(p, sizeof p, "trf_blocks.%d.norm2.", i);
-    tg_layernorm_mod_params(b->norm2, list, p);
+    tg_gpt_block *b = (tg_gpt_block *)base;
+    tg_nn_check_forward("TransformerBlock", b, x);
+    tg_tensor *h = tg_module_forward(b->att, tg_module_forward(b->norm1, x)); /* (B, T, E) */
+    x = tg_add(tg_dropout_mod_forward(b->drop_resid, h), x);
+    h = tg_module_forward(b->ff, tg_module_forward(b->norm2, x));
+    return tg_add(tg_dropout_mod_forward(b->drop_resid, h), x);
 }
+
+const tg_module_type tg_gpt_block_type = {"TransformerBlock", block_forward, NULL};
+
+/* The order of TransformerBlock.__init__: att, ff, norm1, norm2, drop_resid. */
+static tg_gpt_block *block_new(const tg_gpt_config *cfg, tg_generator *g)
+{
+    const int E = cfg->emb_dim;
+    tg_gpt_block *b = tg_module_new(sizeof *b, &tg_gpt_block_type);
+    tg_mha *att = tg_mha_new(E, E, cfg->context_length, cfg->drop_rate, cfg->n_heads, cfg->qkv_bias, g);
+    att->keep_attn = false; /* no per-step copy of the weights while training */
+    tg_module_add_slot(&b->base, "att", &b->att, &att->base);
+    tg_module_add_slot(&b->base, "ff", &b->ff, &tg_feedforward_new(E, g)->base);
+    tg_module_add_slot(&b->base, "norm1", &b->norm1, &tg_layernorm_mod_new(E)->base);
+    tg_module_add_slot(&b->base, "norm2", &b->norm2, &tg_layernorm_mod_new(E)->base);
+    b->drop_resid =
+        (tg_dropout_mod *)tg_module_add_child(&b->base, "drop_resid", &tg_dropout_mod_new(cfg->drop_rate, g)->base);
+    return b;
+}
+
+static void gpt_release(tg_module *base) { free(((tg_gpt *)base)->positions); }
+
+/* Its input is token ids: no single-input forward. */
+const tg_module_type tg_gpt_type = {"GPTModel", NULL, gpt_release};
 
 tg_gpt *tg_gpt_new(const tg_gpt_config *cfg, tg_generator *g)
 {
     char why[200];
     if (tg_gpt_config_check(cfg, why, sizeof why) != 0)
         tg_error("tg_gpt_new", "%s", why);
-    tg_gpt *m = calloc(1, sizeof *m);
-    if (!m)
-        tg_error("tg_gpt_new", "out of memory");
+    tg_gpt *m = tg_module_new(sizeof *m, &tg_gpt_type);
     m->cfg = *cfg;
-    const int E = cfg->emb_dim;
-    /* The order of GPTModel.__init__ (and TransformerBlock.__init__). */
-    m->tok_emb = tg_embedding_mod_new(cfg->vocab_size, E, g);
-    m->pos_emb = tg_embedding_mod_new(cfg->context_length, E, g);
-    m->drop_emb = tg_dropout_mod_new(cfg->drop_rate, g);
-    m->trf_blocks = calloc((size_t)(cfg->n_layers > 0 ? cfg->n_layers : 1), sizeof *m->trf_blocks);
     m->positions = malloc((size_t)cfg->context_length * sizeof *m->positions);
-    if (!m->trf_blocks || !m->positions)
+    if (!m->positions)
         tg_error("tg_gpt_new", "out of memory");
-    for (int i = 0; i < cfg->n_layers; i++) {
-        tg_gpt_block *b = &m->trf_blocks[i];
-        b->att = tg_mha_new(E, E, cfg->context_length, cfg->drop_rate, cfg->n_heads, cfg->qkv_bias, g);
-        b->att->keep_attn = false; /* no per-step copy of the weights while training */
-        b->ff = tg_feedforward_new(E, g);
-        b->norm1 = tg_layernorm_mod_new(E);
-        b->norm2 = tg_layernorm_mod_new(E);
-        b->drop_resid = tg_dropout_mod_new(cfg->drop_rate, g);
-    }
-    m->final_norm = tg_layernorm_mod_new(E);
-    m->out_head = tg_linear_new(E, cfg->vocab_size, false, g);
     for (int t = 0; t < cfg->context_length; t++)
         m->positions[t] = t;
-
-    tg_params_init(&m->params);
-    tg_embedding_mod_params(m->tok_emb, &m->params, "tok_emb.");
-    tg_embedding_mod_params(m->pos_emb, &m->params, "pos_emb.");
+    const int E = cfg->emb_dim;
+    /* The order of GPTModel.__init__; each child registered once, under its name. */
+    tg_module *root = &m->base;
+    m->tok_emb = (tg_embedding_mod *)tg_module_add_child(root, "tok_emb", &tg_embedding_mod_new(cfg->vocab_size, E, g)->base);
+    m->pos_emb =
+        (tg_embedding_mod *)tg_module_add_child(root, "pos_emb", &tg_embedding_mod_new(cfg->context_length, E, g)->base);
+    m->drop_emb = (tg_dropout_mod *)tg_module_add_child(root, "drop_emb", &tg_dropout_mod_new(cfg->drop_rate, g)->base);
+    m->trf_blocks = tg_module_add_child(root, "trf_blocks", tg_sequential_new());
     for (int i = 0; i < cfg->n_layers; i++)
-        block_params(&m->trf_blocks[i], &m->params, i);
-    tg_layernorm_mod_params(m->final_norm, &m->params, "final_norm.");
-    tg_linear_params(m->out_head, &m->params, "out_head.");
-    m->training = true;
+        tg_module_append(m->trf_blocks, &block_new(cfg, g)->base);
+    tg_module_add_slot(root, "final_norm", &m->final_norm, &tg_layernorm_mod_new(E)->base);
+    m->out_head = (tg_linear *)tg_module_add_child(root, "out_head", &tg_linear_new(E, cfg->vocab_size, false, g)->base);
     return m;
 }
 
 tg_tensor *tg_gpt_forward(tg_gpt *m, const int32_t *ids, int batch, int tokens)
 {
+    tg_check_ptr("tg_gpt_forward", m, "model");
     if (batch < 1 || tokens < 1 || tokens > m->cfg.context_length)
         tg_error("tg_gpt_forward", "input (%d, %d) needs batch >= 1 and 1 <= tokens <= context_length=%d", batch,
                  tokens, m->cfg.context_length);
@@ -213,47 +218,35 @@ tg_tensor *tg_gpt_forward(tg_gpt *m, const int32_t *ids, int batch, int tokens)
     tg_tensor *tok = tg_embedding_mod_forward(m->tok_emb, ids, TG_SHAPE(batch, tokens)); /* (B, T, E) */
     tg_tensor *pos = tg_embedding_mod_forward(m->pos_emb, m->positions, TG_SHAPE(tokens)); /* (T, E) */
     tg_tensor *x = tg_dropout_mod_forward(m->drop_emb, tg_add(tok, pos));
-    for (int i = 0; i < m->cfg.n_layers; i++) {
-        tg_gpt_block *b = &m->trf_blocks[i];
-        tg_tensor *h = tg_mha_forward(b->att, tg_layernorm_mod_forward(b->norm1, x));
-        x = tg_add(tg_dropout_mod_forward(b->drop_resid, h), x);
-        h = tg_feedforward_forward(b->ff, tg_layernorm_mod_forward(b->norm2, x));
-        x = tg_add(tg_dropout_mod_forward(b->drop_resid, h), x);
-    }
-    return tg_linear_forward(m->out_head, tg_layernorm_mod_forward(m->final_norm, x)); /* (B, T, V) */
+    x = tg_module_forward(m->trf_blocks, x);
+    return tg_linear_forward(m->out_head, tg_module_forward(m->final_norm, x)); /* (B, T, V) */
+}
+
+tg_gpt_block *tg_gpt_block_at(tg_gpt *m, int i)
+{
+    tg_check_ptr("tg_gpt_block_at", m, "model");
+    tg_module *b = tg_module_child_at(m->trf_blocks, i);
+    if (b->type != &tg_gpt_block_type)
+        tg_error("tg_gpt_block_at", "trf_blocks.%d is a %s, not a TransformerBlock", i, b->type->name);
+    return (tg_gpt_block *)b;
+}
+
+const tg_params *tg_gpt_params(tg_gpt *m)
+{
+    tg_check_ptr("tg_gpt_params", m, "model");
+    return tg_module_params(&m->base);
 }
 
 void tg_gpt_train(tg_gpt *m, bool on)
 {
-    m->training = on;
-    tg_dropout_mod_train(m->drop_emb, on);
-    for (int i = 0; i < m->cfg.n_layers; i++) {
-        tg_mha_train(m->trf_blocks[i].att, on);
-        tg_dropout_mod_train(m->trf_blocks[i].drop_resid, on);
-    }
+    tg_check_ptr("tg_gpt_train", m, "model");
+    tg_module_train(&m->base, on);
 }
 
 void tg_gpt_free(tg_gpt *m)
 {
-    if (!m)
-        return;
-    tg_embedding_mod_free(m->tok_emb);
-    tg_embedding_mod_free(m->pos_emb);
-    tg_dropout_mod_free(m->drop_emb);
-    for (int i = 0; i < m->cfg.n_layers && m->trf_blocks; i++) {
-        tg_gpt_block *b = &m->trf_blocks[i];
-        tg_mha_free(b->att);
-        tg_feedforward_free(b->ff);
-        tg_layernorm_mod_free(b->norm1);
-        tg_layernorm_mod_free(b->norm2);
-        tg_dropout_mod_free(b->drop_resid);
-    }
-    free(m->trf_blocks);
-    tg_layernorm_mod_free(m->final_norm);
-    tg_linear_free(m->out_head);
-    tg_params_free(&m->params);
-    free(m->positions);
-    free(m);
+    if (m)
+        tg_module_free(&m->base);
 }
 
 /* ---------------------------------------------------------------- loading */
@@ -311,7 +304,7 @@ int tg_gpt_load(tg_gpt *m, const tg_st_file *f, bool allow_optim, tg_st_error *e
             }
     }
     extra_ctx ctx = {m, allow_optim};
-    return tg_st_load_params(f, &m->params, gpt_allow_extra, &ctx, err);
+    return tg_st_load_params(f, tg_gpt_params(m), gpt_allow_extra, &ctx, err);
 }
 
 /* ---------------------------------------------------------------- generation */
@@ -323,7 +316,7 @@ void tg_gpt_generate(tg_gpt *m, int32_t *ids, int n_prompt, int n_new, float tem
         tg_error("tg_gpt_generate", "needs n_prompt >= 1 (got %d), n_new >= 0 (got %d), temperature >= 0", n_prompt,
                  n_new);
     const int V = m->cfg.vocab_size, C = m->cfg.context_length;
-    bool was_training = m->training;
+    bool was_training = m->base.training;
     tg_gpt_train(m, false);
     tg_tape *tape = tg_tape_new();
     tg_tape *prev = tg_tape_use(tape);

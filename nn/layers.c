@@ -21,13 +21,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* A heap leaf that requires grad (a parameter). */
-static tg_tensor *param(tg_tensor *t, const char *name)
-{
-    tg_set_name(t, name);
-    return tg_requires_grad(t, true);
-}
-
 /* Checks that x's last dim is want; names the module and both shapes. */
 static void check_last_dim(const char *op, const tg_tensor *x, int want, const char *what)
 {
@@ -41,12 +34,23 @@ static void check_last_dim(const char *op, const tg_tensor *x, int want, const c
 
 /* ---------------------------------------------------------------- Linear */
 
+static tg_tensor *linear_forward(tg_module *base, tg_tensor *x)
+{
+    tg_linear *m = (tg_linear *)base;
+    tg_nn_check_forward("tg_linear_forward", m, x);
+    check_last_dim("tg_linear_forward", x, m->in_features, "in_features");
+    /* torch accepts a plain vector too: (in) -> (out) */
+    return tg_affine(x, m->weight, m->bias);
+}
+
+const tg_module_type tg_linear_type = {"Linear", linear_forward, NULL};
+
 tg_linear *tg_linear_new(int in_features, int out_features, bool bias, tg_generator *g)
 {
     if (in_features < 1 || out_features < 1)
         tg_error("tg_linear_new", "in_features=%d and out_features=%d must be >= 1", in_features, out_features);
     g = tg_nn_gen(g);
-    tg_linear *m = tg_nn_alloc(sizeof *m, "tg_linear_new");
+    tg_linear *m = tg_module_new(sizeof *m, &tg_linear_type);
     m->in_features = in_features;
     m->out_features = out_features;
     /* torch: kaiming_uniform_(weight, a=sqrt(5)), i.e. gain = sqrt(2/(1+a^2)),
@@ -56,11 +60,11 @@ tg_linear *tg_linear_new(int in_features, int out_features, bool bias, tg_genera
     const double a = sqrt(5.0);
     const double gain = sqrt(2.0 / (1.0 + a * a));
     const double wbound = sqrt(3.0) * (gain / sqrt((double)in_features));
-    m->weight = param(tg_empty(TG_SHAPE(out_features, in_features)), "weight");
+    m->weight = tg_module_add_param(&m->base, "weight", tg_empty(TG_SHAPE(out_features, in_features)));
     tg_uniform_(m->weight, (float)-wbound, (float)wbound, g);
     if (bias) {
         const double bbound = 1.0 / sqrt((double)in_features);
-        m->bias = param(tg_empty(TG_SHAPE(out_features)), "bias");
+        m->bias = tg_module_add_param(&m->base, "bias", tg_empty(TG_SHAPE(out_features)));
         tg_uniform_(m->bias, (float)-bbound, (float)bbound, g);
     }
     return m;
@@ -68,84 +72,75 @@ tg_linear *tg_linear_new(int in_features, int out_features, bool bias, tg_genera
 
 tg_tensor *tg_linear_forward(tg_linear *m, tg_tensor *x)
 {
-    tg_nn_check_forward("tg_linear_forward", m, x);
-    check_last_dim("tg_linear_forward", x, m->in_features, "in_features");
-    /* torch accepts a plain vector too: (in) -> (out) */
-    return tg_affine(x, m->weight, m->bias);
-}
-
-void tg_linear_params(tg_linear *m, tg_params *list, const char *prefix)
-{
-    tg_nn_check_params_call("tg_linear_params", m, list);
-    tg_params_add(list, prefix, "weight", m->weight);
-    if (m->bias)
-        tg_params_add(list, prefix, "bias", m->bias);
-}
-
-void tg_linear_free(tg_linear *m)
-{
-    if (!m)
-        return;
-    tg_free(m->weight);
-    tg_free(m->bias);
-    free(m);
+    tg_check_ptr("tg_linear_forward", m, "module");
+    return tg_module_forward(&m->base, x);
 }
 
 /* ---------------------------------------------------------------- Dropout */
+
+static tg_tensor *dropout_forward(tg_module *base, tg_tensor *x)
+{
+    tg_dropout_mod *m = (tg_dropout_mod *)base;
+    tg_nn_check_forward("tg_dropout_mod_forward", m, x);
+    return tg_dropout(x, m->p, m->base.training, tg_nn_gen(m->g));
+}
+
+const tg_module_type tg_dropout_type = {"Dropout", dropout_forward, NULL};
 
 tg_dropout_mod *tg_dropout_mod_new(float p, tg_generator *g)
 {
     if (!(p >= 0.0f && p <= 1.0f))
         tg_error("tg_dropout_mod_new", "dropout probability has to be between 0 and 1, but got %g", p);
-    tg_dropout_mod *m = tg_nn_alloc(sizeof *m, "tg_dropout_mod_new");
+    tg_dropout_mod *m = tg_module_new(sizeof *m, &tg_dropout_type);
     m->p = p;
-    m->training = true;
     m->g = g;
     return m;
 }
 
 tg_tensor *tg_dropout_mod_forward(tg_dropout_mod *m, tg_tensor *x)
 {
-    tg_nn_check_forward("tg_dropout_mod_forward", m, x);
-    return tg_dropout(x, m->p, m->training, tg_nn_gen(m->g));
+    tg_check_ptr("tg_dropout_mod_forward", m, "module");
+    return tg_module_forward(&m->base, x);
 }
-
-void tg_dropout_mod_train(tg_dropout_mod *m, bool on)
-{
-    tg_check_ptr("tg_dropout_mod_train", m, "module");
-    m->training = on;
-}
-
-void tg_dropout_mod_free(tg_dropout_mod *m) { free(m); }
 
 /* ---------------------------------------------------------------- Softmax */
 
+static tg_tensor *softmax_forward(tg_module *base, tg_tensor *x)
+{
+    tg_softmax_mod *m = (tg_softmax_mod *)base;
+    tg_nn_check_forward("tg_softmax_mod_forward", m, x);
+    return tg_softmax(x, m->dim);
+}
+
+const tg_module_type tg_softmax_type = {"Softmax", softmax_forward, NULL};
+
 tg_softmax_mod *tg_softmax_mod_new(int dim)
 {
-    tg_softmax_mod *m = tg_nn_alloc(sizeof *m, "tg_softmax_mod_new");
+    tg_softmax_mod *m = tg_module_new(sizeof *m, &tg_softmax_type);
     m->dim = dim;
     return m;
 }
 
 tg_tensor *tg_softmax_mod_forward(tg_softmax_mod *m, tg_tensor *x)
 {
-    tg_nn_check_forward("tg_softmax_mod_forward", m, x);
-    return tg_softmax(x, m->dim);
+    tg_check_ptr("tg_softmax_mod_forward", m, "module");
+    return tg_module_forward(&m->base, x);
 }
 
-void tg_softmax_mod_free(tg_softmax_mod *m) { free(m); }
-
 /* ---------------------------------------------------------------- Embedding */
+
+/* Its input is ids, not a tensor: no single-input forward. */
+const tg_module_type tg_embedding_type = {"Embedding", NULL, NULL};
 
 tg_embedding_mod *tg_embedding_mod_new(int num_embeddings, int embedding_dim, tg_generator *g)
 {
     if (num_embeddings < 1 || embedding_dim < 1)
         tg_error("tg_embedding_mod_new", "num_embeddings=%d and embedding_dim=%d must be >= 1", num_embeddings,
                  embedding_dim);
-    tg_embedding_mod *m = tg_nn_alloc(sizeof *m, "tg_embedding_mod_new");
+    tg_embedding_mod *m = tg_module_new(sizeof *m, &tg_embedding_type);
     m->num_embeddings = num_embeddings;
     m->embedding_dim = embedding_dim;
-    m->weight = param(tg_empty(TG_SHAPE(num_embeddings, embedding_dim)), "weight");
+    m->weight = tg_module_add_param(&m->base, "weight", tg_empty(TG_SHAPE(num_embeddings, embedding_dim)));
     tg_normal_(m->weight, 0.0f, 1.0f, tg_nn_gen(g)); /* torch: init.normal_(weight) */
     return m;
 }
@@ -155,109 +150,90 @@ tg_tensor *tg_embedding_mod_forward(tg_embedding_mod *m, const int32_t *ids, int
     tg_check_ptr("tg_embedding_mod_forward", m, "module");
     if (ndim > 0 && !shape)
         tg_error("tg_embedding_mod_forward", "ids shape is NULL for %d dimensions", ndim);
-    return tg_embedding(m->weight, ids, ndim, shape);
-}
-
-void tg_embedding_mod_params(tg_embedding_mod *m, tg_params *list, const char *prefix)
-{
-    tg_nn_check_params_call("tg_embedding_mod_params", m, list);
-    tg_params_add(list, prefix, "weight", m->weight);
-}
-
-void tg_embedding_mod_free(tg_embedding_mod *m)
-{
-    if (!m)
-        return;
-    tg_free(m->weight);
-    free(m);
+    const bool scoped = m->base.parent != NULL; /* its tape scope, as tg_module_forward enters */
+    if (scoped)
+        tg_scope_push(m->base.name);
+    tg_tensor *y = tg_embedding(m->weight, ids, ndim, shape);
+    if (scoped)
+        tg_scope_pop();
+    return y;
 }
 
 /* ---------------------------------------------------------------- LayerNorm */
 
-tg_layernorm_mod *tg_layernorm_mod_new(int emb_dim)
+static tg_tensor *layernorm_forward(tg_module *base, tg_tensor *x)
 {
-    if (emb_dim < 1)
-        tg_error("tg_layernorm_mod_new", "emb_dim=%d must be >= 1", emb_dim);
-    tg_layernorm_mod *m = tg_nn_alloc(sizeof *m, "tg_layernorm_mod_new");
-    m->emb_dim = emb_dim;
-    m->eps = 1e-5f;
-    m->scale = param(tg_ones(TG_SHAPE(emb_dim)), "scale");
-    m->shift = param(tg_zeros(TG_SHAPE(emb_dim)), "shift");
-    return m;
-}
-
-tg_tensor *tg_layernorm_mod_forward(tg_layernorm_mod *m, tg_tensor *x)
-{
+    tg_layernorm_mod *m = (tg_layernorm_mod *)base;
     tg_nn_check_forward("tg_layernorm_mod_forward", m, x);
     check_last_dim("tg_layernorm_mod_forward", x, m->emb_dim, "emb_dim");
     return tg_layernorm(x, m->scale, m->shift, m->eps);
 }
 
-void tg_layernorm_mod_params(tg_layernorm_mod *m, tg_params *list, const char *prefix)
+const tg_module_type tg_layernorm_type = {"LayerNorm", layernorm_forward, NULL};
+
+tg_layernorm_mod *tg_layernorm_mod_new(int emb_dim)
 {
-    tg_nn_check_params_call("tg_layernorm_mod_params", m, list);
-    tg_params_add(list, prefix, "scale", m->scale);
-    tg_params_add(list, prefix, "shift", m->shift);
+    if (emb_dim < 1)
+        tg_error("tg_layernorm_mod_new", "emb_dim=%d must be >= 1", emb_dim);
+    tg_layernorm_mod *m = tg_module_new(sizeof *m, &tg_layernorm_type);
+    m->emb_dim = emb_dim;
+    m->eps = 1e-5f;
+    m->scale = tg_module_add_param(&m->base, "scale", tg_ones(TG_SHAPE(emb_dim)));
+    m->shift = tg_module_add_param(&m->base, "shift", tg_zeros(TG_SHAPE(emb_dim)));
+    return m;
 }
 
-void tg_layernorm_mod_free(tg_layernorm_mod *m)
+tg_tensor *tg_layernorm_mod_forward(tg_layernorm_mod *m, tg_tensor *x)
 {
-    if (!m)
-        return;
-    tg_free(m->scale);
-    tg_free(m->shift);
-    free(m);
+    tg_check_ptr("tg_layernorm_mod_forward", m, "module");
+    return tg_module_forward(&m->base, x);
 }
 
 /* ---------------------------------------------------------------- GELU */
 
-tg_gelu_mod *tg_gelu_mod_new(void) { return tg_nn_alloc(sizeof(tg_gelu_mod), "tg_gelu_mod_new"); }
-
-tg_tensor *tg_gelu_mod_forward(tg_gelu_mod *m, tg_tensor *x)
+static tg_tensor *gelu_forward(tg_module *base, tg_tensor *x)
 {
-    tg_nn_check_forward("tg_gelu_mod_forward", m, x);
+    tg_nn_check_forward("tg_gelu_mod_forward", base, x);
     return tg_gelu(x);
 }
 
-void tg_gelu_mod_free(tg_gelu_mod *m) { free(m); }
+const tg_module_type tg_gelu_type = {"GELU", gelu_forward, NULL};
+
+tg_gelu_mod *tg_gelu_mod_new(void) { return tg_module_new(sizeof(tg_gelu_mod), &tg_gelu_type); }
+
+tg_tensor *tg_gelu_mod_forward(tg_gelu_mod *m, tg_tensor *x)
+{
+    tg_check_ptr("tg_gelu_mod_forward", m, "module");
+    return tg_module_forward(&m->base, x);
+}
 
 /* ---------------------------------------------------------------- FeedForward */
+
+static tg_tensor *feedforward_forward(tg_module *base, tg_tensor *x)
+{
+    tg_feedforward *m = (tg_feedforward *)base;
+    tg_nn_check_forward("tg_feedforward_forward", m, x);
+    check_last_dim("tg_feedforward_forward", x, m->emb_dim, "emb_dim");
+    return tg_module_forward(m->layers, x); /* (..., d) -> (..., 4d) -> (..., d) */
+}
+
+const tg_module_type tg_feedforward_type = {"FeedForward", feedforward_forward, NULL};
 
 tg_feedforward *tg_feedforward_new(int emb_dim, tg_generator *g)
 {
     if (emb_dim < 1 || emb_dim > INT_MAX / 4)
         tg_error("tg_feedforward_new", "emb_dim=%d must be in [1, %d]", emb_dim, INT_MAX / 4);
-    tg_feedforward *m = tg_nn_alloc(sizeof *m, "tg_feedforward_new");
+    tg_feedforward *m = tg_module_new(sizeof *m, &tg_feedforward_type);
     m->emb_dim = emb_dim;
-    m->fc1 = tg_linear_new(emb_dim, 4 * emb_dim, true, g);
-    m->gelu = tg_gelu_mod_new();
-    m->fc2 = tg_linear_new(4 * emb_dim, emb_dim, true, g);
+    m->layers = tg_module_add_child(&m->base, "layers", tg_sequential_new());
+    tg_module_append(m->layers, &tg_linear_new(emb_dim, 4 * emb_dim, true, g)->base);
+    tg_module_append(m->layers, &tg_gelu_mod_new()->base);
+    tg_module_append(m->layers, &tg_linear_new(4 * emb_dim, emb_dim, true, g)->base);
     return m;
 }
 
 tg_tensor *tg_feedforward_forward(tg_feedforward *m, tg_tensor *x)
 {
-    tg_nn_check_forward("tg_feedforward_forward", m, x);
-    check_last_dim("tg_feedforward_forward", x, m->emb_dim, "emb_dim");
-    tg_tensor *h = tg_linear_forward(m->fc1, x); /* (..., 4d) */
-    h = tg_gelu_mod_forward(m->gelu, h);
-    return tg_linear_forward(m->fc2, h);         /* (..., d) */
-}
-
-void tg_feedforward_params(tg_feedforward *m, tg_params *list, const char *prefix)
-{
-    tg_nn_check_params_call("tg_feedforward_params", m, list);
-    char buf[256];
-    tg_linear_params(m->fc1, list, tg_nn_child_prefix(buf, sizeof buf, prefix, "layers.0"));
-    tg_linear_params(m->fc2, list, tg_nn_child_prefix(buf, sizeof buf, prefix, "layers.2"));
-}
-
-void tg_feedforward_free(tg_feedforward *m)
-{
-    if (!m)
-        return;
-    tg_linear_free(m->fc1);
-    tg_gelu_mod_free(m->gelu);
-    tg_linear_free(m->fc2);
-    free(m);
+    tg_check_ptr("tg_feedforward_forward", m, "module");
+    return tg_module_forward(&m->base, x);
 }

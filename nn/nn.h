@@ -1,23 +1,25 @@
 /*
  * nn/nn.h — modules: the nn layer's public contract.
  *
- * Convention (PyTorch's, in C):
- *   - a module is a struct holding its parameters (heap leaves with
- *     requires_grad) and its config;
+ * Convention (PyTorch's nn.Module, in C):
+ *   - a module is a struct whose first member is a tg_module header (its
+ *     type, its named parameters, buffers and children, its train/eval flag);
  *   - tg_<mod>_new(...) builds it, drawing initial values from the caller's
- *     generator in PyTorch's order, so the same seed gives torch's weights;
- *   - tg_<mod>_forward(m, x) runs it on the current tape;
- *   - tg_<mod>_free(m) frees it and its parameters;
- *   - tg_<mod>_params(m, list, prefix) appends its parameters to a tg_params
- *     list under state_dict names ("W_query.weight"), prefixed by the
- *     parent's path ("trf_blocks.0.att.") for nested modules;
- *   - modules with dropout have a `training` flag; tg_<mod>_train(m, on)
- *     sets it on the module and everything inside.
+ *     generator in PyTorch's order, so the same seed gives torch's weights,
+ *     and registers each parameter and each child once, under its name;
+ *   - everything else is a walk over that tree: tg_module_params (the
+ *     state_dict names and order), tg_module_train, tg_module_free, and
+ *     tg_module_forward for single-input modules;
+ *   - typed entry points stay for callers who know the type:
+ *     tg_<mod>_forward(m, x) runs it on the current tape.
+ * docs/EXTENDING.md shows how to write a module of your own.
  */
 #ifndef TG_NN_H
 #define TG_NN_H
 
 #include "../autograd/autograd.h"
+
+struct tg_module;
 
 /* ---------------------------------------------------------------- parameter lists */
 
@@ -29,6 +31,10 @@ typedef struct {
 typedef struct {
     tg_param *items;
     int n, cap;
+    /* Set for the lists tg_module_params returns: the module they list and
+     * its generation then (optimizers check it; see tg_module_generation). */
+    const struct tg_module *module;
+    uint64_t generation;
 } tg_params;
 
 void tg_params_init(tg_params *p);
@@ -39,95 +45,231 @@ tg_tensor *tg_params_find(const tg_params *p, const char *name);  /* NULL if abs
 int64_t tg_params_numel(const tg_params *p);  /* total elements */
 void tg_params_zero_grad(const tg_params *p);
 
+/* ---------------------------------------------------------------- the module interface
+ * A module is a heap struct whose FIRST member is `tg_module base;`. The
+ * header holds what torch.nn.Module holds: the type, the named parameters
+ * and buffers (owned), the named children (owned) and the training flag.
+ *
+ *   typedef struct { tg_module base; tg_tensor *weight; float eps; } rmsnorm;
+ *   static tg_tensor *rmsnorm_forward(tg_module *base, tg_tensor *x) {...}
+ *   static const tg_module_type rmsnorm_type = {"RMSNorm", rmsnorm_forward, NULL};
+ *   rmsnorm *m = tg_module_new(sizeof *m, &rmsnorm_type);
+ *   m->weight = tg_module_add_param(&m->base, "weight", tg_ones(TG_SHAPE(d)));
+ *
+ * Names. A child's path is its parent's path, a dot and its name
+ * ("trf_blocks.0.att"); a root's path is "". Every parameter's and buffer's
+ * tensor->name is its full dotted name from the root
+ * ("trf_blocks.0.att.W_query.weight"), kept up to date as the module is
+ * attached or replaced; the strings belong to the module.
+ *
+ * Children are either fixed (tg_module_add_child: the parent keeps a typed
+ * pointer to them) or slots (tg_module_add_slot, and every entry of a
+ * Sequential or ModuleList), which tg_module_replace may swap for any module
+ * with a single-input forward, as a torch user writes
+ * model.trf_blocks[0].norm1 = RMSNorm(768).
+ *
+ * Every structural change (a parameter, buffer or child added, a slot
+ * replaced) bumps the generation of the module and of all its ancestors.
+ * An optimizer records the generation of the module its parameter list came
+ * from and stops with a clear error if it changed: build optimizers after
+ * the swaps. */
+typedef struct tg_module tg_module;
+
+typedef struct tg_module_type {
+    const char *name;       /* torch's class name: "Linear", "LayerNorm", ... */
+    /* The single-input forward x -> y, or NULL for modules that take
+     * something else (Embedding: ids; GPTModel: ids) or nothing (ModuleList).
+     * Call it through tg_module_forward, never directly. */
+    tg_tensor *(*forward)(tg_module *m, tg_tensor *x);
+    /* Frees what the module holds beyond its registered parameters, buffers
+     * and children (a scratch buffer, an id array), or NULL. The struct
+     * itself is freed by tg_module_free. */
+    void (*release)(tg_module *m);
+} tg_module_type;
+
+typedef struct {
+    char *name;             /* "weight": the name inside its module */
+    char *full;             /* "trf_blocks.0.att.W_query.weight": t->name points here */
+    tg_tensor *t;           /* owned by the module */
+} tg_module_tensor;
+
+typedef struct {
+    char *name;             /* "att", "0" */
+    tg_module *m;           /* owned by the parent */
+    tg_module **slot;       /* the parent's field mirroring m (slots), or NULL */
+    bool replaceable;       /* a slot: tg_module_replace may swap it */
+} tg_module_child;
+
+struct tg_module {
+    const tg_module_type *type;
+    tg_module *parent;      /* NULL for a root */
+    const char *name;       /* the name in the parent ("att"), "" for a root */
+    char *path;             /* full dotted path, "" for a root */
+    bool training;          /* true after construction, like torch */
+    tg_module_tensor *params, *buffers;
+    tg_module_child *children;
+    int n_params, n_buffers, n_children;
+    int cap_params, cap_buffers, cap_children;
+    uint64_t generation;    /* structural changes in this subtree */
+    tg_params list;         /* cache of tg_module_params */
+    bool list_valid;
+};
+
+/* A zeroed heap module of size bytes (>= sizeof(tg_module)) with its header
+ * initialised: type, root, training on. Free it with tg_module_free. */
+void *tg_module_new(size_t size, const tg_module_type *type);
+/* Frees m and everything registered in it: children (recursively),
+ * parameters and buffers, then type->release and the struct. m must be a
+ * root (a child is freed by its parent, or by tg_module_replace). NULL is
+ * ignored. */
+void tg_module_free(tg_module *m);
+
+/* Registers t (a heap tensor; m takes ownership) as parameter name of m:
+ * requires_grad on, t->name = its full name. Returns t. Registration order
+ * is state_dict order. */
+tg_tensor *tg_module_add_param(tg_module *m, const char *name, tg_tensor *t);
+/* A buffer: owned and named like a parameter, but not a parameter (no
+ * grad, not in tg_module_params, not in checkpoints), like torch's
+ * register_buffer(persistent=False). Returns t. */
+tg_tensor *tg_module_add_buffer(tg_module *m, const char *name, tg_tensor *t);
+/* Registers child (a root) as a fixed child of m under name. Returns child. */
+tg_module *tg_module_add_child(tg_module *m, const char *name, tg_module *child);
+/* Registers child (a root with a single-input forward) as a replaceable
+ * slot of m under name; *slot (the parent's field, may be NULL) is set to
+ * child and kept pointing at whatever occupies the slot. Returns child. */
+tg_module *tg_module_add_slot(tg_module *m, const char *name, tg_module **slot, tg_module *child);
+
+/* The child of m at a dotted path relative to m ("trf_blocks.0.norm1"), or
+ * NULL if there is none. "" is m itself. */
+tg_module *tg_module_get(tg_module *m, const char *path);
+/* The i-th registered child (0 <= i < m->n_children). */
+tg_module *tg_module_child_at(const tg_module *m, int i);
+/* m itself when it is of type t, else NULL (a checked downcast). */
+void *tg_module_as(tg_module *m, const tg_module_type *t);
+
+/* Replaces the slot at path (relative to m) with new_child, a root with a
+ * single-input forward: the old module is freed, new_child takes its name
+ * and its place in the parameter order (its parameters are renamed to their
+ * full names), its training flag is set to the parent's, and the
+ * generations of the parent and every ancestor are bumped. An optimizer
+ * built before the swap refuses to step (tg_error); build it after. A path
+ * that is not a slot, or a new module that is not a root or has no
+ * single-input forward, is a tg_error naming both. */
+void tg_module_replace(tg_module *m, const char *path, tg_module *new_child);
+
+/* m's parameters under their names relative to m (m's own first, in
+ * registration order, then each child's in registration order: torch's
+ * named_parameters() / state_dict order). Built on first use and kept up to
+ * date in place after every change of the subtree; owned by m. */
+const tg_params *tg_module_params(tg_module *m);
+uint64_t tg_module_generation(const tg_module *m);
+
+/* Sets the training flag of m and of every descendant (torch's
+ * train(on) / eval()). */
+void tg_module_train(tg_module *m, bool on);
+
+/* The single-input forward of any module, whatever its type: enters the
+ * module's tape scope (its name, when it has a parent; see tg_scope_push),
+ * runs type->forward, and leaves the scope. A module without a single-input
+ * forward is a tg_error naming its type and path. Every typed forward of a
+ * single-input module (tg_linear_forward, tg_mha_forward, ...) comes here. */
+tg_tensor *tg_module_forward(tg_module *m, tg_tensor *x);
+
+/* Sequential: its children, "0", "1", ..., run one after the other; every
+ * entry is a slot. ModuleList: the same container without a forward. */
+extern const tg_module_type tg_sequential_type, tg_module_list_type;
+tg_module *tg_sequential_new(void);
+tg_module *tg_module_list_new(void);
+/* Appends child (a root) to a Sequential or ModuleList under the next index. */
+void tg_module_append(tg_module *container, tg_module *child);
+
+/* Each built-in module's type, for tg_module_as. */
+extern const tg_module_type tg_linear_type, tg_dropout_type, tg_softmax_type, tg_embedding_type,
+    tg_layernorm_type, tg_gelu_type, tg_feedforward_type, tg_self_attention_v1_type, tg_self_attention_v2_type,
+    tg_causal_attention_type, tg_mha_wrapper_type, tg_mha_type, tg_gpt_block_type, tg_gpt_type;
+
 /* ---------------------------------------------------------------- modules
- * Every constructor returns a heap module (free it with its _free, which
- * also frees its parameters). Parameters are heap leaves with requires_grad
- * on. Modules that draw (initial values, dropout masks) take a generator at
- * construction: initial values are drawn from it at once, in torch's order,
- * and modules with dropout keep the pointer for their masks (torch uses its
- * global generator for both; NULL here means tg_default_generator()). The
- * generator must outlive the module.
+ * Every constructor returns a heap module; free it (and all it holds) with
+ * tg_module_free(&m->base). Parameters are heap leaves with requires_grad
+ * on, registered under torch's names. Modules that draw (initial values,
+ * dropout masks) take a generator at construction: initial values are drawn
+ * from it at once, in torch's order, and modules with dropout keep the
+ * pointer for their masks (torch uses its global generator for both; NULL
+ * here means tg_default_generator()). The generator must outlive the module.
  * Forward functions return tape tensors (valid until tg_tape_reset). */
 
 /* Linear: y = x W^T + b.  x (..., in) -> (..., out).
  * weight (out, in) ~ U(±1/sqrt(in)) drawn first, then bias (out) likewise
  * (torch's kaiming_uniform_(a=sqrt(5)) and bias init). Params: weight, bias. */
 typedef struct {
+    tg_module base;
     tg_tensor *weight;     /* (out_features, in_features) */
     tg_tensor *bias;       /* (out_features), NULL when built without bias */
     int in_features, out_features;
 } tg_linear;
 tg_linear *tg_linear_new(int in_features, int out_features, bool bias, tg_generator *g);
 tg_tensor *tg_linear_forward(tg_linear *m, tg_tensor *x);
-void tg_linear_params(tg_linear *m, tg_params *list, const char *prefix);
-void tg_linear_free(tg_linear *m);
 
 /* Dropout(p): train mode zeroes with probability p and scales survivors by
- * 1/(1-p) (mask from g as torch's); eval mode is the identity. Starts in
- * train mode, like torch. No parameters. Shape unchanged. */
+ * 1/(1-p) (mask from g as torch's); eval mode (base.training false) is the
+ * identity. No parameters. Shape unchanged. */
 typedef struct {
+    tg_module base;
     float p;
-    bool training;
     tg_generator *g;
 } tg_dropout_mod;
 tg_dropout_mod *tg_dropout_mod_new(float p, tg_generator *g);   /* 0 <= p <= 1 */
 tg_tensor *tg_dropout_mod_forward(tg_dropout_mod *m, tg_tensor *x);
-void tg_dropout_mod_train(tg_dropout_mod *m, bool on);
-void tg_dropout_mod_free(tg_dropout_mod *m);
 
 /* Softmax(dim). Shape unchanged. No parameters. */
 typedef struct {
+    tg_module base;
     int dim;
 } tg_softmax_mod;
 tg_softmax_mod *tg_softmax_mod_new(int dim);
 tg_tensor *tg_softmax_mod_forward(tg_softmax_mod *m, tg_tensor *x);
-void tg_softmax_mod_free(tg_softmax_mod *m);
 
 /* Embedding(num, dim): ids (shape) -> shape + [dim]; weight (num, dim) ~ N(0,1)
- * (torch.nn.Embedding's init). Every id must be in [0, num). Params: weight. */
+ * (torch.nn.Embedding's init). Every id must be in [0, num). Params: weight.
+ * Its input is ids, so it has no tg_module_forward; call it typed. */
 typedef struct {
+    tg_module base;
     tg_tensor *weight;     /* (num_embeddings, embedding_dim) */
     int num_embeddings, embedding_dim;
 } tg_embedding_mod;
 tg_embedding_mod *tg_embedding_mod_new(int num_embeddings, int embedding_dim, tg_generator *g);
 tg_tensor *tg_embedding_mod_forward(tg_embedding_mod *m, const int32_t *ids, int ndim, const int *shape);
-void tg_embedding_mod_params(tg_embedding_mod *m, tg_params *list, const char *prefix);
-void tg_embedding_mod_free(tg_embedding_mod *m);
 
 /* LayerNorm(emb_dim), the book's: normalise over the last dim with the biased
  * variance and eps 1e-5, then * scale + shift. x (..., emb_dim), shape kept.
  * scale = ones, shift = zeros (no random draws). Params: scale, shift. */
 typedef struct {
+    tg_module base;
     tg_tensor *scale, *shift;   /* (emb_dim) */
     float eps;
     int emb_dim;
 } tg_layernorm_mod;
 tg_layernorm_mod *tg_layernorm_mod_new(int emb_dim);
 tg_tensor *tg_layernorm_mod_forward(tg_layernorm_mod *m, tg_tensor *x);
-void tg_layernorm_mod_params(tg_layernorm_mod *m, tg_params *list, const char *prefix);
-void tg_layernorm_mod_free(tg_layernorm_mod *m);
 
 /* GELU, tanh approximation (the book's). Shape unchanged. No parameters. */
 typedef struct {
-    int unused;
+    tg_module base;
 } tg_gelu_mod;
 tg_gelu_mod *tg_gelu_mod_new(void);
 tg_tensor *tg_gelu_mod_forward(tg_gelu_mod *m, tg_tensor *x);
-void tg_gelu_mod_free(tg_gelu_mod *m);
 
-/* FeedForward(emb_dim), the book's: Linear(d, 4d) -> GELU -> Linear(4d, d).
- * x (..., d) -> (..., d). Draws fc1 then fc2.
+/* FeedForward(emb_dim), the book's: layers = Sequential(Linear(d, 4d), GELU,
+ * Linear(4d, d)). x (..., d) -> (..., d). Draws layers.0 then layers.2.
+ * The three entries of layers are slots ("layers.1" may become a SiLU).
  * Params: layers.0.weight, layers.0.bias, layers.2.weight, layers.2.bias. */
 typedef struct {
-    tg_linear *fc1;        /* layers.0: (4d, d) */
-    tg_gelu_mod *gelu;     /* layers.1 */
-    tg_linear *fc2;        /* layers.2: (d, 4d) */
+    tg_module base;
+    tg_module *layers;     /* Sequential: Linear (4d, d), GELU, Linear (d, 4d) */
     int emb_dim;
 } tg_feedforward;
 tg_feedforward *tg_feedforward_new(int emb_dim, tg_generator *g);
 tg_tensor *tg_feedforward_forward(tg_feedforward *m, tg_tensor *x);
-void tg_feedforward_params(tg_feedforward *m, tg_params *list, const char *prefix);
-void tg_feedforward_free(tg_feedforward *m);
 
 /* ---------------------------------------------------------------- chapter 3 attention */
 
@@ -136,59 +278,51 @@ void tg_feedforward_free(tg_feedforward *m);
  * softmax(q k^T / sqrt(d_out)) @ v.  x (..., T, d_in) -> (..., T, d_out).
  * Params: W_query, W_key, W_value. */
 typedef struct {
+    tg_module base;
     tg_tensor *W_query, *W_key, *W_value;   /* (d_in, d_out) */
     int d_in, d_out;
 } tg_self_attention_v1;
 tg_self_attention_v1 *tg_self_attention_v1_new(int d_in, int d_out, tg_generator *g);
 tg_tensor *tg_self_attention_v1_forward(tg_self_attention_v1 *m, tg_tensor *x);
-void tg_self_attention_v1_params(tg_self_attention_v1 *m, tg_params *list, const char *prefix);
-void tg_self_attention_v1_free(tg_self_attention_v1 *m);
 
 /* SelfAttention_v2(d_in, d_out, qkv_bias): as v1 with three Linear layers
  * (drawn W_query, W_key, W_value). x (..., T, d_in) -> (..., T, d_out).
  * Params: W_query.weight, W_key.weight, W_value.weight (+ .bias each). */
 typedef struct {
+    tg_module base;
     tg_linear *W_query, *W_key, *W_value;
     int d_in, d_out;
 } tg_self_attention_v2;
 tg_self_attention_v2 *tg_self_attention_v2_new(int d_in, int d_out, bool qkv_bias, tg_generator *g);
 tg_tensor *tg_self_attention_v2_forward(tg_self_attention_v2 *m, tg_tensor *x);
-void tg_self_attention_v2_params(tg_self_attention_v2 *m, tg_params *list, const char *prefix);
-void tg_self_attention_v2_free(tg_self_attention_v2 *m);
 
 /* CausalAttention(d_in, d_out, context_length, dropout, qkv_bias): v2 plus a
- * causal mask (a buffer, not a parameter) and dropout on the attention
+ * causal mask (buffer "mask", not a parameter) and dropout on the attention
  * weights. x (B, T, d_in) with T <= context_length -> (B, T, d_out).
  * Params: as v2. */
 typedef struct {
+    tg_module base;
     tg_linear *W_query, *W_key, *W_value;
     tg_dropout_mod *dropout;
     tg_tensor *mask;       /* (context_length, context_length): 1 above the diagonal */
     int d_in, d_out, context_length;
-    bool training;
 } tg_causal_attention;
 tg_causal_attention *tg_causal_attention_new(int d_in, int d_out, int context_length, float dropout,
                                              bool qkv_bias, tg_generator *g);
 tg_tensor *tg_causal_attention_forward(tg_causal_attention *m, tg_tensor *x);
-void tg_causal_attention_params(tg_causal_attention *m, tg_params *list, const char *prefix);
-void tg_causal_attention_train(tg_causal_attention *m, bool on);
-void tg_causal_attention_free(tg_causal_attention *m);
 
 /* MultiHeadAttentionWrapper(d_in, d_out, context_length, dropout, num_heads,
- * qkv_bias): num_heads CausalAttention heads (drawn head 0 first), outputs
- * concatenated on the last dim. x (B, T, d_in) -> (B, T, num_heads*d_out).
- * Params: heads.{i}.W_query.weight, ... */
+ * qkv_bias): heads = ModuleList of num_heads CausalAttention (drawn head 0
+ * first), outputs concatenated on the last dim. x (B, T, d_in) -> (B, T,
+ * num_heads*d_out). Params: heads.{i}.W_query.weight, ... */
 typedef struct {
-    tg_causal_attention **heads;
-    int num_heads;
-    bool training;
+    tg_module base;
+    tg_module *heads;      /* ModuleList; head i is tg_module_child_at(heads, i) */
+    int num_heads, d_in, context_length;
 } tg_mha_wrapper;
 tg_mha_wrapper *tg_mha_wrapper_new(int d_in, int d_out, int context_length, float dropout, int num_heads,
                                    bool qkv_bias, tg_generator *g);
 tg_tensor *tg_mha_wrapper_forward(tg_mha_wrapper *m, tg_tensor *x);
-void tg_mha_wrapper_params(tg_mha_wrapper *m, tg_params *list, const char *prefix);
-void tg_mha_wrapper_train(tg_mha_wrapper *m, bool on);
-void tg_mha_wrapper_free(tg_mha_wrapper *m);
 
 /* MultiHeadAttention(d_in, d_out, context_length, dropout, num_heads,
  * qkv_bias), the book's: one Q, K, V projection each (drawn W_query, W_key,
@@ -202,13 +336,13 @@ void tg_mha_wrapper_free(tg_mha_wrapper *m);
  * Params: W_query.weight, W_key.weight, W_value.weight (+ .bias each with
  * qkv_bias), out_proj.weight, out_proj.bias. */
 typedef struct {
+    tg_module base;
     tg_linear *W_query, *W_key, *W_value, *out_proj;
     tg_dropout_mod *dropout;
     tg_tensor *mask;           /* (context_length, context_length) buffer */
     tg_tensor *attn_weights;   /* last forward's (B, H, T, T), or NULL */
     int64_t attn_cap;          /* floats allocated in attn_weights */
     int d_in, d_out, context_length, num_heads, head_dim;
-    bool training;
     bool keep_attn;
 } tg_mha;
 tg_mha *tg_mha_new(int d_in, int d_out, int context_length, float dropout, int num_heads, bool qkv_bias,
@@ -216,9 +350,6 @@ tg_mha *tg_mha_new(int d_in, int d_out, int context_length, float dropout, int n
 tg_tensor *tg_mha_forward(tg_mha *m, tg_tensor *x);
 /* The last forward's attention weights (B, H, T, T) or NULL: owned by m. */
 const tg_tensor *tg_mha_attn_weights(const tg_mha *m);
-void tg_mha_params(tg_mha *m, tg_params *list, const char *prefix);
-void tg_mha_train(tg_mha *m, bool on);
-void tg_mha_free(tg_mha *m);
 
 /* ================================================================
  * Checkpoints (safetensors), tokenizers, text data and the book's GPTModel
@@ -360,29 +491,37 @@ bool tg_gpt_meta_has_config(const tg_st_meta *m);      /* any of those keys pres
 /* All keys required and well-formed, and the config valid; else TG_ST_ECONFIG. */
 int tg_gpt_config_from_meta(tg_gpt_config *c, const tg_st_meta *m, const char *label, tg_st_error *err);
 
+/* TransformerBlock: x = x + drop_resid(att(norm1(x))); x = x + drop_resid(ff(norm2(x))).
+ * att, ff, norm1 and norm2 are slots (tg_module_replace). */
 typedef struct {
-    tg_mha *att;
-    tg_feedforward *ff;
-    tg_layernorm_mod *norm1, *norm2;
+    tg_module base;
+    tg_module *att;           /* MultiHeadAttention (a tg_mha) */
+    tg_module *ff;            /* FeedForward */
+    tg_module *norm1, *norm2; /* LayerNorm */
     tg_dropout_mod *drop_resid;
 } tg_gpt_block;
 
 typedef struct {
+    tg_module base;
     tg_gpt_config cfg;
     tg_embedding_mod *tok_emb, *pos_emb;
     tg_dropout_mod *drop_emb;
-    tg_gpt_block *trf_blocks;     /* n_layers */
-    tg_layernorm_mod *final_norm;
+    tg_module *trf_blocks;        /* Sequential of n_layers TransformerBlocks */
+    tg_module *final_norm;        /* a slot: LayerNorm */
     tg_linear *out_head;
-    tg_params params;             /* every parameter, state_dict names and order */
     int32_t *positions;           /* 0 .. context_length-1 */
-    bool training;
 } tg_gpt;
 
 /* tg_error on an invalid config (check it first with tg_gpt_config_check).
  * g is kept for dropout masks (NULL: the default generator). */
 tg_gpt *tg_gpt_new(const tg_gpt_config *cfg, tg_generator *g);
 tg_tensor *tg_gpt_forward(tg_gpt *m, const int32_t *ids, int batch, int tokens);
+/* Block i (0 <= i < n_layers) as a TransformerBlock; tg_error if that entry
+ * of trf_blocks was replaced by a module of another type. */
+tg_gpt_block *tg_gpt_block_at(tg_gpt *m, int i);
+/* Every parameter, state_dict names and order: tg_module_params(&m->base). */
+const tg_params *tg_gpt_params(tg_gpt *m);
+/* tg_module_train(&m->base, on) and tg_module_free(&m->base). */
 void tg_gpt_train(tg_gpt *m, bool on);
 void tg_gpt_free(tg_gpt *m);
 

@@ -24,6 +24,8 @@ struct tg_optim {
     float *slot[N_SLOTS];  /* flat [total] buffers, NULL when unused */
     tg_optim_state *st;    /* state entries (views), names owned */
     int n_st;
+    const tg_module *module;   /* the module the parameter list came from, or NULL */
+    uint64_t generation;       /* its generation then */
 };
 
 static void *xcalloc(size_t n, size_t size)
@@ -135,6 +137,8 @@ tg_optim *tg_optim_new(const tg_params *params, const tg_optim_config *cfg)
     o->t = xcalloc((size_t)params->n, sizeof *o->t);
     o->off = xcalloc((size_t)params->n, sizeof *o->off);
     o->steps = xcalloc((size_t)params->n, sizeof *o->steps);
+    o->module = params->module;
+    o->generation = params->generation;
     const char **names = xcalloc((size_t)params->n, sizeof *names);
     for (int i = 0; i < params->n; i++) {
         tg_tensor *t = params->items[i].t;
@@ -241,8 +245,19 @@ static void adam_update(const tg_optim_config *c, float step, int64_t n, float *
     }
 }
 
+/* The tensors an optimizer holds die when a module of its list is replaced:
+ * one comparison per call catches that before any of them is touched. */
+static void check_unchanged(const tg_optim *o, const char *op)
+{
+    if (o->module && tg_module_generation(o->module) != o->generation)
+        tg_error(op, "the parameters of %s %s changed after this optimizer was built (a module was replaced or "
+                 "added); build the optimizer after the swaps", o->module->type->name,
+                 *o->module->path ? o->module->path : "(the root)");
+}
+
 void tg_optim_step(tg_optim *o)
 {
+    check_unchanged(o, "tg_optim_step");
     const tg_optim_config *c = &o->cfg;
     for (int i = 0; i < o->n; i++) {
         tg_tensor *t = o->t[i];
@@ -261,6 +276,7 @@ void tg_optim_step(tg_optim *o)
 
 void tg_optim_zero_grad(tg_optim *o)
 {
+    check_unchanged(o, "tg_optim_zero_grad");
     for (int i = 0; i < o->n; i++)
         if (o->t[i]->grad)
             tg_zero_grad_tensor(o->t[i]);

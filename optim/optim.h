@@ -79,7 +79,11 @@ typedef struct tg_optim tg_optim;
 /* Builds an optimizer over every tensor in params (names and tensor pointers
  * are copied: the list may be freed afterwards; the tensors must outlive the
  * optimizer). A tensor listed twice (tied weights) is taken once, under its
- * first name, as torch's model.parameters() does. Invalid hyperparameters
+ * first name, as torch's model.parameters() does. For a list from
+ * tg_module_params, it records the module's generation: after a module of
+ * that tree is replaced or added (its old tensors are gone), step and
+ * zero_grad stop with tg_error instead of touching them; build optimizers
+ * after the swaps. Invalid hyperparameters
  * stop with tg_error("tg_optim_new", ...) where torch raises: lr < 0,
  * momentum < 0, weight_decay < 0, eps < 0, betas outside [0, 1), nesterov
  * without momentum or with dampening. */

@@ -53,7 +53,7 @@ static tg_tensor *gpt_forward(void *self, const int32_t *ids, int batch, int tok
 
 tg_train_model tg_train_model_gpt(tg_gpt *m)
 {
-    return (tg_train_model){.self = m, .params = &m->params, .train = gpt_train, .forward = gpt_forward};
+    return (tg_train_model){.self = m, .params = tg_gpt_params(m), .train = gpt_train, .forward = gpt_forward};
 }
 
 /* ---------------------------------------------------------------- text windows */

@@ -410,7 +410,7 @@ START_TEST(test_gpt_checkpoint_config)
     tg_st_meta_init(&meta);
     tg_gpt_config_to_meta(&cfg, &meta);
     tg_st_error err;
-    ck_assert_int_eq(tg_st_save(tmp_path(p, "gpt.safetensors"), &m->params, &meta, &err), 0);
+    ck_assert_int_eq(tg_st_save(tmp_path(p, "gpt.safetensors"), tg_gpt_params(m), &meta, &err), 0);
 
     tg_st_file *f;
     ck_assert_int_eq(tg_st_open(p, &f, &err), 0);
@@ -425,9 +425,9 @@ START_TEST(test_gpt_checkpoint_config)
     ck_assert(back.qkv_bias == cfg.qkv_bias);
     tg_gpt *m2 = tg_gpt_new(&cfg, NULL);
     ck_assert_int_eq(tg_gpt_load(m2, f, false, &err), 0);
-    for (int i = 0; i < m->params.n; i++)
-        ck_assert_int_eq(memcmp(m->params.items[i].t->data, m2->params.items[i].t->data,
-                                (size_t)m->params.items[i].t->numel * 4), 0);
+    for (int i = 0; i < tg_gpt_params(m)->n; i++)
+        ck_assert_int_eq(memcmp(tg_gpt_params(m)->items[i].t->data, tg_gpt_params(m2)->items[i].t->data,
+                                (size_t)tg_gpt_params(m)->items[i].t->numel * 4), 0);
     tg_gpt_free(m2);
 
     /* another config: emb_dim differs -> ECONFIG naming the field */
@@ -446,7 +446,7 @@ START_TEST(test_gpt_checkpoint_config)
     tg_st_close(f);
 
     /* without metadata, a shape tells the configs apart */
-    ck_assert_int_eq(tg_st_save(p, &m->params, NULL, &err), 0);
+    ck_assert_int_eq(tg_st_save(p, tg_gpt_params(m), NULL, &err), 0);
     ck_assert_int_eq(tg_st_open(p, &f, &err), 0);
     other = cfg;
     other.vocab_size = 6;
@@ -469,13 +469,13 @@ START_TEST(test_gpt_checkpoint_config)
 
     /* malformed config metadata */
     tg_st_meta_set(&meta, "emb_dim", "8x");
-    ck_assert_int_eq(tg_st_save(p, &m->params, &meta, &err), 0);
+    ck_assert_int_eq(tg_st_save(p, tg_gpt_params(m), &meta, &err), 0);
     ck_assert_int_eq(tg_st_open(p, &f, &err), 0);
     ck_assert_int_eq(tg_gpt_load(m, f, false, &err), TG_ST_ECONFIG);
     ck_assert_ptr_nonnull(strstr(err.msg, "\"emb_dim\" = \"8x\" is not an integer"));
     tg_st_close(f);
     tg_st_meta_set(&meta, "emb_dim", "9"); /* 2 heads do not divide 9 */
-    ck_assert_int_eq(tg_st_save(p, &m->params, &meta, &err), 0);
+    ck_assert_int_eq(tg_st_save(p, tg_gpt_params(m), &meta, &err), 0);
     ck_assert_int_eq(tg_st_open(p, &f, &err), 0);
     ck_assert_int_eq(tg_gpt_config_from_meta(&back, tg_st_metadata(f), p, &err), TG_ST_ECONFIG);
     ck_assert_ptr_nonnull(strstr(err.msg, "does not divide"));
@@ -495,8 +495,8 @@ START_TEST(test_gpt_checkpoint_extras)
     tg_gpt *m = tg_gpt_new(&cfg, NULL);
     tg_params ps;
     tg_params_init(&ps);
-    for (int i = 0; i < m->params.n; i++)
-        tg_params_add(&ps, NULL, m->params.items[i].name, m->params.items[i].t);
+    for (int i = 0; i < tg_gpt_params(m)->n; i++)
+        tg_params_add(&ps, NULL, tg_gpt_params(m)->items[i].name, tg_gpt_params(m)->items[i].t);
     tg_tensor *mask = tg_ones(TG_SHAPE(4, 4)), *bad = tg_ones(TG_SHAPE(3, 3)), *opt = tg_zeros(TG_SHAPE(5, 8));
     tg_params_add(&ps, NULL, "trf_blocks.0.att.mask", mask);
     tg_params_add(&ps, NULL, "trf_blocks.1.att.mask", mask);
@@ -597,7 +597,7 @@ START_TEST(test_mutations_never_crash)
     tg_st_meta_init(&meta);
     tg_gpt_config_to_meta(&cfg, &meta);
     tg_st_error err;
-    ck_assert_int_eq(tg_st_save(tmp_path(p, "m.safetensors"), &m->params, &meta, &err), 0);
+    ck_assert_int_eq(tg_st_save(tmp_path(p, "m.safetensors"), tg_gpt_params(m), &meta, &err), 0);
     size_t n;
     unsigned char *raw = read_bytes(p, &n);
     tg_generator g;

@@ -254,7 +254,7 @@ START_TEST(test_anomaly_causal_mask_inf_is_legit)
     ck_assert(saw_inf);
     ck_assert(att->W_query->weight->grad && isfinite(att->W_query->weight->grad[0]));
     tg_tape_reset(NULL);
-    tg_mha_free(att);
+    tg_module_free(&att->base);
 }
 END_TEST
 
@@ -473,7 +473,7 @@ START_TEST(test_warm_steps_no_mallocs_with_scopes_and_hooks)
         targets[i] = (i * 3) % 11;
     }
     int leaf_calls = 0, mid_calls = 0;
-    tg_hook *leaf_hook = tg_register_hook(m->params.items[0].t, count_hook, &leaf_calls);
+    tg_hook *leaf_hook = tg_register_hook(tg_gpt_params(m)->items[0].t, count_hook, &leaf_calls);
     long warm = -1;
     for (int step = 0; step < 5; step++) {
         long before = __atomic_load_n(&g_allocs, __ATOMIC_RELAXED);
@@ -482,7 +482,7 @@ START_TEST(test_warm_steps_no_mallocs_with_scopes_and_hooks)
         tg_register_hook(logits, count_hook, &mid_calls);
         tg_scope_pop();
         tg_backward(tg_cross_entropy(logits, targets), NULL);
-        tg_params_zero_grad(&m->params);
+        tg_params_zero_grad(tg_gpt_params(m));
         tg_tape_reset(tape);
         long made = __atomic_load_n(&g_allocs, __ATOMIC_RELAXED) - before;
         if (step >= 2)

@@ -42,21 +42,21 @@ START_TEST(test_param_names)
                            "att.W_value.weight", "att.W_value.bias", "att.out_proj.weight",  "att.out_proj.bias",
                            "ff.layers.0.weight", "ff.layers.0.bias", "ff.layers.2.weight",   "ff.layers.2.bias",
                            "norm1.scale",        "norm1.shift",      "norm2.scale",          "norm2.shift"};
-    ck_assert_int_eq(m->params.n, 2 + 2 * 16 + 3);
+    ck_assert_int_eq(tg_gpt_params(m)->n, 2 + 2 * 16 + 3);
     for (int i = 0; i < 2; i++)
-        ck_assert_str_eq(m->params.items[i].name, want[i]);
+        ck_assert_str_eq(tg_gpt_params(m)->items[i].name, want[i]);
     for (int l = 0; l < 2; l++)
         for (int j = 0; j < 16; j++) {
             char name[96];
             snprintf(name, sizeof name, "trf_blocks.%d.%s", l, block[j]);
-            ck_assert_str_eq(m->params.items[2 + 16 * l + j].name, name);
+            ck_assert_str_eq(tg_gpt_params(m)->items[2 + 16 * l + j].name, name);
         }
-    ck_assert_str_eq(m->params.items[34].name, "final_norm.scale");
-    ck_assert_str_eq(m->params.items[35].name, "final_norm.shift");
-    ck_assert_str_eq(m->params.items[36].name, "out_head.weight");
+    ck_assert_str_eq(tg_gpt_params(m)->items[34].name, "final_norm.scale");
+    ck_assert_str_eq(tg_gpt_params(m)->items[35].name, "final_norm.shift");
+    ck_assert_str_eq(tg_gpt_params(m)->items[36].name, "out_head.weight");
     /* out_head has no bias; W_query is (out, in) */
     ck_assert_ptr_null(m->out_head->bias);
-    ck_assert_int_eq(tg_params_find(&m->params, "trf_blocks.1.att.W_query.weight")->shape[0], 12);
+    ck_assert_int_eq(tg_params_find(tg_gpt_params(m), "trf_blocks.1.att.W_query.weight")->shape[0], 12);
     tg_gpt_free(m);
 }
 END_TEST
@@ -73,19 +73,19 @@ START_TEST(test_matches_torch)
     /* same seed, same weights */
     for (size_t i = 0; i < sizeof INIT / sizeof *INIT; i++) {
         tg_tensor *want = golden_tensorf(gf, "%s.init.%s", c->key, INIT[i]);
-        assert_tensor_close(tg_params_find(&m->params, INIT[i]), want, 0.0, 0.0, INIT[i]); /* bit-exact */
+        assert_tensor_close(tg_params_find(tg_gpt_params(m), INIT[i]), want, 0.0, 0.0, INIT[i]); /* bit-exact */
         tg_free(want);
     }
     if (c->cfg.qkv_bias) {
         tg_tensor *want = golden_tensorf(gf, "%s.init.trf_blocks.0.att.W_value.bias", c->key);
-        assert_tensor_close(tg_params_find(&m->params, "trf_blocks.0.att.W_value.bias"), want, 0.0, 0.0,
+        assert_tensor_close(tg_params_find(tg_gpt_params(m), "trf_blocks.0.att.W_value.bias"), want, 0.0, 0.0,
                             "W_value.bias");
         tg_free(want);
     }
     tg_tensor *numel = golden_tensorf(gf, "%s.numel", c->key);
-    ck_assert_int_eq(numel->numel, m->params.n);
-    for (int i = 0; i < m->params.n; i++)
-        ck_assert_int_eq(m->params.items[i].t->numel, (int64_t)numel->data[i]);
+    ck_assert_int_eq(numel->numel, tg_gpt_params(m)->n);
+    for (int i = 0; i < tg_gpt_params(m)->n; i++)
+        ck_assert_int_eq(tg_gpt_params(m)->items[i].t->numel, (int64_t)numel->data[i]);
     tg_free(numel);
 
     /* forward, loss, backward */
@@ -108,7 +108,7 @@ START_TEST(test_matches_torch)
     tg_free(want);
     tg_backward(loss, NULL);
     for (size_t i = 0; i < sizeof GRAD / sizeof *GRAD; i++) {
-        tg_tensor *p = tg_params_find(&m->params, GRAD[i]);
+        tg_tensor *p = tg_params_find(tg_gpt_params(m), GRAD[i]);
         ck_assert_ptr_nonnull(p->grad);
         want = golden_tensorf(gf, "%s.grad.%s", c->key, GRAD[i]);
         assert_close(p->grad, want, 1e-6, 1e-4, GRAD[i]);
@@ -124,7 +124,7 @@ START_TEST(test_matches_torch)
     for (int i = 0; i < 9; i++)
         ck_assert_int_eq(gen[i], (int32_t)want->data[i]);
     tg_free(want);
-    ck_assert(!m->training); /* mode kept */
+    ck_assert(!m->base.training); /* mode kept */
 
     free(ids);
     free(tgt);
@@ -144,9 +144,9 @@ START_TEST(test_train_switch)
     tg_gpt *m = tg_gpt_new(&cfg, &g);
     int32_t ids[5] = {1, 2, 3, 4, 5};
     tg_gpt_train(m, false);
-    ck_assert(!m->trf_blocks[1].att->training);
-    ck_assert(!m->trf_blocks[1].drop_resid->training);
-    ck_assert(!m->drop_emb->training);
+    ck_assert(!tg_gpt_block_at(m, 1)->att->training);
+    ck_assert(!tg_gpt_block_at(m, 1)->drop_resid->base.training);
+    ck_assert(!m->drop_emb->base.training);
     tg_generator before = g;
     tg_tensor *a = tg_copy(tg_gpt_forward(m, ids, 1, 5));
     tg_tensor *b = tg_gpt_forward(m, ids, 1, 5);
@@ -155,7 +155,7 @@ START_TEST(test_train_switch)
     ck_assert_int_eq(before.index, g.index);
     tg_tape_reset(NULL);
     tg_gpt_train(m, true);
-    ck_assert(m->trf_blocks[0].att->dropout->training);
+    ck_assert(((tg_mha *)tg_gpt_block_at(m, 0)->att)->dropout->base.training);
     tg_tensor *c = tg_gpt_forward(m, ids, 1, 5);
     ck_assert_int_ne(memcmp(a->data, c->data, (size_t)a->numel * 4), 0);
     ck_assert_int_ne(before.index, g.index);
@@ -186,7 +186,7 @@ START_TEST(test_sampling)
     ck_assert_int_eq(memcmp(s1, s2, sizeof s1), 0);
     for (int i = 0; i < 12; i++)
         ck_assert(s1[i] >= 0 && s1[i] < cfg.vocab_size);
-    ck_assert(m->training); /* a new model trains; generate restored that */
+    ck_assert(m->base.training); /* a new model trains; generate restored that */
     tg_gpt_free(m);
     tg_tape_release_default();
 }

@@ -72,99 +72,44 @@ static const nn_case CASES[] = {
 };
 #define N_CASES ((int)(sizeof CASES / sizeof CASES[0]))
 
-/* A module of any kind behind one interface, with its parameter list. */
+/* A module of any kind behind the one module interface, with its parameter list. */
 typedef struct {
     kind kind;
-    void *m;
-    tg_params params;
+    tg_module *m;
+    const tg_params *params;   /* owned by m */
 } mod;
 
 static mod mod_build(const nn_case *c, tg_generator *g)
 {
     mod md = {.kind = c->kind};
-    tg_params_init(&md.params);
     switch (c->kind) {
-    case K_LINEAR:
-        md.m = tg_linear_new(c->a, c->b, c->bias, g);
-        tg_linear_params(md.m, &md.params, "");
-        break;
-    case K_SOFTMAX: md.m = tg_softmax_mod_new(c->a); break;
-    case K_DROPOUT: md.m = tg_dropout_mod_new(c->p, g); break;
-    case K_EMBEDDING:
-        md.m = tg_embedding_mod_new(c->a, c->b, g);
-        tg_embedding_mod_params(md.m, &md.params, "");
-        break;
-    case K_LAYERNORM:
-        md.m = tg_layernorm_mod_new(c->a);
-        tg_layernorm_mod_params(md.m, &md.params, "");
-        break;
-    case K_GELU: md.m = tg_gelu_mod_new(); break;
-    case K_FF:
-        md.m = tg_feedforward_new(c->a, g);
-        tg_feedforward_params(md.m, &md.params, "");
-        break;
-    case K_V1:
-        md.m = tg_self_attention_v1_new(c->a, c->b, g);
-        tg_self_attention_v1_params(md.m, &md.params, "");
-        break;
-    case K_V2:
-        md.m = tg_self_attention_v2_new(c->a, c->b, c->bias, g);
-        tg_self_attention_v2_params(md.m, &md.params, "");
-        break;
-    case K_CAUSAL:
-        md.m = tg_causal_attention_new(c->a, c->b, c->ctx, c->p, c->bias, g);
-        tg_causal_attention_params(md.m, &md.params, "");
-        break;
-    case K_WRAPPER:
-        md.m = tg_mha_wrapper_new(c->a, c->b, c->ctx, c->p, c->heads, c->bias, g);
-        tg_mha_wrapper_params(md.m, &md.params, "");
-        break;
-    case K_MHA:
-        md.m = tg_mha_new(c->a, c->b, c->ctx, c->p, c->heads, c->bias, g);
-        tg_mha_params(md.m, &md.params, "");
-        break;
+    case K_LINEAR: md.m = &tg_linear_new(c->a, c->b, c->bias, g)->base; break;
+    case K_SOFTMAX: md.m = &tg_softmax_mod_new(c->a)->base; break;
+    case K_DROPOUT: md.m = &tg_dropout_mod_new(c->p, g)->base; break;
+    case K_EMBEDDING: md.m = &tg_embedding_mod_new(c->a, c->b, g)->base; break;
+    case K_LAYERNORM: md.m = &tg_layernorm_mod_new(c->a)->base; break;
+    case K_GELU: md.m = &tg_gelu_mod_new()->base; break;
+    case K_FF: md.m = &tg_feedforward_new(c->a, g)->base; break;
+    case K_V1: md.m = &tg_self_attention_v1_new(c->a, c->b, g)->base; break;
+    case K_V2: md.m = &tg_self_attention_v2_new(c->a, c->b, c->bias, g)->base; break;
+    case K_CAUSAL: md.m = &tg_causal_attention_new(c->a, c->b, c->ctx, c->p, c->bias, g)->base; break;
+    case K_WRAPPER: md.m = &tg_mha_wrapper_new(c->a, c->b, c->ctx, c->p, c->heads, c->bias, g)->base; break;
+    case K_MHA: md.m = &tg_mha_new(c->a, c->b, c->ctx, c->p, c->heads, c->bias, g)->base; break;
     }
+    md.params = tg_module_params(md.m);
     return md;
 }
 
-/* x is the input tensor, or for embeddings the ids (as floats). */
+/* x is the input tensor, or for embeddings the ids (as floats). Every other
+ * kind goes through the generic forward. */
 static tg_tensor *mod_forward(mod *md, tg_tensor *x, const int32_t *ids)
 {
-    switch (md->kind) {
-    case K_LINEAR: return tg_linear_forward(md->m, x);
-    case K_SOFTMAX: return tg_softmax_mod_forward(md->m, x);
-    case K_DROPOUT: return tg_dropout_mod_forward(md->m, x);
-    case K_EMBEDDING: return tg_embedding_mod_forward(md->m, ids, x->ndim, x->shape);
-    case K_LAYERNORM: return tg_layernorm_mod_forward(md->m, x);
-    case K_GELU: return tg_gelu_mod_forward(md->m, x);
-    case K_FF: return tg_feedforward_forward(md->m, x);
-    case K_V1: return tg_self_attention_v1_forward(md->m, x);
-    case K_V2: return tg_self_attention_v2_forward(md->m, x);
-    case K_CAUSAL: return tg_causal_attention_forward(md->m, x);
-    case K_WRAPPER: return tg_mha_wrapper_forward(md->m, x);
-    case K_MHA: return tg_mha_forward(md->m, x);
-    }
-    return NULL;
+    if (md->kind == K_EMBEDDING)
+        return tg_embedding_mod_forward((tg_embedding_mod *)md->m, ids, x->ndim, x->shape);
+    return tg_module_forward(md->m, x);
 }
 
-static void mod_free(mod *md)
-{
-    switch (md->kind) {
-    case K_LINEAR: tg_linear_free(md->m); break;
-    case K_SOFTMAX: tg_softmax_mod_free(md->m); break;
-    case K_DROPOUT: tg_dropout_mod_free(md->m); break;
-    case K_EMBEDDING: tg_embedding_mod_free(md->m); break;
-    case K_LAYERNORM: tg_layernorm_mod_free(md->m); break;
-    case K_GELU: tg_gelu_mod_free(md->m); break;
-    case K_FF: tg_feedforward_free(md->m); break;
-    case K_V1: tg_self_attention_v1_free(md->m); break;
-    case K_V2: tg_self_attention_v2_free(md->m); break;
-    case K_CAUSAL: tg_causal_attention_free(md->m); break;
-    case K_WRAPPER: tg_mha_wrapper_free(md->m); break;
-    case K_MHA: tg_mha_free(md->m); break;
-    }
-    tg_params_free(&md->params);
-}
+static void mod_free(mod *md) { tg_module_free(md->m); }
 
 /* ---------------------------------------------------------------- golden forward/backward */
 
@@ -188,21 +133,21 @@ START_TEST(test_module_golden)
 
     /* torch's parameter names, order and bit-identical initial values */
     tg_tensor *np = golden_tensorf(gf, "%s.nparams", c->name);
-    ck_assert_msg(md.params.n == (int)np->data[0], "%s: %d params, torch has %g", c->name, md.params.n,
+    ck_assert_msg(md.params->n == (int)np->data[0], "%s: %d params, torch has %g", c->name, md.params->n,
                   (double)np->data[0]);
     tg_free(np);
-    for (int i = 0; i < md.params.n; i++) {
+    for (int i = 0; i < md.params->n; i++) {
         char key[160];
-        snprintf(key, sizeof key, "%s.init.%d.%s", c->name, i, md.params.items[i].name);
+        snprintf(key, sizeof key, "%s.init.%d.%s", c->name, i, md.params->items[i].name);
         ck_assert_msg(golden_has(gf, key), "%s: param %d is named '%s', not torch's", c->name, i,
-                      md.params.items[i].name);
+                      md.params->items[i].name);
         tg_tensor *want = golden_tensor(gf, key);
         /* Bit-exact: uniform_ and normal_ reproduce torch's kernels. */
-        assert_tensor_close(md.params.items[i].t, want, 0.0, 0.0, key);
+        assert_tensor_close(md.params->items[i].t, want, 0.0, 0.0, key);
         tg_free(want);
     }
     if (c->kind == K_LAYERNORM) { /* non-trivial scale/shift, as the golden set them */
-        tg_layernorm_mod *ln = md.m;
+        tg_layernorm_mod *ln = (tg_layernorm_mod *)md.m;
         tg_tensor *s = golden_tensorf(gf, "%s.set.scale", c->name), *h = golden_tensorf(gf, "%s.set.shift", c->name);
         tg_copy_data(ln->scale, s);
         tg_copy_data(ln->shift, h);
@@ -225,7 +170,7 @@ START_TEST(test_module_golden)
     tg_free(want);
 
     if (c->kind == K_MHA) { /* the kept attention weights, before dropout */
-        const tg_tensor *attn = tg_mha_attn_weights(md.m);
+        const tg_tensor *attn = tg_mha_attn_weights((tg_mha *)md.m);
         ck_assert_ptr_nonnull(attn);
         want = golden_tensorf(gf, "%s.attn", c->name);
         snprintf(what, sizeof what, "%s attn_weights", c->name);
@@ -243,10 +188,10 @@ START_TEST(test_module_golden)
         assert_close(x->grad, want, 1e-5, 1e-4, what);
         tg_free(want);
     }
-    for (int i = 0; i < md.params.n; i++) {
-        tg_tensor *p = md.params.items[i].t;
+    for (int i = 0; i < md.params->n; i++) {
+        tg_tensor *p = md.params->items[i].t;
         want = golden_tensorf(gf, "%s.grad.%d", c->name, i);
-        snprintf(what, sizeof what, "%s grad of %s", c->name, md.params.items[i].name);
+        snprintf(what, sizeof what, "%s grad of %s", c->name, md.params->items[i].name);
         ck_assert_msg(p->grad != NULL, "%s: no grad", what);
         assert_close(p->grad, want, 1e-5, 1e-4, what);
         tg_free(want);
@@ -295,8 +240,8 @@ START_TEST(test_module_gradcheck)
     if (c->kind == K_LAYERNORM) { /* move scale/shift off ones/zeros */
         tg_generator pg;
         tg_manual_seed(&pg, 7);
-        for (int i = 0; i < md.params.n; i++)
-            tg_normal_(md.params.items[i].t, 0.0f, 1.0f, &pg);
+        for (int i = 0; i < md.params->n; i++)
+            tg_normal_(md.params->items[i].t, 0.0f, 1.0f, &pg);
     }
 
     /* inputs: x first (unless embedding), then the parameters in groups that
@@ -310,14 +255,14 @@ START_TEST(test_module_gradcheck)
         int n = 0;
         if (with_x)
             inputs[n++] = x;
-        while (n < TG_GRADCHECK_MAX_INPUTS && next < md.params.n)
-            inputs[n++] = md.params.items[next++].t;
+        while (n < TG_GRADCHECK_MAX_INPUTS && next < md.params->n)
+            inputs[n++] = md.params->items[next++].t;
         ck_assert_int_gt(n, 0);
         tg_gradcheck_result r = tg_gradcheck(gc_forward, &ctx, inputs, n, 1e-2, 2e-3, 2e-2);
         for (int k = 0; k < n; k++)
             ck_assert_msg(r.ok, "%s gradcheck: input %d max abs err %g (rel %g) at %d", c->name, k,
                           r.max_abs_err[k], r.max_rel_err[k], r.worst_index[k]);
-    } while (next < md.params.n);
+    } while (next < md.params->n);
 
     tg_tape_reset(NULL);
     free(ids);
@@ -340,7 +285,7 @@ START_TEST(test_dropout_statistics)
         tg_tensor *x = tg_uniform(&xg, 1.0f, 2.0f, TG_SHAPE(n));
         tg_requires_grad(x, true);
         tg_dropout_mod *d = tg_dropout_mod_new(p, &g);
-        ck_assert(d->training); /* torch modules start in train mode */
+        ck_assert(d->base.training); /* torch modules start in train mode */
         tg_tensor *y = tg_dropout_mod_forward(d, x);
         tg_tensor *seed = tg_ones(TG_SHAPE(n));
         tg_backward(y, seed);
@@ -364,7 +309,7 @@ START_TEST(test_dropout_statistics)
         tg_tape_reset(NULL);
         tg_free(seed);
         tg_free(x);
-        tg_dropout_mod_free(d);
+        tg_module_free(&d->base);
     }
 }
 END_TEST
@@ -380,18 +325,18 @@ START_TEST(test_dropout_eval_and_edges)
 
     /* eval mode: the identity, no draws */
     tg_dropout_mod *d = tg_dropout_mod_new(0.5f, &g);
-    tg_dropout_mod_train(d, false);
+    tg_module_train(&d->base, false);
     tg_tensor *y = tg_dropout_mod_forward(d, x);
     ck_assert_int_eq(memcmp(y->data, x->data, (size_t)x->numel * sizeof(float)), 0);
     ck_assert_uint_eq(tg_random_u32(&g), tg_random_u32(&g0));
-    tg_dropout_mod_free(d);
+    tg_module_free(&d->base);
 
     /* p = 0 in train mode: the identity, no draws (torch returns the input) */
     d = tg_dropout_mod_new(0.0f, &g);
     y = tg_dropout_mod_forward(d, x);
     ck_assert_int_eq(memcmp(y->data, x->data, (size_t)x->numel * sizeof(float)), 0);
     ck_assert_uint_eq(tg_random_u32(&g), tg_random_u32(&g0));
-    tg_dropout_mod_free(d);
+    tg_module_free(&d->base);
 
     /* p = 1 in train mode: zeros, zero grads, no draws */
     d = tg_dropout_mod_new(1.0f, &g);
@@ -403,7 +348,7 @@ START_TEST(test_dropout_eval_and_edges)
     for (int64_t i = 0; i < x->numel; i++)
         ck_assert(x->grad == NULL || x->grad[i] == 0.0f);
     ck_assert_uint_eq(tg_random_u32(&g), tg_random_u32(&g0));
-    tg_dropout_mod_free(d);
+    tg_module_free(&d->base);
 
     tg_tape_reset(NULL);
     tg_free(seed);
@@ -432,22 +377,24 @@ static void check_train_switch(kind k)
 
     switch (k) {
     case K_CAUSAL: {
-        tg_causal_attention *m = md.m;
-        tg_causal_attention_train(m, false);
-        ck_assert(!m->training && !m->dropout->training);
+        tg_causal_attention *m = (tg_causal_attention *)md.m;
+        tg_module_train(md.m, false);
+        ck_assert(!m->base.training && !m->dropout->base.training);
         break;
     }
     case K_WRAPPER: {
-        tg_mha_wrapper *m = md.m;
-        tg_mha_wrapper_train(m, false);
-        for (int h = 0; h < m->num_heads; h++)
-            ck_assert(!m->heads[h]->training && !m->heads[h]->dropout->training);
+        tg_mha_wrapper *m = (tg_mha_wrapper *)md.m;
+        tg_module_train(md.m, false);
+        for (int h = 0; h < m->num_heads; h++) {
+            tg_causal_attention *head = tg_module_as(tg_module_child_at(m->heads, h), &tg_causal_attention_type);
+            ck_assert(head && !head->base.training && !head->dropout->base.training);
+        }
         break;
     }
     case K_MHA: {
-        tg_mha *m = md.m;
-        tg_mha_train(m, false);
-        ck_assert(!m->training && !m->dropout->training);
+        tg_mha *m = (tg_mha *)md.m;
+        tg_module_train(md.m, false);
+        ck_assert(!m->base.training && !m->dropout->base.training);
         break;
     }
     default: ck_abort();
@@ -502,7 +449,7 @@ START_TEST(test_mha_attn_weights_kept)
         }
         tg_free(x);
     }
-    tg_mha_free(m);
+    tg_module_free(&m->base);
 }
 END_TEST
 
@@ -536,9 +483,9 @@ START_TEST(test_mha_equals_heads)
     assert_tensor_close(y, y2, 1e-6, 1e-5, "MHA vs concatenated CausalAttention heads");
     tg_tape_reset(NULL);
     for (int h = 0; h < H; h++)
-        tg_causal_attention_free(heads[h]);
+        tg_module_free(&heads[h]->base);
     tg_free(x);
-    tg_mha_free(m);
+    tg_module_free(&m->base);
 }
 END_TEST
 
@@ -569,28 +516,34 @@ START_TEST(test_param_counts)
     for (size_t i = 0; i < sizeof cfg / sizeof cfg[0]; i++) {
         mod md = mod_build(&cfg[i].c, &g);
         tg_tensor *want = golden_tensorf(gf, "count.%s", cfg[i].name);
-        ck_assert_msg(tg_params_numel(&md.params) == (int64_t)want->data[0], "%s: %lld parameters, torch has %.0f",
-                      cfg[i].name, (long long)tg_params_numel(&md.params), (double)want->data[0]);
+        ck_assert_msg(tg_params_numel(md.params) == (int64_t)want->data[0], "%s: %lld parameters, torch has %.0f",
+                      cfg[i].name, (long long)tg_params_numel(md.params), (double)want->data[0]);
         if (i == 0) /* the book's number for GPT-2 small's attention */
-            ck_assert_int_eq(tg_params_numel(&md.params), 2360064);
+            ck_assert_int_eq(tg_params_numel(md.params), 2360064);
         tg_free(want);
         mod_free(&md);
     }
 }
 END_TEST
 
+/* A container type of the test's own (no forward): the module interface
+ * takes user types as it takes built-in ones. */
+static const tg_module_type test_container_type = {"TestContainer", NULL, NULL};
+
 START_TEST(test_nested_param_names)
 {
     tg_generator g;
     tg_manual_seed(&g, 0);
-    tg_params p;
-    tg_params_init(&p);
+    /* root.trf_blocks (ModuleList).0 (TestContainer).{att, ff, norm1} */
+    tg_module *root = tg_module_new(sizeof(tg_module), &test_container_type);
+    tg_module *blocks = tg_module_add_child(root, "trf_blocks", tg_module_list_new());
+    tg_module *blk = tg_module_new(sizeof(tg_module), &test_container_type);
     tg_mha *m = tg_mha_new(4, 4, 5, 0.0f, 2, true, &g);
-    tg_feedforward *ff = tg_feedforward_new(4, &g);
-    tg_layernorm_mod *ln = tg_layernorm_mod_new(4);
-    tg_mha_params(m, &p, "trf_blocks.0.att.");
-    tg_feedforward_params(ff, &p, "trf_blocks.0.ff.");
-    tg_layernorm_mod_params(ln, &p, "trf_blocks.0.norm1.");
+    tg_module_add_child(blk, "att", &m->base);
+    /* children registered before their parent joins the tree get renamed with it */
+    tg_module_append(blocks, blk);
+    tg_module_add_child(blk, "ff", &tg_feedforward_new(4, &g)->base);
+    tg_module_add_child(blk, "norm1", &tg_layernorm_mod_new(4)->base);
     const char *want[] = {
         "trf_blocks.0.att.W_query.weight", "trf_blocks.0.att.W_query.bias", "trf_blocks.0.att.W_key.weight",
         "trf_blocks.0.att.W_key.bias", "trf_blocks.0.att.W_value.weight", "trf_blocks.0.att.W_value.bias",
@@ -598,16 +551,39 @@ START_TEST(test_nested_param_names)
         "trf_blocks.0.ff.layers.0.bias", "trf_blocks.0.ff.layers.2.weight", "trf_blocks.0.ff.layers.2.bias",
         "trf_blocks.0.norm1.scale", "trf_blocks.0.norm1.shift",
     };
-    ck_assert_int_eq(p.n, (int)(sizeof want / sizeof want[0]));
-    for (int i = 0; i < p.n; i++)
-        ck_assert_str_eq(p.items[i].name, want[i]);
-    ck_assert_ptr_eq(tg_params_find(&p, "trf_blocks.0.att.out_proj.bias"), m->out_proj->bias);
-    for (int i = 0; i < p.n; i++)
-        ck_assert(p.items[i].t->requires_grad);
-    tg_params_free(&p);
-    tg_mha_free(m);
-    tg_feedforward_free(ff);
-    tg_layernorm_mod_free(ln);
+    const int n = (int)(sizeof want / sizeof want[0]);
+    const tg_params *p = tg_module_params(root);
+    ck_assert_int_eq(p->n, n);
+    for (int i = 0; i < p->n; i++) {
+        ck_assert_str_eq(p->items[i].name, want[i]);
+        ck_assert_str_eq(p->items[i].t->name, want[i]); /* the tensor carries its full name */
+        ck_assert(p->items[i].t->requires_grad);
+    }
+    ck_assert_ptr_eq(tg_params_find(p, "trf_blocks.0.att.out_proj.bias"), m->out_proj->bias);
+    /* a subtree lists its parameters relative to itself, as torch's block.named_parameters() */
+    const tg_params *pb = tg_module_params(blk);
+    ck_assert_int_eq(pb->n, n);
+    ck_assert_str_eq(pb->items[0].name, "att.W_query.weight");
+    ck_assert_str_eq(pb->items[0].t->name, "trf_blocks.0.att.W_query.weight");
+    /* buffers are named but are not parameters */
+    ck_assert_str_eq(m->mask->name, "trf_blocks.0.att.mask");
+    ck_assert(!m->mask->requires_grad);
+    /* paths and lookups */
+    ck_assert_str_eq(m->W_key->base.path, "trf_blocks.0.att.W_key");
+    ck_assert_ptr_eq(tg_module_get(root, "trf_blocks.0.att.W_key"), &m->W_key->base);
+    ck_assert_ptr_eq(tg_module_get(root, ""), root);
+    ck_assert_ptr_null(tg_module_get(root, "trf_blocks.0.att.W_nope"));
+    ck_assert_ptr_null(tg_module_get(root, "trf_blocks.0."));
+    ck_assert_ptr_null(tg_module_get(root, "trf_blocks.1"));
+    ck_assert_ptr_eq(tg_module_as(tg_module_get(root, "trf_blocks.0.ff.layers.1"), &tg_gelu_type),
+                     tg_module_get(root, "trf_blocks.0.ff.layers.1"));
+    ck_assert_ptr_null(tg_module_as(tg_module_get(root, "trf_blocks.0.ff.layers.1"), &tg_linear_type));
+    /* train/eval reaches every descendant */
+    tg_module_train(root, false);
+    ck_assert(!m->dropout->base.training && !tg_module_get(root, "trf_blocks.0.ff.layers.2")->training);
+    tg_module_train(root, true);
+    ck_assert(m->dropout->base.training && blk->training);
+    tg_module_free(root); /* frees the whole tree: valgrind/asan see no leak */
 }
 END_TEST
 
@@ -660,9 +636,15 @@ static void misuse(void *vctx)
     case 27: tg_softmax_mod_forward(NULL, c->x); break;
     case 28: tg_dropout_mod_forward(NULL, c->x); break;
     case 29: tg_embedding_mod_forward(NULL, (const int32_t[]){0}, TG_SHAPE(1)); break;
-    case 30: tg_mha_params(c->mha, NULL, ""); break;
-    case 31: tg_linear_params(NULL, NULL, ""); break;
-    case 32: tg_mha_train(NULL, false); break;
+    /* the module interface */
+    case 30: tg_module_params(NULL); break;
+    case 31: tg_module_replace(&c->mha->base, "W_query", &c->lin->base); break;
+    case 32: tg_module_train(NULL, false); break;
+    case 33: tg_module_free(&c->mha->W_query->base); break;
+    case 34: tg_module_add_child(&c->mha->base, "W_key", &c->lin->base); break;
+    case 35: tg_module_replace(&c->mha->base, "W_value.nope", &c->lin->base); break;
+    case 36: tg_module_add_param(&c->lin->base, "a.b", c->x); break;
+    case 37: tg_module_replace(&c->wr->base, "heads.1", &c->mha->W_query->base); break;
     }
 }
 
@@ -702,9 +684,14 @@ START_TEST(test_misuse_errors)
         {"tg_softmax_mod_forward", "module is NULL", 2, {2, 3}},
         {"tg_dropout_mod_forward", "module is NULL", 2, {2, 3}},
         {"tg_embedding_mod_forward", "module is NULL", 0, {0}},
-        {"tg_mha_params", "parameter list is NULL", 0, {0}},
-        {"tg_linear_params", "module is NULL", 0, {0}},
-        {"tg_mha_train", "module is NULL", 0, {0}},
+        {"tg_module_params", "module is NULL", 0, {0}},
+        {"tg_module_replace", "\"W_query\" (Linear 'W_query') is a fixed child of MultiHeadAttention (a root), not a slot", 0, {0}},
+        {"tg_module_train", "module is NULL", 0, {0}},
+        {"tg_module_free", "Linear 'W_query' belongs to its parent", 0, {0}},
+        {"tg_module_add_child", "MultiHeadAttention (a root) already has a child named \"W_key\"", 0, {0}},
+        {"tg_module_replace", "has no child at \"W_value.nope\"", 0, {0}},
+        {"tg_module_add_param", "name \"a.b\" for Linear (a root) must be non-empty and contain no '.'", 1, {2}},
+        {"tg_module_replace", "Linear 'W_query' already has a parent", 0, {0}},
     };
     misuse_ctx c;
     memset(&c, 0, sizeof c);
@@ -725,10 +712,10 @@ START_TEST(test_misuse_errors)
         ck_assert_msg(strstr(msg, want[i].needle) != NULL, "case %d: '%s' lacks '%s'", i, msg, want[i].needle);
     }
     tg_tape_reset(NULL);
-    tg_mha_free(c.mha);
-    tg_causal_attention_free(c.ca);
-    tg_linear_free(c.lin);
-    tg_mha_wrapper_free(c.wr);
+    tg_module_free(&c.mha->base);
+    tg_module_free(&c.ca->base);
+    tg_module_free(&c.lin->base);
+    tg_module_free(&c.wr->base);
 }
 END_TEST
 
@@ -839,8 +826,8 @@ START_TEST(test_ch03_trainable_weights)
                 0.0679f, -0.0754f, 0.0693f);
 
     tg_tape_reset(NULL);
-    tg_self_attention_v1_free(sa_v1);
-    tg_self_attention_v2_free(sa_v2);
+    tg_module_free(&sa_v1->base);
+    tg_module_free(&sa_v2->base);
     tg_free(attn_score_22);
     tg_free(W_query);
     tg_free(W_key);
@@ -917,9 +904,9 @@ START_TEST(test_ch03_causal_attention)
                 -0.5675f, -0.0843f, -0.5526f, -0.0981f, -0.5299f, -0.1081f);
 
     tg_tape_reset(NULL);
-    tg_causal_attention_free(ca);
-    tg_dropout_mod_free(dropout);
-    tg_self_attention_v2_free(sa_v2);
+    tg_module_free(&ca->base);
+    tg_module_free(&dropout->base);
+    tg_module_free(&sa_v2->base);
     tg_free(batch);
     tg_free(example);
     tg_free(mask);
@@ -964,16 +951,12 @@ START_TEST(test_ch03_multihead_attention)
 
     /* GPT-2 small's attention: MultiHeadAttention(768, 768, 1024, 0.0, 12) */
     tg_mha *gpt2 = tg_mha_new(768, 768, 1024, 0.0f, 12, false, &g);
-    tg_params p;
-    tg_params_init(&p);
-    tg_mha_params(gpt2, &p, "");
-    ck_assert_int_eq(tg_params_numel(&p), 2360064);
-    tg_params_free(&p);
+    ck_assert_int_eq(tg_params_numel(tg_module_params(&gpt2->base)), 2360064);
 
     tg_tape_reset(NULL);
-    tg_mha_free(gpt2);
-    tg_mha_free(mha);
-    tg_mha_wrapper_free(wrapper);
+    tg_module_free(&gpt2->base);
+    tg_module_free(&mha->base);
+    tg_module_free(&wrapper->base);
     tg_free(a);
     tg_free(batch);
 }

@@ -34,13 +34,14 @@ static void problem_init(problem *p, golden_file *g, const char *name)
     memset(p, 0, sizeof *p);
     p->name = name;
     tg_params_init(&p->params);
-    if (strcmp(name, "lin") == 0) {
+    if (strcmp(name, "lin") == 0)
         p->lin = tg_linear_new(4, 3, true, &gen);
-        tg_linear_params(p->lin, &p->params, NULL);
-    } else {
+    else
         p->mha = tg_mha_new(4, 6, 5, 0.0f, 2, false, &gen);
-        tg_mha_params(p->mha, &p->params, NULL);
-    }
+    /* a copy of the module's list, which the test may then edit */
+    const tg_params *mp = tg_module_params(p->lin ? &p->lin->base : &p->mha->base);
+    for (int i = 0; i < mp->n; i++)
+        tg_params_add(&p->params, NULL, mp->items[i].name, mp->items[i].t);
     for (int i = 0; i < p->params.n; i++) {
         tg_tensor *init = golden_tensorf(g, "%s.init.%s", name, p->params.items[i].name);
         ck_assert_int_eq(init->numel, p->params.items[i].t->numel);
@@ -53,8 +54,7 @@ static void problem_init(problem *p, golden_file *g, const char *name)
 
 static void problem_free(problem *p)
 {
-    tg_linear_free(p->lin);
-    tg_mha_free(p->mha);
+    tg_module_free(p->lin ? &p->lin->base : &p->mha->base);
     tg_params_free(&p->params);
     tg_free(p->x);
     tg_free(p->y);

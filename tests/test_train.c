@@ -227,7 +227,7 @@ static void make_bad_checkpoints(void)
         tg_gpt_config c = {.vocab_size = 256, .context_length = 16, .emb_dim = 8, .n_heads = 2, .n_layers = 1};
         tg_gpt *m = tg_gpt_new(&c, NULL);
         tg_st_error e;
-        ck_assert_msg(tg_st_save(path_in(p, "torch_emb8.safetensors"), &m->params, NULL, &e) == 0, "%s", e.msg);
+        ck_assert_msg(tg_st_save(path_in(p, "torch_emb8.safetensors"), tg_gpt_params(m), NULL, &e) == 0, "%s", e.msg);
         tg_gpt_free(m);
     }
 }

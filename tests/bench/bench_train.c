@@ -72,7 +72,7 @@ int main(int argc, char **argv)
     tg_manual_seed(&g, 123);
     tg_gpt *m = tg_gpt_new(&cfg, &g);
     tg_optim_config oc = tg_adamw_config(3e-4);
-    tg_optim *opt = tg_optim_new(&m->params, &oc);
+    tg_optim *opt = tg_optim_new(tg_gpt_params(m), &oc);
     const int T = cfg.context_length, n = batch * T;
     int32_t *x = malloc(sizeof *x * (size_t)n), *y = malloc(sizeof *y * (size_t)n);
     double *times = malloc(sizeof *times * (size_t)steps);
@@ -109,7 +109,7 @@ int main(int argc, char **argv)
     getrusage(RUSAGE_SELF, &ru);
     printf("impl=tapegrad threads=%d params=%lld step_ms=%.2f tokens_per_s=%.0f peak_rss_mb=%.1f "
            "warm_mallocs_per_step=%.2f warm_page_faults_per_step=%.0f final_loss=%.4f\n",
-           threads, (long long)tg_params_numel(&m->params), med * 1e3, n / med, ru.ru_maxrss / 1024.0,
+           threads, (long long)tg_params_numel(tg_gpt_params(m)), med * 1e3, n / med, ru.ru_maxrss / 1024.0,
            (double)warm_allocs / (steps - 2), (double)warm_faults / (steps - 2), loss);
     free(x);
     free(y);
