@@ -1,0 +1,321 @@
+/*
+ * tests/test_module.c — the module interface on the book's GPT: swapping
+ * parts after construction (torch's model.trf_blocks[0].norm1 = RMSNorm(d)).
+ *
+ * Two test modules of the test's own (outside the library, on the public
+ * header only) replace block 0's norm1 and block 1's FeedForward activation.
+ * The parameter names and order, full names on the tensors, train/eval,
+ * forward, free, the optimizer's guard and a checkpoint round trip are
+ * checked against what the swap must give. make valgrind / make asan check
+ * that the replaced modules and the new ones are freed exactly once.
+ */
+#include "testutil.h"
+
+#include "nn/nn.h"
+#include "optim/optim.h"
+
+#include <string.h>
+#include <unistd.h>
+
+/* ---------------------------------------------------------------- test modules */
+
+static int norm_forwards, norm_frees, act_forwards, act_frees;
+static bool norm_saw_training, act_saw_training;
+
+/* TestNorm(d): y = x * weight, weight (d) = ones; one parameter "weight". */
+typedef struct {
+    tg_module base;
+    tg_tensor *weight;
+} test_norm;
+
+static tg_tensor *test_norm_forward(tg_module *base, tg_tensor *x)
+{
+    test_norm *m = (test_norm *)base;
+    norm_forwards++;
+    norm_saw_training = base->training;
+    return tg_mul(x, m->weight);
+}
+
+static void test_norm_release(tg_module *base) { norm_frees++; }
+
+static const tg_module_type test_norm_type = {"TestNorm", test_norm_forward, test_norm_release};
+
+static tg_module *test_norm_new(int d)
+{
+    test_norm *m = tg_module_new(sizeof *m, &test_norm_type);
+    m->weight = tg_module_add_param(&m->base, "weight", tg_ones(TG_SHAPE(d)));
+    return &m->base;
+}
+
+/* TestAct: tanh, no parameters. */
+static tg_tensor *test_act_forward(tg_module *base, tg_tensor *x)
+{
+    act_forwards++;
+    act_saw_training = base->training;
+    return tg_tanh(x);
+}
+
+static void test_act_release(tg_module *base) { act_frees++; }
+
+static const tg_module_type test_act_type = {"TestAct", test_act_forward, test_act_release};
+
+static tg_module *test_act_new(void) { return tg_module_new(sizeof(tg_module), &test_act_type); }
+
+/* ---------------------------------------------------------------- the GPT with swapped parts */
+
+static const tg_gpt_config CFG = {.vocab_size = 11, .context_length = 6, .emb_dim = 8, .n_heads = 2,
+                                  .n_layers = 2, .drop_rate = 0.1f, .qkv_bias = false};
+
+/* The state_dict names after the swaps, in torch's order: block 0's norm1 is
+ * TestNorm (weight), block 1's FeedForward has no parameter at layers.1
+ * either way. */
+static const char *const SWAPPED_NAMES[] = {
+    "tok_emb.weight", "pos_emb.weight",
+    "trf_blocks.0.att.W_query.weight", "trf_blocks.0.att.W_key.weight", "trf_blocks.0.att.W_value.weight",
+    "trf_blocks.0.att.out_proj.weight", "trf_blocks.0.att.out_proj.bias",
+    "trf_blocks.0.ff.layers.0.weight", "trf_blocks.0.ff.layers.0.bias",
+    "trf_blocks.0.ff.layers.2.weight", "trf_blocks.0.ff.layers.2.bias",
+    "trf_blocks.0.norm1.weight",
+    "trf_blocks.0.norm2.scale", "trf_blocks.0.norm2.shift",
+    "trf_blocks.1.att.W_query.weight", "trf_blocks.1.att.W_key.weight", "trf_blocks.1.att.W_value.weight",
+    "trf_blocks.1.att.out_proj.weight", "trf_blocks.1.att.out_proj.bias",
+    "trf_blocks.1.ff.layers.0.weight", "trf_blocks.1.ff.layers.0.bias",
+    "trf_blocks.1.ff.layers.2.weight", "trf_blocks.1.ff.layers.2.bias",
+    "trf_blocks.1.norm1.scale", "trf_blocks.1.norm1.shift",
+    "trf_blocks.1.norm2.scale", "trf_blocks.1.norm2.shift",
+    "final_norm.scale", "final_norm.shift", "out_head.weight",
+};
+#define N_SWAPPED ((int)(sizeof SWAPPED_NAMES / sizeof *SWAPPED_NAMES))
+
+static tg_gpt *swapped_gpt(uint64_t seed, tg_generator *g)
+{
+    tg_manual_seed(g, seed);
+    tg_gpt *m = tg_gpt_new(&CFG, g);
+    tg_module_replace(&m->base, "trf_blocks.0.norm1", test_norm_new(CFG.emb_dim));
+    tg_module_replace(&m->base, "trf_blocks.1.ff.layers.1", test_act_new());
+    return m;
+}
+
+static const int32_t IDS[2 * 5] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10};
+
+START_TEST(test_swap_names_order_and_slots)
+{
+    tg_generator g;
+    tg_manual_seed(&g, 3);
+    tg_gpt *m = tg_gpt_new(&CFG, &g);
+    const tg_params *p = tg_gpt_params(m);       /* taken before the swap: updated in place */
+    const uint64_t gen0 = tg_module_generation(&m->base);
+    tg_tensor *kept = tg_params_find(p, "trf_blocks.0.att.W_query.weight");
+    norm_frees = act_frees = 0;
+
+    tg_module *norm = test_norm_new(CFG.emb_dim);
+    tg_module_replace(&m->base, "trf_blocks.0.norm1", norm);
+    tg_module *act = test_act_new();
+    tg_module_replace(tg_gpt_block_at(m, 1)->ff, "layers.1", act); /* relative to the FeedForward */
+
+    /* the slots now hold the new modules, named and attached where the old ones were */
+    ck_assert_ptr_eq(tg_gpt_block_at(m, 0)->norm1, norm);
+    ck_assert_ptr_eq(tg_module_get(&m->base, "trf_blocks.1.ff.layers.1"), act);
+    ck_assert_str_eq(norm->path, "trf_blocks.0.norm1");
+    ck_assert_str_eq(act->path, "trf_blocks.1.ff.layers.1");
+    ck_assert_ptr_eq(norm->parent, &tg_gpt_block_at(m, 0)->base);
+    ck_assert(tg_module_as(tg_gpt_block_at(m, 1)->norm1, &tg_layernorm_type)); /* the other block is untouched */
+    ck_assert(tg_module_generation(&m->base) > gen0);
+
+    /* parameter names and order: the new parameter takes the old ones' place */
+    ck_assert_int_eq(p->n, N_SWAPPED);
+    for (int i = 0; i < N_SWAPPED; i++) {
+        ck_assert_str_eq(p->items[i].name, SWAPPED_NAMES[i]);
+        ck_assert_str_eq(p->items[i].t->name, SWAPPED_NAMES[i]); /* full names on the tensors too */
+    }
+    ck_assert_ptr_eq(tg_params_find(p, "trf_blocks.0.norm1.weight"), ((test_norm *)norm)->weight);
+    ck_assert_ptr_eq(tg_params_find(p, "trf_blocks.0.att.W_query.weight"), kept); /* the rest is kept */
+    ck_assert_ptr_null(tg_params_find(p, "trf_blocks.0.norm1.scale"));
+
+    /* the forward runs through the new modules, in their tape scopes */
+    tg_tensor *logits = tg_gpt_forward(m, IDS, 2, 5);
+    ck_assert_int_eq(logits->shape[2], CFG.vocab_size);
+    ck_assert_int_eq(norm_forwards, 1);
+    ck_assert_int_eq(act_forwards, 1);
+    const tg_tape *tape = tg_tape_current();
+    bool norm_scoped = false, act_scoped = false;
+    for (int i = 0; i < tape->n_nodes; i++) {
+        norm_scoped |= strcmp(tape->nodes[i].op, "tg_mul") == 0 && strcmp(tape->nodes[i].path, "trf_blocks.0.norm1") == 0;
+        act_scoped |= strcmp(tape->nodes[i].op, "tg_tanh") == 0 &&
+                      strcmp(tape->nodes[i].path, "trf_blocks.1.ff.layers.1") == 0;
+    }
+    ck_assert(norm_scoped && act_scoped);
+    tg_tape_reset(NULL);
+
+    /* train/eval reach the new modules */
+    ck_assert(norm->training && act->training && norm_saw_training && act_saw_training);
+    tg_gpt_train(m, false);
+    ck_assert(!norm->training && !act->training);
+    tg_gpt_forward(m, IDS, 2, 5);
+    ck_assert(!norm_saw_training && !act_saw_training);
+    tg_tape_reset(NULL);
+    /* a module swapped into an eval-mode model starts in eval mode (its parent's) */
+    tg_module *act2 = test_act_new();
+    tg_module_replace(&m->base, "trf_blocks.0.ff.layers.1", act2);
+    ck_assert(!act2->training);
+    tg_gpt_train(m, true);
+    ck_assert(norm->training && act->training && act2->training);
+
+    /* a swap frees the old module: replacing a test module counts its free */
+    ck_assert_int_eq(act_frees, 0);
+    tg_module_replace(&m->base, "trf_blocks.0.ff.layers.1", &tg_gelu_mod_new()->base);
+    ck_assert_int_eq(act_frees, 1);
+
+    /* free reaches the new modules */
+    tg_gpt_free(m);
+    ck_assert_int_eq(norm_frees, 1);
+    ck_assert_int_eq(act_frees, 2);
+    tg_tape_release_default();
+}
+END_TEST
+
+/* An optimizer built before a swap refuses to step; one built after works. */
+static void step_stale(void *o) { tg_optim_step(o); }
+
+START_TEST(test_swap_after_optimizer_is_an_error)
+{
+    tg_generator g;
+    tg_manual_seed(&g, 4);
+    tg_gpt *m = tg_gpt_new(&CFG, &g);
+    tg_optim_config oc = tg_adamw_config(1e-3);
+    tg_optim *before = tg_optim_new(tg_gpt_params(m), &oc);
+    tg_module_replace(&m->base, "final_norm", test_norm_new(CFG.emb_dim));
+    char msg[512];
+    ck_assert(catch_error(step_stale, before, msg, sizeof msg));
+    ck_assert_msg(strstr(msg, "tg_optim_step") && strstr(msg, "changed after this optimizer was built") &&
+                      strstr(msg, "GPTModel"),
+                  "%s", msg);
+    tg_optim_free(before);
+
+    tg_optim *after = tg_optim_new(tg_gpt_params(m), &oc);
+    ck_assert_int_eq(tg_optim_num_params(after), tg_gpt_params(m)->n);
+    tg_tensor *logits = tg_gpt_forward(m, IDS, 2, 5);
+    tg_backward(tg_cross_entropy(logits, IDS), NULL);
+    tg_tensor *w = tg_params_find(tg_gpt_params(m), "final_norm.weight");
+    const float w0 = w->data[0];
+    ck_assert(w->grad != NULL);
+    tg_optim_step(after); /* the new parameter trains */
+    ck_assert(w->data[0] != w0);
+    tg_optim_zero_grad(after);
+    tg_tape_reset(NULL);
+    tg_optim_free(after);
+    tg_gpt_free(m);
+    tg_tape_release_default();
+}
+END_TEST
+
+/* Misuse of slots: one clear error each. */
+typedef struct {
+    int which;
+    tg_gpt *m;
+    tg_module *spare_emb; /* an Embedding: no single-input forward */
+} slot_ctx;
+
+static void slot_misuse(void *vctx)
+{
+    slot_ctx *c = vctx;
+    switch (c->which) {
+    case 0: tg_module_replace(&c->m->base, "trf_blocks.0.norm1", c->spare_emb); break;
+    case 1: tg_module_replace(&c->m->base, "tok_emb", c->spare_emb); break;
+    case 2: tg_module_replace(&c->m->base, "trf_blocks.0.norm3", c->spare_emb); break;
+    case 3: tg_module_replace(&c->m->base, "trf_blocks.0.norm1", &tg_gpt_block_at(c->m, 1)->base); break;
+    case 4: tg_module_forward(c->spare_emb, NULL); break;
+    }
+}
+
+START_TEST(test_slot_misuse)
+{
+    const char *want[] = {
+        "tg_module_replace: slot \"trf_blocks.0.norm1\" needs a module with a single-input forward; Embedding (a root) has none",
+        "tg_module_replace: \"tok_emb\" (Embedding 'tok_emb') is a fixed child of GPTModel (a root), not a slot",
+        "tg_module_replace: GPTModel (a root) has no child at \"trf_blocks.0.norm3\"",
+        "tg_module_replace: TransformerBlock 'trf_blocks.1' already has a parent",
+        "tg_module_forward: Embedding (a root) has no single-input forward",
+    };
+    tg_generator g;
+    tg_manual_seed(&g, 5);
+    slot_ctx c = {0, tg_gpt_new(&CFG, &g), &tg_embedding_mod_new(3, 8, &g)->base};
+    for (int i = 0; i < (int)(sizeof want / sizeof *want); i++) {
+        char msg[512];
+        c.which = i;
+        ck_assert_msg(catch_error(slot_misuse, &c, msg, sizeof msg), "case %d raised nothing", i);
+        ck_assert_msg(strstr(msg, want[i]), "case %d: '%s' lacks '%s'", i, msg, want[i]);
+    }
+    /* nothing changed: a block's norm1 is still the LayerNorm */
+    ck_assert(tg_module_as(tg_gpt_block_at(c.m, 0)->norm1, &tg_layernorm_type));
+    tg_module_free(c.spare_emb);
+    tg_gpt_free(c.m);
+}
+END_TEST
+
+/* A checkpoint saved with the swapped modules loads back into a model with
+ * the same swaps, and only into such a model. */
+START_TEST(test_swapped_checkpoint_round_trip)
+{
+    char dir[128], path[256];
+    tmpdir_create(dir, sizeof dir, "tg_module_");
+    snprintf(path, sizeof path, "%s/swapped.safetensors", dir);
+    tg_generator g;
+    tg_gpt *a = swapped_gpt(6, &g);
+    tg_normal_(tg_params_find(tg_gpt_params(a), "trf_blocks.0.norm1.weight"), 0.0f, 1.0f, &g); /* not all ones */
+    tg_st_meta meta;
+    tg_st_meta_init(&meta);
+    tg_gpt_config_to_meta(&a->cfg, &meta);
+    tg_st_error err;
+    ck_assert_msg(tg_st_save(path, tg_gpt_params(a), &meta, &err) == 0, "%s", err.msg);
+    tg_st_meta_free(&meta);
+
+    tg_st_file *f;
+    ck_assert_msg(tg_st_open(path, &f, &err) == 0, "%s", err.msg);
+    ck_assert_int_eq(tg_st_count(f), N_SWAPPED);
+    /* into the same swaps, other weights: every tensor comes back */
+    tg_gpt *b = swapped_gpt(7, &g);
+    ck_assert_msg(tg_gpt_load(b, f, false, &err) == 0, "%s", err.msg);
+    const tg_params *pa = tg_gpt_params(a), *pb = tg_gpt_params(b);
+    ck_assert_int_eq(pa->n, pb->n);
+    for (int i = 0; i < pa->n; i++) {
+        ck_assert_str_eq(pa->items[i].name, pb->items[i].name);
+        ck_assert_int_eq(memcmp(pa->items[i].t->data, pb->items[i].t->data, (size_t)pa->items[i].t->numel * 4), 0);
+    }
+    /* and the loaded model computes what the saved one does */
+    tg_gpt_train(a, false);
+    tg_gpt_train(b, false);
+    tg_tensor *la = tg_copy(tg_gpt_forward(a, IDS, 2, 5));
+    tg_tensor *lb = tg_gpt_forward(b, IDS, 2, 5);
+    ck_assert_int_eq(memcmp(la->data, lb->data, (size_t)la->numel * 4), 0);
+    tg_tape_reset(NULL);
+    tg_free(la);
+    /* an unswapped model misses trf_blocks.0.norm1.scale: refused, unchanged */
+    tg_manual_seed(&g, 8);
+    tg_gpt *plain = tg_gpt_new(&CFG, &g);
+    const float before = tg_gpt_params(plain)->items[0].t->data[0];
+    ck_assert_int_eq(tg_gpt_load(plain, f, false, &err), TG_ST_EMISSING);
+    ck_assert_msg(strstr(err.msg, "trf_blocks.0.norm1.scale"), "%s", err.msg);
+    ck_assert(tg_gpt_params(plain)->items[0].t->data[0] == before);
+    tg_st_close(f);
+    tg_gpt_free(plain);
+    tg_gpt_free(a);
+    tg_gpt_free(b);
+    tmpdir_remove(dir);
+    tg_tape_release_default();
+}
+END_TEST
+
+static Suite *module_suite(void)
+{
+    Suite *s = suite_create("module");
+    TCase *tc = tcase_create("swap");
+    tcase_add_test(tc, test_swap_names_order_and_slots);
+    tcase_add_test(tc, test_swap_after_optimizer_is_an_error);
+    tcase_add_test(tc, test_slot_misuse);
+    tcase_add_test(tc, test_swapped_checkpoint_round_trip);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void) { return run_suite(module_suite()) ? 1 : 0; }
