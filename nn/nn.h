@@ -534,13 +534,54 @@ int tg_gpt_load(tg_gpt *m, const tg_st_file *f, bool allow_optim, tg_st_error *e
 
 /* Autoregressive generation, as the book's generate() (ch. 5): for each new
  * token, run the model (eval mode, no grad, on a private tape) on the last
- * context_length ids, take the last position's logits, keep the top_k largest
- * (top_k <= 0: all), then greedy argmax when temperature == 0, else sample
- * from softmax(logits / temperature) with one double draw from g. ids holds
- * n_prompt ids (>= 1) and has room for n_new more; on_token (may be NULL) is
- * called with each new id. The model's train/eval mode is restored. */
+ * context_length ids, take the last position's logits and pick the next id
+ * with tg_sample_logits (below). ids holds n_prompt ids (>= 1) and has room
+ * for n_new more; on_token (may be NULL) is called with each new id. The
+ * model's train/eval mode is restored. tg_gpt_generate is
+ * tg_gpt_generate_with {temperature, top_k, top_p = 1}. */
 typedef void (*tg_gpt_token_fn)(int32_t id, void *ctx);
 void tg_gpt_generate(tg_gpt *m, int32_t *ids, int n_prompt, int n_new, float temperature, int top_k,
                      tg_generator *g, tg_gpt_token_fn on_token, void *ctx);
+
+/* ---------------------------------------------------------------- sampling (nn/sampling.c) */
+
+/* The settings of build/train's own samples and build/sample's defaults, so
+ * that a checkpoint samples alike in both. */
+#define TG_SAMPLE_TEMPERATURE 0.8f
+#define TG_SAMPLE_TOP_K 20
+
+typedef struct {
+    float temperature;  /* 0: greedy (argmax, the first maximum, no draw); > 0: sample */
+    int top_k;          /* keep the top_k largest logits (ties with the k-th too); <= 0 or >= V: all */
+    float top_p;        /* nucleus sampling, in (0, 1]; 1: off */
+} tg_sampling;
+
+void tg_gpt_generate_with(tg_gpt *m, int32_t *ids, int n_prompt, int n_new, const tg_sampling *s, tg_generator *g,
+                          tg_gpt_token_fn on_token, void *ctx);
+
+/* tg_error unless temperature is finite and >= 0 and top_p is in (0, 1]. */
+void tg_sampling_check(const char *op, const tg_sampling *s);
+
+/* Picks the next token id from one row of V logits, applying temperature,
+ * top-k and top-p in that order (HF's and nanoGPT's): softmax(logits /
+ * temperature) over the top_k largest; of those, the nucleus is the smallest
+ * set of most probable tokens (ties: lower id first) whose probability sums
+ * to >= top_p, at least one; renormalised over what is kept, the id is drawn
+ * with one tg_random_double from g (NULL: the default generator) by inverse
+ * CDF in id order. temperature 0 draws nothing. work: NULL (allocated per
+ * call) or V slots of scratch. A NaN or +inf logit, or all -inf, is a
+ * tg_error. */
+typedef struct {
+    double p;
+    int32_t id;
+} tg_sample_slot;
+int32_t tg_sample_logits(const float *logits, int V, const tg_sampling *s, tg_generator *g, tg_sample_slot *work);
+
+/* Writes n bytes of generated text to f; with escape (pass isatty(fileno(f)))
+ * the control bytes a terminal would act on, below 0x20 except '\n' and
+ * '\t', and 0x7f, print as \xNN. Returns 0, or -1 on a write error. */
+int tg_write_text(FILE *f, const char *s, size_t n, bool escape);
+/* Token id's bytes (tg_tokenizer_decode) through tg_write_text. */
+int tg_tokenizer_print(const tg_tokenizer *t, int32_t id, FILE *f, bool escape);
 
 #endif /* TG_NN_H */
