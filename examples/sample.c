@@ -25,7 +25,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 static void usage(FILE *f)
@@ -140,7 +139,7 @@ static int dump_logits(tg_gpt *m, const int32_t *ids, int n, const char *path)
         for (int v = 0; v < V; v++)
             tg_atomic_printf(&f, "%.9g%c", (double)logits->data[(int64_t)t * V + v], v + 1 == V ? '\n' : ' ');
     if (tg_atomic_commit(&f) != 0)
-        return die("%s%s", f.msg, "");
+        return die("%s", f.msg);
     tg_tape_reset(NULL);
     return 0;
 }
