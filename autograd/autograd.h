@@ -224,6 +224,19 @@ tg_tensor *tg_masked_fill(tg_tensor *a, const tg_tensor *mask, float value);
 tg_tensor *tg_triu(tg_tensor *a, int diagonal);
 tg_tensor *tg_tril(tg_tensor *a, int diagonal);
 
+/* Causal scaled dot-product attention in one op: torch 2.x's
+ * scaled_dot_product_attention(q, k, v, dropout_p, is_causal=True).
+ *   q, k, v (..., T, head_dim) -> (..., T, head_dim)
+ *   = dropout(softmax(q k^T / sqrt(head_dim), keys j <= query i)) v
+ * The same bits as the composed ops (matmul, masked_fill, mul_scalar,
+ * softmax, dropout, matmul) in forward and backward, and the same draws from
+ * g as tg_dropout on the (..., T, T) weights; the masked half is skipped and
+ * only P's lower triangle and a 1-bit mask are kept for backward. Dropout
+ * applies when train and dropout_p > 0. weights: NULL, or a (..., T, T)
+ * tensor that receives the softmax (before dropout), e.g. for a heatmap. */
+tg_tensor *tg_sdpa_causal(tg_tensor *q, tg_tensor *k, tg_tensor *v, float dropout_p, bool train, tg_generator *g,
+                          tg_tensor *weights);
+
 /* Dropout: in train mode zero each element with probability p (mask drawn
  * from g exactly as torch does) and scale survivors by 1/(1-p). */
 tg_tensor *tg_dropout(tg_tensor *a, float p, bool train, tg_generator *g);
