@@ -188,6 +188,7 @@ tg_tensor *tg_pow_scalar(tg_tensor *a, float p);
 tg_tensor *tg_tanh(tg_tensor *a);
 tg_tensor *tg_relu(tg_tensor *a);
 tg_tensor *tg_gelu(tg_tensor *a);   /* tanh approximation, as the book's GELU */
+tg_tensor *tg_sigmoid(tg_tensor *a);
 
 /* torch.matmul for ndim >= 2: (..., M, K) @ (..., K, N) -> (..., M, N),
  * batch dims broadcast. */
@@ -205,6 +206,14 @@ tg_tensor *tg_permute(tg_tensor *a, const int *dims);       /* a->ndim entries *
 tg_tensor *tg_reshape(tg_tensor *a, int ndim, const int *shape); /* one -1 allowed */
 tg_tensor *tg_view(tg_tensor *a, int ndim, const int *shape);    /* same as reshape */
 tg_tensor *tg_concat(tg_tensor **ts, int n, int dim);
+/* torch.narrow: elements start .. start+length-1 along dim (start may be
+ * negative, counted from the end); the dim keeps size length. A copy. */
+tg_tensor *tg_narrow(tg_tensor *a, int dim, int start, int length);
+/* torch.select (a[..., index, ...]): one index along dim, which is removed. */
+tg_tensor *tg_select(tg_tensor *a, int dim, int index);
+/* torch.stack: n tensors of one shape joined along a new dim inserted at dim
+ * (-(ndim+1) .. ndim); out[..., k, ...] = ts[k]. */
+tg_tensor *tg_stack(tg_tensor **ts, int n, int dim);
 
 /* Reductions. */
 tg_tensor *tg_sum(tg_tensor *a);                              /* 0-d */
