@@ -351,6 +351,82 @@ tg_tensor *tg_mha_forward(tg_mha *m, tg_tensor *x);
 /* The last forward's attention weights (B, H, T, T) or NULL: owned by m. */
 const tg_tensor *tg_mha_attn_weights(const tg_mha *m);
 
+/* ---------------------------------------------------------------- recurrent layers (nn/rnn.c)
+ * torch's equations and parameter names. A NULL hidden state means zeros.
+ * Every parameter ~ U(-1/sqrt(hidden_size), 1/sqrt(hidden_size)), drawn in
+ * the order weight_ih, weight_hh, bias_ih, bias_hh, so the same seed gives
+ * torch's weights. Biases are always present (torch's default bias=True). */
+
+/* RNNCell(input_size, hidden_size), tanh: h' = tanh(x W_ih^T + b_ih + h W_hh^T + b_hh).
+ * x (B, I) with h (B, H) or NULL -> (B, H); or unbatched x (I), h (H) -> (H).
+ * Params: weight_ih (H, I), weight_hh (H, H), bias_ih (H), bias_hh (H). */
+typedef struct {
+    tg_tensor *weight_ih, *weight_hh, *bias_ih, *bias_hh;
+    int input_size, hidden_size;
+} tg_rnn_cell;
+tg_rnn_cell *tg_rnn_cell_new(int input_size, int hidden_size, tg_generator *g);
+tg_tensor *tg_rnn_cell_forward(tg_rnn_cell *m, tg_tensor *x, tg_tensor *h);
+void tg_rnn_cell_params(tg_rnn_cell *m, tg_params *list, const char *prefix);
+void tg_rnn_cell_free(tg_rnn_cell *m);
+
+/* GRUCell(input_size, hidden_size), gate order r, z, n:
+ *   r = sigmoid(W_ir x + b_ir + W_hr h + b_hr),  z = sigmoid(W_iz x + b_iz + W_hz h + b_hz),
+ *   n = tanh(W_in x + b_in + r * (W_hn h + b_hn)),  h' = (1 - z) * n + z * h.
+ * Shapes as RNNCell. Params: weight_ih (3H, I), weight_hh (3H, H), bias_ih (3H),
+ * bias_hh (3H), each stacking the r, z, n rows. */
+typedef struct {
+    tg_tensor *weight_ih, *weight_hh, *bias_ih, *bias_hh;
+    int input_size, hidden_size;
+} tg_gru_cell;
+tg_gru_cell *tg_gru_cell_new(int input_size, int hidden_size, tg_generator *g);
+tg_tensor *tg_gru_cell_forward(tg_gru_cell *m, tg_tensor *x, tg_tensor *h);
+void tg_gru_cell_params(tg_gru_cell *m, tg_params *list, const char *prefix);
+void tg_gru_cell_free(tg_gru_cell *m);
+
+/* GRU(input_size, hidden_size, batch_first=True): one layer, one direction.
+ * Only batch_first=True is supported: x (B, T, I), h0 (1, B, H) or NULL
+ * (zeros) -> output (B, T, H), the hidden state after every step; *h_n (if
+ * h_n is not NULL) gets the last one, (1, B, H). The GRUCell's equations.
+ * Params: weight_ih_l0 (3H, I), weight_hh_l0 (3H, H), bias_ih_l0, bias_hh_l0 (3H). */
+typedef struct {
+    tg_tensor *weight_ih_l0, *weight_hh_l0, *bias_ih_l0, *bias_hh_l0;
+    int input_size, hidden_size;
+} tg_gru;
+tg_gru *tg_gru_new(int input_size, int hidden_size, tg_generator *g);
+tg_tensor *tg_gru_forward(tg_gru *m, tg_tensor *x, tg_tensor *h0, tg_tensor **h_n);
+void tg_gru_params(tg_gru *m, tg_params *list, const char *prefix);
+void tg_gru_free(tg_gru *m);
+
+/* AdditiveAttention(query_size, key_size, attn_size), Bahdanau et al. (2014):
+ *   score(s, h_j) = w_v(tanh(W_query s + W_key h_j)),  alpha = softmax over j
+ *   (positions where mask != 0, the padding, are excluded),  context = sum_j alpha_j h_j.
+ * query s (B, Dq) (a decoder's previous hidden state), values h (B, T, Dk)
+ * (the encoder's states), mask (B, T) or NULL -> context (B, Dk). A row with
+ * every position masked gives NaN, as in torch. W_query (A, Dq), W_key
+ * (A, Dk), w_v (1, A): Linear layers without bias, drawn in that order with
+ * torch's Linear init. After each forward, attn_weights holds a heap copy of
+ * alpha (B, T) (unless keep_attn is false; default true), as MultiHeadAttention.
+ * Params: W_query.weight, W_key.weight, w_v.weight. */
+typedef struct {
+    tg_linear *W_query, *W_key, *w_v;
+    tg_tensor *attn_weights;   /* last forward's (B, T), or NULL */
+    int64_t attn_cap;
+    int query_size, key_size, attn_size;
+    bool keep_attn;
+} tg_additive_attention;
+tg_additive_attention *tg_additive_attention_new(int query_size, int key_size, int attn_size, tg_generator *g);
+tg_tensor *tg_additive_attention_forward(tg_additive_attention *m, tg_tensor *query, tg_tensor *values,
+                                         const tg_tensor *mask);
+/* The same in two parts, for a decoder that attends to the same values at
+ * every step: keys = W_key(values) (B, T, A) once, then attend per step. */
+tg_tensor *tg_additive_attention_keys(tg_additive_attention *m, tg_tensor *values);
+tg_tensor *tg_additive_attention_attend(tg_additive_attention *m, tg_tensor *query, tg_tensor *keys,
+                                        tg_tensor *values, const tg_tensor *mask);
+/* The last forward's weights (B, T) or NULL: owned by m. */
+const tg_tensor *tg_additive_attention_weights(const tg_additive_attention *m);
+void tg_additive_attention_params(tg_additive_attention *m, tg_params *list, const char *prefix);
+void tg_additive_attention_free(tg_additive_attention *m);
+
 /* ================================================================
  * Checkpoints (safetensors), tokenizers, text data and the book's GPTModel
  * ================================================================ */
