@@ -325,15 +325,17 @@ tg_tensor *tg_additive_attention_attend(tg_additive_attention *m, tg_tensor *que
         tg_error(op, "expects mask (B=%d, T=%d) for values %s, got %s", B, T,
                  tg_shape_str(s1, values->ndim, values->shape), tg_shape_str(s2, mask->ndim, mask->shape));
     tg_tensor *q = tg_reshape(tg_linear_forward(m->W_query, query), TG_SHAPE(B, 1, A));
-    tg_tensor *e = tg_tanh(tg_add(q, keys));                                      /* (B, T, A) */
-    tg_tensor *scores = tg_reshape(tg_linear_forward(m->w_v, e), TG_SHAPE(B, T)); /* (B, T) */
+    tg_tensor *e = tg_tanh(tg_add(q, keys)); /* (B, T, A) */
+    /* w_v(e) and sum_j alpha_j h_j as a broadcast product and a sum: the same
+     * maths as the Linear and the (1, T) @ (T, Dk) matmul, without gemms that
+     * have a single output column or row */
+    tg_tensor *scores = tg_sum_dim(tg_mul(e, m->w_v->weight), -1, false); /* (B, T) */
     if (mask)
         scores = tg_masked_fill(scores, mask, -INFINITY);
-    tg_tensor *alpha = tg_softmax(scores, -1);                                     /* (B, T) */
+    tg_tensor *alpha = tg_softmax(scores, -1); /* (B, T) */
     if (m->keep_attn)
         keep_weights(m, alpha);
-    tg_tensor *ctx = tg_matmul(tg_reshape(alpha, TG_SHAPE(B, 1, T)), values);      /* (B, 1, Dk) */
-    return tg_reshape(ctx, TG_SHAPE(B, m->key_size));
+    return tg_sum_dim(tg_mul(tg_reshape(alpha, TG_SHAPE(B, T, 1)), values), 1, false); /* (B, Dk) */
 }
 
 tg_tensor *tg_additive_attention_forward(tg_additive_attention *m, tg_tensor *query, tg_tensor *values,
