@@ -355,19 +355,24 @@ const tg_tensor *tg_mha_attn_weights(const tg_mha *m);
  * torch's equations and parameter names. A NULL hidden state means zeros.
  * Every parameter ~ U(-1/sqrt(hidden_size), 1/sqrt(hidden_size)), drawn in
  * the order weight_ih, weight_hh, bias_ih, bias_hh, so the same seed gives
- * torch's weights. Biases are always present (torch's default bias=True). */
+ * torch's weights. Biases are always present (torch's default bias=True).
+ * Modules on the module interface: free with tg_module_free(&m->base),
+ * parameters from tg_module_params(&m->base). The cells' and GRU's
+ * single-input forward (tg_module_forward) starts from a zero state, as
+ * torch's cell(x) and gru(x) (GRU: returns output); AdditiveAttention takes
+ * a query, values and a mask, so it has none: call its typed forwards. */
+extern const tg_module_type tg_rnn_cell_type, tg_gru_cell_type, tg_gru_type, tg_additive_attention_type;
 
 /* RNNCell(input_size, hidden_size), tanh: h' = tanh(x W_ih^T + b_ih + h W_hh^T + b_hh).
  * x (B, I) with h (B, H) or NULL -> (B, H); or unbatched x (I), h (H) -> (H).
  * Params: weight_ih (H, I), weight_hh (H, H), bias_ih (H), bias_hh (H). */
 typedef struct {
+    tg_module base;
     tg_tensor *weight_ih, *weight_hh, *bias_ih, *bias_hh;
     int input_size, hidden_size;
 } tg_rnn_cell;
 tg_rnn_cell *tg_rnn_cell_new(int input_size, int hidden_size, tg_generator *g);
 tg_tensor *tg_rnn_cell_forward(tg_rnn_cell *m, tg_tensor *x, tg_tensor *h);
-void tg_rnn_cell_params(tg_rnn_cell *m, tg_params *list, const char *prefix);
-void tg_rnn_cell_free(tg_rnn_cell *m);
 
 /* GRUCell(input_size, hidden_size), gate order r, z, n:
  *   r = sigmoid(W_ir x + b_ir + W_hr h + b_hr),  z = sigmoid(W_iz x + b_iz + W_hz h + b_hz),
@@ -375,13 +380,12 @@ void tg_rnn_cell_free(tg_rnn_cell *m);
  * Shapes as RNNCell. Params: weight_ih (3H, I), weight_hh (3H, H), bias_ih (3H),
  * bias_hh (3H), each stacking the r, z, n rows. */
 typedef struct {
+    tg_module base;
     tg_tensor *weight_ih, *weight_hh, *bias_ih, *bias_hh;
     int input_size, hidden_size;
 } tg_gru_cell;
 tg_gru_cell *tg_gru_cell_new(int input_size, int hidden_size, tg_generator *g);
 tg_tensor *tg_gru_cell_forward(tg_gru_cell *m, tg_tensor *x, tg_tensor *h);
-void tg_gru_cell_params(tg_gru_cell *m, tg_params *list, const char *prefix);
-void tg_gru_cell_free(tg_gru_cell *m);
 
 /* GRU(input_size, hidden_size, batch_first=True): one layer, one direction.
  * Only batch_first=True is supported: x (B, T, I), h0 (1, B, H) or NULL
@@ -389,13 +393,12 @@ void tg_gru_cell_free(tg_gru_cell *m);
  * h_n is not NULL) gets the last one, (1, B, H). The GRUCell's equations.
  * Params: weight_ih_l0 (3H, I), weight_hh_l0 (3H, H), bias_ih_l0, bias_hh_l0 (3H). */
 typedef struct {
+    tg_module base;
     tg_tensor *weight_ih_l0, *weight_hh_l0, *bias_ih_l0, *bias_hh_l0;
     int input_size, hidden_size;
 } tg_gru;
 tg_gru *tg_gru_new(int input_size, int hidden_size, tg_generator *g);
 tg_tensor *tg_gru_forward(tg_gru *m, tg_tensor *x, tg_tensor *h0, tg_tensor **h_n);
-void tg_gru_params(tg_gru *m, tg_params *list, const char *prefix);
-void tg_gru_free(tg_gru *m);
 
 /* AdditiveAttention(query_size, key_size, attn_size), Bahdanau et al. (2014):
  *   score(s, h_j) = w_v(tanh(W_query s + W_key h_j)),  alpha = softmax over j
@@ -408,7 +411,8 @@ void tg_gru_free(tg_gru *m);
  * alpha (B, T) (unless keep_attn is false; default true), as MultiHeadAttention.
  * Params: W_query.weight, W_key.weight, w_v.weight. */
 typedef struct {
-    tg_linear *W_query, *W_key, *w_v;
+    tg_module base;
+    tg_linear *W_query, *W_key, *w_v;   /* children */
     tg_tensor *attn_weights;   /* last forward's (B, T), or NULL */
     int64_t attn_cap;
     int query_size, key_size, attn_size;
@@ -424,8 +428,6 @@ tg_tensor *tg_additive_attention_attend(tg_additive_attention *m, tg_tensor *que
                                         tg_tensor *values, const tg_tensor *mask);
 /* The last forward's weights (B, T) or NULL: owned by m. */
 const tg_tensor *tg_additive_attention_weights(const tg_additive_attention *m);
-void tg_additive_attention_params(tg_additive_attention *m, tg_params *list, const char *prefix);
-void tg_additive_attention_free(tg_additive_attention *m);
 
 /* ================================================================
  * Checkpoints (safetensors), tokenizers, text data and the book's GPTModel

@@ -29,24 +29,33 @@
 #include <stdlib.h>
 #include <string.h>
 
-static tg_tensor *param(int ndim, const int *shape, const char *name, double bound, tg_generator *g)
-{
-    tg_tensor *t = tg_set_name(tg_empty(ndim, shape), name);
-    tg_uniform_(t, (float)-bound, (float)bound, g);
-    return tg_requires_grad(t, true);
-}
-
 /* torch's RNNBase/RNNCellBase reset_parameters: stdv = 1 / sqrt(hidden_size)
- * in double, then uniform_(-stdv, stdv) on each parameter in order. */
-static void init_recurrent(tg_tensor **w, int gates, int input_size, int hidden_size, const char *const *names,
-                           tg_generator *g)
+ * in double, then uniform_(-stdv, stdv) on each parameter in registration
+ * order; names[] are weight_ih, weight_hh, bias_ih, bias_hh (+ "_l0"). */
+static void init_recurrent(tg_module *base, tg_tensor **w, int gates, int input_size, int hidden_size,
+                           const char *const *names, tg_generator *g)
 {
     const double stdv = 1.0 / sqrt((double)hidden_size);
     const int gh = gates * hidden_size;
-    w[0] = param(TG_SHAPE(gh, input_size), names[0], stdv, g);
-    w[1] = param(TG_SHAPE(gh, hidden_size), names[1], stdv, g);
-    w[2] = param(TG_SHAPE(gh), names[2], stdv, g);
-    w[3] = param(TG_SHAPE(gh), names[3], stdv, g);
+    w[0] = tg_module_add_param(base, names[0], tg_empty(TG_SHAPE(gh, input_size)));
+    w[1] = tg_module_add_param(base, names[1], tg_empty(TG_SHAPE(gh, hidden_size)));
+    w[2] = tg_module_add_param(base, names[2], tg_empty(TG_SHAPE(gh)));
+    w[3] = tg_module_add_param(base, names[3], tg_empty(TG_SHAPE(gh)));
+    for (int i = 0; i < 4; i++)
+        tg_uniform_(w[i], (float)-stdv, (float)stdv, g);
+}
+
+/* A typed forward that takes more than one input enters the module's tape
+ * scope itself, as tg_module_forward does for single-input ones. */
+static void scope_enter(const tg_module *m)
+{
+    if (m->parent)
+        tg_scope_push(m->name);
+}
+static void scope_leave(const tg_module *m)
+{
+    if (m->parent)
+        tg_scope_pop();
 }
 
 static void check_sizes(const char *op, int input_size, int hidden_size, int gates)
@@ -104,14 +113,27 @@ static tg_tensor *gru_step(tg_tensor *gi, tg_tensor *h, tg_tensor *weight_hh, tg
 
 static const char *const CELL_NAMES[4] = {"weight_ih", "weight_hh", "bias_ih", "bias_hh"};
 
+static tg_tensor *rnn_cell_step(tg_rnn_cell *m, tg_tensor *x, tg_tensor *h)
+{
+    bool batched;
+    cell_inputs("tg_rnn_cell_forward", &x, &h, m->input_size, m->hidden_size, &batched);
+    tg_tensor *pre = tg_add(tg_affine(x, m->weight_ih, m->bias_ih), tg_affine(h, m->weight_hh, m->bias_hh));
+    return cell_output(tg_tanh(pre), batched, m->hidden_size);
+}
+
+/* the single-input forward: h = zeros, as rnn_cell(x) in torch */
+static tg_tensor *rnn_cell_forward1(tg_module *base, tg_tensor *x) { return rnn_cell_step((tg_rnn_cell *)base, x, NULL); }
+
+const tg_module_type tg_rnn_cell_type = {"RNNCell", rnn_cell_forward1, NULL};
+
 tg_rnn_cell *tg_rnn_cell_new(int input_size, int hidden_size, tg_generator *g)
 {
     check_sizes("tg_rnn_cell_new", input_size, hidden_size, 1);
-    tg_rnn_cell *m = tg_nn_alloc(sizeof *m, "tg_rnn_cell_new");
+    tg_rnn_cell *m = tg_module_new(sizeof *m, &tg_rnn_cell_type);
     m->input_size = input_size;
     m->hidden_size = hidden_size;
     tg_tensor *w[4];
-    init_recurrent(w, 1, input_size, hidden_size, CELL_NAMES, tg_nn_gen(g));
+    init_recurrent(&m->base, w, 1, input_size, hidden_size, CELL_NAMES, tg_nn_gen(g));
     m->weight_ih = w[0], m->weight_hh = w[1], m->bias_ih = w[2], m->bias_hh = w[3];
     return m;
 }
@@ -119,42 +141,34 @@ tg_rnn_cell *tg_rnn_cell_new(int input_size, int hidden_size, tg_generator *g)
 tg_tensor *tg_rnn_cell_forward(tg_rnn_cell *m, tg_tensor *x, tg_tensor *h)
 {
     tg_check_ptr("tg_rnn_cell_forward", m, "module");
-    bool batched;
-    cell_inputs("tg_rnn_cell_forward", &x, &h, m->input_size, m->hidden_size, &batched);
-    tg_tensor *pre = tg_add(tg_affine(x, m->weight_ih, m->bias_ih), tg_affine(h, m->weight_hh, m->bias_hh));
-    return cell_output(tg_tanh(pre), batched, m->hidden_size);
-}
-
-void tg_rnn_cell_params(tg_rnn_cell *m, tg_params *list, const char *prefix)
-{
-    tg_nn_check_params_call("tg_rnn_cell_params", m, list);
-    tg_params_add(list, prefix, "weight_ih", m->weight_ih);
-    tg_params_add(list, prefix, "weight_hh", m->weight_hh);
-    tg_params_add(list, prefix, "bias_ih", m->bias_ih);
-    tg_params_add(list, prefix, "bias_hh", m->bias_hh);
-}
-
-void tg_rnn_cell_free(tg_rnn_cell *m)
-{
-    if (!m)
-        return;
-    tg_free(m->weight_ih);
-    tg_free(m->weight_hh);
-    tg_free(m->bias_ih);
-    tg_free(m->bias_hh);
-    free(m);
+    scope_enter(&m->base);
+    tg_tensor *y = rnn_cell_step(m, x, h);
+    scope_leave(&m->base);
+    return y;
 }
 
 /* ---------------------------------------------------------------- GRUCell */
 
+static tg_tensor *gru_cell_step(tg_gru_cell *m, tg_tensor *x, tg_tensor *h)
+{
+    bool batched;
+    cell_inputs("tg_gru_cell_forward", &x, &h, m->input_size, m->hidden_size, &batched);
+    tg_tensor *gi = tg_affine(x, m->weight_ih, m->bias_ih);
+    return cell_output(gru_step(gi, h, m->weight_hh, m->bias_hh, m->hidden_size), batched, m->hidden_size);
+}
+
+static tg_tensor *gru_cell_forward1(tg_module *base, tg_tensor *x) { return gru_cell_step((tg_gru_cell *)base, x, NULL); }
+
+const tg_module_type tg_gru_cell_type = {"GRUCell", gru_cell_forward1, NULL};
+
 tg_gru_cell *tg_gru_cell_new(int input_size, int hidden_size, tg_generator *g)
 {
     check_sizes("tg_gru_cell_new", input_size, hidden_size, 3);
-    tg_gru_cell *m = tg_nn_alloc(sizeof *m, "tg_gru_cell_new");
+    tg_gru_cell *m = tg_module_new(sizeof *m, &tg_gru_cell_type);
     m->input_size = input_size;
     m->hidden_size = hidden_size;
     tg_tensor *w[4];
-    init_recurrent(w, 3, input_size, hidden_size, CELL_NAMES, tg_nn_gen(g));
+    init_recurrent(&m->base, w, 3, input_size, hidden_size, CELL_NAMES, tg_nn_gen(g));
     m->weight_ih = w[0], m->weight_hh = w[1], m->bias_ih = w[2], m->bias_hh = w[3];
     return m;
 }
@@ -162,52 +176,19 @@ tg_gru_cell *tg_gru_cell_new(int input_size, int hidden_size, tg_generator *g)
 tg_tensor *tg_gru_cell_forward(tg_gru_cell *m, tg_tensor *x, tg_tensor *h)
 {
     tg_check_ptr("tg_gru_cell_forward", m, "module");
-    bool batched;
-    cell_inputs("tg_gru_cell_forward", &x, &h, m->input_size, m->hidden_size, &batched);
-    tg_tensor *gi = tg_affine(x, m->weight_ih, m->bias_ih);
-    return cell_output(gru_step(gi, h, m->weight_hh, m->bias_hh, m->hidden_size), batched, m->hidden_size);
-}
-
-void tg_gru_cell_params(tg_gru_cell *m, tg_params *list, const char *prefix)
-{
-    tg_nn_check_params_call("tg_gru_cell_params", m, list);
-    tg_params_add(list, prefix, "weight_ih", m->weight_ih);
-    tg_params_add(list, prefix, "weight_hh", m->weight_hh);
-    tg_params_add(list, prefix, "bias_ih", m->bias_ih);
-    tg_params_add(list, prefix, "bias_hh", m->bias_hh);
-}
-
-void tg_gru_cell_free(tg_gru_cell *m)
-{
-    if (!m)
-        return;
-    tg_free(m->weight_ih);
-    tg_free(m->weight_hh);
-    tg_free(m->bias_ih);
-    tg_free(m->bias_hh);
-    free(m);
+    scope_enter(&m->base);
+    tg_tensor *y = gru_cell_step(m, x, h);
+    scope_leave(&m->base);
+    return y;
 }
 
 /* ---------------------------------------------------------------- GRU */
 
 static const char *const GRU_NAMES[4] = {"weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"};
 
-tg_gru *tg_gru_new(int input_size, int hidden_size, tg_generator *g)
-{
-    check_sizes("tg_gru_new", input_size, hidden_size, 3);
-    tg_gru *m = tg_nn_alloc(sizeof *m, "tg_gru_new");
-    m->input_size = input_size;
-    m->hidden_size = hidden_size;
-    tg_tensor *w[4];
-    init_recurrent(w, 3, input_size, hidden_size, GRU_NAMES, tg_nn_gen(g));
-    m->weight_ih_l0 = w[0], m->weight_hh_l0 = w[1], m->bias_ih_l0 = w[2], m->bias_hh_l0 = w[3];
-    return m;
-}
-
-tg_tensor *tg_gru_forward(tg_gru *m, tg_tensor *x, tg_tensor *h0, tg_tensor **h_n)
+static tg_tensor *gru_run(tg_gru *m, tg_tensor *x, tg_tensor *h0, tg_tensor **h_n)
 {
     char s1[64], s2[64];
-    tg_check_ptr("tg_gru_forward", m, "module");
     tg_check_ptr("tg_gru_forward", x, "input");
     const int H = m->hidden_size;
     if (x->ndim != 3 || x->shape[2] != m->input_size || x->shape[1] < 1)
@@ -236,41 +217,54 @@ tg_tensor *tg_gru_forward(tg_gru *m, tg_tensor *x, tg_tensor *h0, tg_tensor **h_
     return tg_stack(steps, T, 1); /* (B, T, H) */
 }
 
-void tg_gru_params(tg_gru *m, tg_params *list, const char *prefix)
+/* the single-input forward: zero initial state, returns every step's output */
+static tg_tensor *gru_forward1(tg_module *base, tg_tensor *x) { return gru_run((tg_gru *)base, x, NULL, NULL); }
+
+const tg_module_type tg_gru_type = {"GRU", gru_forward1, NULL};
+
+tg_gru *tg_gru_new(int input_size, int hidden_size, tg_generator *g)
 {
-    tg_nn_check_params_call("tg_gru_params", m, list);
-    tg_params_add(list, prefix, "weight_ih_l0", m->weight_ih_l0);
-    tg_params_add(list, prefix, "weight_hh_l0", m->weight_hh_l0);
-    tg_params_add(list, prefix, "bias_ih_l0", m->bias_ih_l0);
-    tg_params_add(list, prefix, "bias_hh_l0", m->bias_hh_l0);
+    check_sizes("tg_gru_new", input_size, hidden_size, 3);
+    tg_gru *m = tg_module_new(sizeof *m, &tg_gru_type);
+    m->input_size = input_size;
+    m->hidden_size = hidden_size;
+    tg_tensor *w[4];
+    init_recurrent(&m->base, w, 3, input_size, hidden_size, GRU_NAMES, tg_nn_gen(g));
+    m->weight_ih_l0 = w[0], m->weight_hh_l0 = w[1], m->bias_ih_l0 = w[2], m->bias_hh_l0 = w[3];
+    return m;
 }
 
-void tg_gru_free(tg_gru *m)
+tg_tensor *tg_gru_forward(tg_gru *m, tg_tensor *x, tg_tensor *h0, tg_tensor **h_n)
 {
-    if (!m)
-        return;
-    tg_free(m->weight_ih_l0);
-    tg_free(m->weight_hh_l0);
-    tg_free(m->bias_ih_l0);
-    tg_free(m->bias_hh_l0);
-    free(m);
+    tg_check_ptr("tg_gru_forward", m, "module");
+    scope_enter(&m->base);
+    tg_tensor *y = gru_run(m, x, h0, h_n);
+    scope_leave(&m->base);
+    return y;
 }
 
 /* ---------------------------------------------------------------- AdditiveAttention */
+
+/* attn_weights is a scratch copy, not a registered buffer (its size follows the input). */
+static void additive_attention_release(tg_module *base) { tg_free(((tg_additive_attention *)base)->attn_weights); }
+
+/* Its inputs are a query, values and a mask: no single-input forward. */
+const tg_module_type tg_additive_attention_type = {"AdditiveAttention", NULL, additive_attention_release};
 
 tg_additive_attention *tg_additive_attention_new(int query_size, int key_size, int attn_size, tg_generator *g)
 {
     if (query_size < 1 || key_size < 1 || attn_size < 1)
         tg_error("tg_additive_attention_new", "query_size=%d, key_size=%d and attn_size=%d must be >= 1",
                  query_size, key_size, attn_size);
-    tg_additive_attention *m = tg_nn_alloc(sizeof *m, "tg_additive_attention_new");
+    g = tg_nn_gen(g);
+    tg_additive_attention *m = tg_module_new(sizeof *m, &tg_additive_attention_type);
     m->query_size = query_size;
     m->key_size = key_size;
     m->attn_size = attn_size;
     m->keep_attn = true;
-    m->W_query = tg_linear_new(query_size, attn_size, false, g);
-    m->W_key = tg_linear_new(key_size, attn_size, false, g);
-    m->w_v = tg_linear_new(attn_size, 1, false, g);
+    m->W_query = (tg_linear *)tg_module_add_child(&m->base, "W_query", &tg_linear_new(query_size, attn_size, false, g)->base);
+    m->W_key = (tg_linear *)tg_module_add_child(&m->base, "W_key", &tg_linear_new(key_size, attn_size, false, g)->base);
+    m->w_v = (tg_linear *)tg_module_add_child(&m->base, "w_v", &tg_linear_new(attn_size, 1, false, g)->base);
     return m;
 }
 
@@ -287,7 +281,10 @@ static void check_values(const char *op, const tg_additive_attention *m, const t
 tg_tensor *tg_additive_attention_keys(tg_additive_attention *m, tg_tensor *values)
 {
     check_values("tg_additive_attention_keys", m, values);
-    return tg_linear_forward(m->W_key, values); /* (B, T, A) */
+    scope_enter(&m->base);
+    tg_tensor *k = tg_linear_forward(m->W_key, values); /* (B, T, A) */
+    scope_leave(&m->base);
+    return k;
 }
 
 /* Copies w (B, T) into m->attn_weights, growing the buffer only when it
@@ -306,8 +303,8 @@ static void keep_weights(tg_additive_attention *m, const tg_tensor *w)
     memcpy(a->data, w->data, (size_t)w->numel * sizeof(float));
 }
 
-tg_tensor *tg_additive_attention_attend(tg_additive_attention *m, tg_tensor *query, tg_tensor *keys,
-                                        tg_tensor *values, const tg_tensor *mask)
+static tg_tensor *attend(tg_additive_attention *m, tg_tensor *query, tg_tensor *keys, tg_tensor *values,
+                         const tg_tensor *mask)
 {
     const char *op = "tg_additive_attention_forward";
     char s1[64], s2[64];
@@ -338,35 +335,28 @@ tg_tensor *tg_additive_attention_attend(tg_additive_attention *m, tg_tensor *que
     return tg_sum_dim(tg_mul(tg_reshape(alpha, TG_SHAPE(B, T, 1)), values), 1, false); /* (B, Dk) */
 }
 
+tg_tensor *tg_additive_attention_attend(tg_additive_attention *m, tg_tensor *query, tg_tensor *keys,
+                                        tg_tensor *values, const tg_tensor *mask)
+{
+    check_values("tg_additive_attention_forward", m, values);
+    scope_enter(&m->base);
+    tg_tensor *c = attend(m, query, keys, values, mask);
+    scope_leave(&m->base);
+    return c;
+}
+
 tg_tensor *tg_additive_attention_forward(tg_additive_attention *m, tg_tensor *query, tg_tensor *values,
                                          const tg_tensor *mask)
 {
     check_values("tg_additive_attention_forward", m, values);
-    return tg_additive_attention_attend(m, query, tg_linear_forward(m->W_key, values), values, mask);
+    scope_enter(&m->base);
+    tg_tensor *c = attend(m, query, tg_linear_forward(m->W_key, values), values, mask);
+    scope_leave(&m->base);
+    return c;
 }
 
 const tg_tensor *tg_additive_attention_weights(const tg_additive_attention *m)
 {
     tg_check_ptr("tg_additive_attention_weights", m, "module");
     return m->attn_weights;
-}
-
-void tg_additive_attention_params(tg_additive_attention *m, tg_params *list, const char *prefix)
-{
-    tg_nn_check_params_call("tg_additive_attention_params", m, list);
-    char buf[256];
-    tg_linear_params(m->W_query, list, tg_nn_child_prefix(buf, sizeof buf, prefix, "W_query"));
-    tg_linear_params(m->W_key, list, tg_nn_child_prefix(buf, sizeof buf, prefix, "W_key"));
-    tg_linear_params(m->w_v, list, tg_nn_child_prefix(buf, sizeof buf, prefix, "w_v"));
-}
-
-void tg_additive_attention_free(tg_additive_attention *m)
-{
-    if (!m)
-        return;
-    tg_linear_free(m->W_query);
-    tg_linear_free(m->W_key);
-    tg_linear_free(m->w_v);
-    tg_free(m->attn_weights);
-    free(m);
 }

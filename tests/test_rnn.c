@@ -255,45 +255,27 @@ static const mod_case MODS[] = {
 
 typedef struct {
     mod_kind kind;
-    void *m;
-    tg_params params;
-    tg_tensor *mask;     /* attention */
+    tg_module *m;
+    const tg_params *params;   /* owned by m */
+    tg_tensor *mask;           /* attention */
 } mod;
 
 static mod mod_build(const mod_case *c, tg_generator *g)
 {
     mod md = {.kind = c->kind};
-    tg_params_init(&md.params);
     switch (c->kind) {
-    case M_RNNCELL:
-        md.m = tg_rnn_cell_new(c->a, c->b, g);
-        tg_rnn_cell_params(md.m, &md.params, "");
-        break;
-    case M_GRUCELL:
-        md.m = tg_gru_cell_new(c->a, c->b, g);
-        tg_gru_cell_params(md.m, &md.params, "");
-        break;
-    case M_GRU:
-        md.m = tg_gru_new(c->a, c->b, g);
-        tg_gru_params(md.m, &md.params, "");
-        break;
-    case M_ATTN:
-        md.m = tg_additive_attention_new(c->a, c->b, c->c, g);
-        tg_additive_attention_params(md.m, &md.params, "");
-        break;
+    case M_RNNCELL: md.m = &tg_rnn_cell_new(c->a, c->b, g)->base; break;
+    case M_GRUCELL: md.m = &tg_gru_cell_new(c->a, c->b, g)->base; break;
+    case M_GRU: md.m = &tg_gru_new(c->a, c->b, g)->base; break;
+    case M_ATTN: md.m = &tg_additive_attention_new(c->a, c->b, c->c, g)->base; break;
     }
+    md.params = tg_module_params(md.m);
     return md;
 }
 
 static void mod_free(mod *md)
 {
-    switch (md->kind) {
-    case M_RNNCELL: tg_rnn_cell_free(md->m); break;
-    case M_GRUCELL: tg_gru_cell_free(md->m); break;
-    case M_GRU: tg_gru_free(md->m); break;
-    case M_ATTN: tg_additive_attention_free(md->m); break;
-    }
-    tg_params_free(&md->params);
+    tg_module_free(md->m);
     tg_free(md->mask);
 }
 
@@ -302,10 +284,10 @@ static void mod_free(mod *md)
 static tg_tensor *mod_forward(mod *md, tg_tensor *x, tg_tensor *h, tg_tensor **hn)
 {
     switch (md->kind) {
-    case M_RNNCELL: return tg_rnn_cell_forward(md->m, x, h);
-    case M_GRUCELL: return tg_gru_cell_forward(md->m, x, h);
-    case M_GRU: return tg_gru_forward(md->m, x, h, hn);
-    case M_ATTN: return tg_additive_attention_forward(md->m, h, x, md->mask);
+    case M_RNNCELL: return tg_rnn_cell_forward((tg_rnn_cell *)md->m, x, h);
+    case M_GRUCELL: return tg_gru_cell_forward((tg_gru_cell *)md->m, x, h);
+    case M_GRU: return tg_gru_forward((tg_gru *)md->m, x, h, hn);
+    case M_ATTN: return tg_additive_attention_forward((tg_additive_attention *)md->m, h, x, md->mask);
     }
     return NULL;
 }
@@ -320,15 +302,15 @@ START_TEST(test_module_golden)
 
     /* torch's parameter names, order and bit-identical initial values */
     tg_tensor *np = golden_tensorf(G, "%s.nparams", c->name);
-    ck_assert_msg(md.params.n == (int)np->data[0], "%s: %d params, torch has %g", c->name, md.params.n,
+    ck_assert_msg(md.params->n == (int)np->data[0], "%s: %d params, torch has %g", c->name, md.params->n,
                   (double)np->data[0]);
     tg_free(np);
-    for (int i = 0; i < md.params.n; i++) {
-        snprintf(key, sizeof key, "%s.init.%d.%s", c->name, i, md.params.items[i].name);
+    for (int i = 0; i < md.params->n; i++) {
+        snprintf(key, sizeof key, "%s.init.%d.%s", c->name, i, md.params->items[i].name);
         ck_assert_msg(golden_has(G, key), "%s: param %d is named '%s', not torch's", c->name, i,
-                      md.params.items[i].name);
+                      md.params->items[i].name);
         tg_tensor *want = golden_tensor(G, key);
-        assert_tensor_close(md.params.items[i].t, want, 0.0, 0.0, key);
+        assert_tensor_close(md.params->items[i].t, want, 0.0, 0.0, key);
         tg_free(want);
     }
 
@@ -360,7 +342,7 @@ START_TEST(test_module_golden)
     }
     tg_free(w);
     if (c->kind == M_ATTN) {
-        const tg_tensor *attn = tg_additive_attention_weights(md.m);
+        const tg_tensor *attn = tg_additive_attention_weights((tg_additive_attention *)md.m);
         ck_assert_ptr_nonnull(attn);
         want = golden_tensorf(G, "%s.attn", c->name);
         snprintf(what, sizeof what, "%s attn_weights", c->name);
@@ -379,10 +361,10 @@ START_TEST(test_module_golden)
         assert_close(h->grad, want, 1e-5, 1e-4, what);
         tg_free(want);
     }
-    for (int i = 0; i < md.params.n; i++) {
-        tg_tensor *p = md.params.items[i].t;
+    for (int i = 0; i < md.params->n; i++) {
+        tg_tensor *p = md.params->items[i].t;
         want = golden_tensorf(G, "%s.grad.%d", c->name, i);
-        snprintf(what, sizeof what, "%s grad of %s", c->name, md.params.items[i].name);
+        snprintf(what, sizeof what, "%s grad of %s", c->name, md.params->items[i].name);
         ck_assert_msg(p->grad != NULL, "%s: no grad", what);
         assert_close(p->grad, want, 1e-5, 1e-4, what);
         tg_free(want);
@@ -422,8 +404,8 @@ START_TEST(test_module_gradcheck)
     inputs[n++] = x;
     if (h)
         inputs[n++] = h;
-    for (int i = 0; i < md.params.n; i++)
-        inputs[n++] = md.params.items[i].t;
+    for (int i = 0; i < md.params->n; i++)
+        inputs[n++] = md.params->items[i].t;
     tg_gradcheck_result r = tg_gradcheck(mod_gc_fn, &ctx, inputs, n, 1e-2, 2e-3, 2e-2);
     for (int k = 0; k < n; k++)
         ck_assert_msg(r.ok, "%s gradcheck: input %d max abs err %g (rel %g) at %d", c->name, k, r.max_abs_err[k],
@@ -457,8 +439,8 @@ START_TEST(test_gru_equals_cells)
     tg_tape_reset(NULL);
     tg_free(x);
     tg_free(h0);
-    tg_gru_free(gru);
-    tg_gru_cell_free(cell);
+    tg_module_free(&gru->base);
+    tg_module_free(&cell->base);
 }
 END_TEST
 
@@ -498,7 +480,43 @@ START_TEST(test_attention_padding)
     tg_free(v);
     tg_free(mask);
     tg_free(seed);
-    tg_additive_attention_free(m);
+    tg_module_free(&m->base);
+}
+END_TEST
+
+/* On the module interface: torch's nested names under a parent, the
+ * single-input forward (zero initial state, as torch's cell(x) and gru(x))
+ * equals the typed one with h = NULL, tape scopes carry the module path. */
+START_TEST(test_module_interface)
+{
+    tg_generator g;
+    tg_manual_seed(&g, 9);
+    tg_module *root = tg_module_list_new();
+    tg_gru *gru = tg_gru_new(3, 4, &g);
+    tg_additive_attention *att = tg_additive_attention_new(4, 4, 5, &g);
+    tg_module_append(root, &gru->base);
+    tg_module_append(root, &att->base);
+    const tg_params *p = tg_module_params(root);
+    const char *names[] = {"0.weight_ih_l0", "0.weight_hh_l0", "0.bias_ih_l0", "0.bias_hh_l0",
+                           "1.W_query.weight", "1.W_key.weight", "1.w_v.weight"};
+    ck_assert_int_eq(p->n, 7);
+    for (int i = 0; i < 7; i++) {
+        ck_assert_str_eq(p->items[i].name, names[i]);
+        ck_assert_str_eq(p->items[i].t->name, names[i]);
+    }
+    tg_tensor *x = tg_requires_grad(tg_randn(&g, TG_SHAPE(2, 3, 3)), true);
+    tg_tensor *a = tg_module_forward(&gru->base, x);
+    tg_tensor *b = tg_gru_forward(gru, x, NULL, NULL);
+    ck_assert(tg_same_shape(a, b));
+    ck_assert_mem_eq(a->data, b->data, (size_t)a->numel * sizeof(float));
+    ck_assert_str_eq(tg_tape_current()->nodes[a->node].path, "0");
+    tg_tensor *ctx = tg_additive_attention_forward(att, tg_select(a, 1, 2), a, NULL);
+    ck_assert_str_eq(tg_tape_current()->nodes[ctx->node].path, "1");
+    tg_module_train(root, false);
+    ck_assert(!gru->base.training && !att->W_query->base.training);
+    tg_tape_reset(NULL);
+    tg_free(x);
+    tg_module_free(root);
 }
 END_TEST
 
@@ -531,7 +549,7 @@ static void mod_misuse(void *vctx)
     case 10: tg_additive_attention_new(4, 3, 0, &c->g); break;
     case 11: tg_gru_forward(NULL, s253, NULL, NULL); break;
     case 12: tg_rnn_cell_forward(c->rnn, NULL, NULL); break;
-    case 13: tg_gru_params(c->gru, NULL, ""); break;
+    case 13: tg_module_forward(&c->att->base, x24); break;
     }
 }
 
@@ -553,7 +571,7 @@ START_TEST(test_module_misuse)
         {"tg_additive_attention_new", "attn_size=0"},
         {"tg_gru_forward", "module is NULL"},
         {"tg_rnn_cell_forward", "input is NULL"},
-        {"tg_gru_params", "parameter list is NULL"},
+        {"tg_module_forward", "AdditiveAttention"},
     };
     mod_misuse_ctx c;
     memset(&c, 0, sizeof c);
@@ -571,10 +589,10 @@ START_TEST(test_module_misuse)
         ck_assert_msg(strstr(msg, want[i].needle) != NULL, "case %d: '%s' lacks '%s'", i, msg, want[i].needle);
         tg_tape_reset(NULL);
     }
-    tg_rnn_cell_free(c.rnn);
-    tg_gru_cell_free(c.cell);
-    tg_gru_free(c.gru);
-    tg_additive_attention_free(c.att);
+    tg_module_free(&c.rnn->base);
+    tg_module_free(&c.cell->base);
+    tg_module_free(&c.gru->base);
+    tg_module_free(&c.att->base);
 }
 END_TEST
 
@@ -599,6 +617,7 @@ static Suite *rnn_suite(void)
     tcase_add_test(tc, test_gru_equals_cells);
     tcase_add_test(tc, test_attention_padding);
     tcase_add_test(tc, test_module_misuse);
+    tcase_add_test(tc, test_module_interface);
     suite_add_tcase(s, tc);
     return s;
 }
