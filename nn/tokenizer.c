@@ -11,9 +11,12 @@
 #include "utf8.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #if defined(__GNUC__)
 __attribute__((format(printf, 3, 4)))
@@ -39,9 +42,31 @@ int tg_text_load(const char *path, char **text, size_t *len, char *err, size_t e
 {
     *text = NULL;
     *len = 0;
-    FILE *f = fopen(path, "rb");
-    if (!f)
+    /* O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused below, as is every file that is not
+     * a regular one (a device such as /dev/zero never ends) or is larger than the limit. */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0)
         return tok_fail(err, errsize, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        int e = errno;
+        close(fd);
+        return tok_fail(err, errsize, "%s: cannot open: %s", path, strerror(e));
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return tok_fail(err, errsize, "%s: not a regular file (%s); give a text file", path,
+                        S_ISDIR(st.st_mode) ? "a directory" : S_ISFIFO(st.st_mode) ? "a FIFO" : "a device or socket");
+    }
+    if (st.st_size > TG_TEXT_MAX_BYTES) {
+        close(fd);
+        return tok_fail(err, errsize, "%s: %lld bytes is more than the limit of 1 GiB", path, (long long)st.st_size);
+    }
+    FILE *f = fdopen(fd, "rb");
+    if (!f) {
+        close(fd);
+        return tok_fail(err, errsize, "%s: cannot open: %s", path, strerror(errno));
+    }
     size_t cap = 1 << 16, n = 0;
     char *buf = malloc(cap);
     if (!buf) {
@@ -61,7 +86,7 @@ int tg_text_load(const char *path, char **text, size_t *len, char *err, size_t e
         }
         size_t r = fread(buf + n, 1, cap - n, f);
         n += r;
-        if (r == 0)
+        if (r == 0 || n > TG_TEXT_MAX_BYTES)
             break;
     }
     bool bad = ferror(f) != 0;
@@ -70,6 +95,10 @@ int tg_text_load(const char *path, char **text, size_t *len, char *err, size_t e
     if (bad) {
         free(buf);
         return tok_fail(err, errsize, "%s: read failed: %s", path, strerror(e));
+    }
+    if (n > TG_TEXT_MAX_BYTES) {
+        free(buf);
+        return tok_fail(err, errsize, "%s: more than the limit of 1 GiB (the file grew while read)", path);
     }
     if (n == 0) {
         free(buf);

@@ -44,16 +44,49 @@ static double now_s(void)
 
 /* ---------------------------------------------------------------- the GPT as a model */
 
-static void gpt_train(void *self, bool on) { tg_gpt_train(self, on); }
+static void module_train(void *self, bool on) { tg_module_train(self, on); }
+
+tg_train_model tg_train_model_module(tg_module *m, tg_token_forward_fn forward)
+{
+    return (tg_train_model){.self = m, .params = tg_module_params(m), .train = module_train, .forward = forward};
+}
 
 static tg_tensor *gpt_forward(void *self, const int32_t *ids, int batch, int tokens)
 {
     return tg_gpt_forward(self, ids, batch, tokens);
 }
 
-tg_train_model tg_train_model_gpt(tg_gpt *m)
+tg_train_model tg_train_model_gpt(tg_gpt *m) { return tg_train_model_module(&m->base, gpt_forward); }
+
+void tg_gpt_checkpoint_meta(const tg_gpt_config *c, const tg_tokenizer *t, tg_st_meta *m)
 {
-    return (tg_train_model){.self = m, .params = tg_gpt_params(m), .train = gpt_train, .forward = gpt_forward};
+    tg_st_meta_set(m, "format", "tapegrad-gpt");
+    tg_gpt_config_to_meta(c, m);
+    tg_tokenizer_to_meta(t, m);
+}
+
+int tg_gpt_checkpoint_config(const tg_st_file *f, tg_gpt_config *c, tg_tokenizer *t, bool *has_tok, char *err,
+                             size_t errsize)
+{
+    const tg_st_meta *meta = tg_st_metadata(f);
+    tg_st_error e;
+    *has_tok = false;
+    if (!tg_gpt_meta_has_config(meta))
+        return 0;
+    if (tg_gpt_config_from_meta(c, meta, tg_st_label(f), &e))
+        return fail(err, errsize, "%s", e.msg);
+    if (!tg_st_meta_get(meta, "tokenizer"))
+        return 1;
+    if (tg_tokenizer_from_meta(t, meta, tg_st_label(f), &e))
+        return fail(err, errsize, "%s", e.msg);
+    if (t->vocab_size != c->vocab_size) {
+        fail(err, errsize, "%s: its tokenizer has %d symbols but vocab_size is %d", tg_st_label(f), t->vocab_size,
+             c->vocab_size);
+        tg_tokenizer_free(t);
+        return -1;
+    }
+    *has_tok = true;
+    return 1;
 }
 
 /* ---------------------------------------------------------------- text windows */
@@ -148,6 +181,94 @@ tg_batch_source tg_text_windows_source(tg_text_windows *w)
                              .tokens_per_step = (int64_t)w->batch * w->ctx};
 }
 
+/* ---------------------------------------------------------------- text data */
+
+static int encode_file(const tg_tokenizer *t, const char *path, const char *text, size_t len, int32_t *ids,
+                       int64_t *n, const char *whose, char *err, size_t errsize)
+{
+    char why[384];
+    if (tg_tokenizer_encode(t, text, len, ids, n, why, sizeof why))
+        return fail(err, errsize, "%s: %s (%s)", path, why, whose);
+    return 0;
+}
+
+int tg_text_data_load(tg_text_data *d, const char *path, const char *val_path, tg_tok_kind kind, double val_frac,
+                      char *err, size_t errsize)
+{
+    char *text = NULL, *vtext = NULL, why[384];
+    size_t len = 0, vlen = 0;
+    const bool given_tok = d->tok.vocab_size > 0;
+    d->ids = NULL;
+    if (tg_text_load(path, &text, &len, err, errsize) || (val_path && tg_text_load(val_path, &vtext, &vlen, err, errsize))) {
+        free(text);
+        return -1;
+    }
+    int rc = 0;
+    if (!given_tok && kind == TG_TOK_BYTE)
+        tg_tokenizer_byte_init(&d->tok);
+    else if (!given_tok && tg_tokenizer_char_build(&d->tok, text, len, why, sizeof why))
+        rc = fail(err, errsize, "%s: %s", path, why);
+    if (!rc && !(d->ids = malloc((len + vlen + 1) * sizeof *d->ids)))
+        rc = fail(err, errsize, "%s: out of memory", path);
+    int64_t nv = 0;
+    if (!rc)
+        rc = encode_file(&d->tok, path, text, len, d->ids, &d->n_ids, "the checkpoint's tokenizer", err, errsize);
+    if (!rc && val_path)
+        rc = encode_file(&d->tok, val_path, vtext, vlen, d->ids + d->n_ids, &nv,
+                         given_tok ? "the checkpoint's tokenizer" : "the training text's vocabulary", err, errsize);
+    free(text);
+    free(vtext);
+    if (rc) {
+        tg_text_data_free(d);
+        return rc;
+    }
+    d->n_val = val_path ? nv : (int64_t)((double)d->n_ids * val_frac);
+    d->n_train = val_path ? d->n_ids : d->n_ids - d->n_val;
+    d->train = d->ids;
+    d->val = d->ids + d->n_train;
+    return 0;
+}
+
+void tg_text_data_free(tg_text_data *d)
+{
+    tg_tokenizer_free(&d->tok);
+    free(d->ids);
+    d->ids = NULL;
+}
+
+uint64_t tg_tokens_hash(const int32_t *ids, int64_t n)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (int64_t i = 0; i < n; i++)
+        for (int k = 0; k < 4; k++) {
+            h ^= ((uint32_t)ids[i] >> (8 * k)) & 0xffu;
+            h *= 1099511628211ull;
+        }
+    return h;
+}
+
+int tg_output_path_check(const char *path, char *err, size_t errsize)
+{
+    char *dir = strdup(path), *slash = dir ? strrchr(dir, '/') : NULL;
+    if (!dir)
+        return fail(err, errsize, "%s: out of memory", path);
+    const char *d = ".";
+    if (slash) {
+        slash[slash == dir ? 1 : 0] = '\0';
+        d = dir;
+    }
+    struct stat st;
+    int rc = 0;
+    if (stat(d, &st) != 0 || !S_ISDIR(st.st_mode))
+        rc = fail(err, errsize, "%s: the directory '%s' does not exist", path, d);
+    else if (access(d, W_OK) != 0)
+        rc = fail(err, errsize, "%s: the directory '%s' is not writable", path, d);
+    else if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+        rc = fail(err, errsize, "%s: is a directory", path);
+    free(dir);
+    return rc;
+}
+
 /* ---------------------------------------------------------------- the trainer */
 
 tg_trainer *tg_trainer_new(const tg_train_model *model, const tg_batch_source *src, tg_generator *gen,
@@ -166,6 +287,7 @@ tg_trainer *tg_trainer_new(const tg_train_model *model, const tg_batch_source *s
     tr->gen = gen;
     tr->opt = tg_optim_new(model->params, &cfg->optim);
     tr->last_loss = NAN;
+    tr->saved_step = -1;
     return tr;
 }
 
@@ -229,6 +351,13 @@ static bool has_val(tg_trainer *tr)
     return tr->src.eval_rows && tr->src.eval_rows(tr->src.ctx, TG_SPLIT_VAL) > 0;
 }
 
+static tg_train_status diverged_in_eval(tg_trainer *tr, double val)
+{
+    tr->last_loss = val;
+    tr->diverged_in_eval = true;
+    return TG_TRAIN_DIVERGED;
+}
+
 tg_train_status tg_trainer_run(tg_trainer *tr, int64_t until)
 {
     const tg_trainer_config *c = &tr->cfg;
@@ -240,7 +369,13 @@ tg_train_status tg_trainer_run(tg_trainer *tr, int64_t until)
     if (start < until && c->eval_every > 0 && has_val(tr)) {
         tg_train_event e = {.step = start, .lr = NAN, .loss = NAN, .evaluated = true};
         e.val = tg_trainer_evaluate(tr, TG_SPLIT_VAL);
+        if (!isfinite(e.val))
+            return diverged_in_eval(tr, e.val);
         push_val(tr, start, (float)e.val);
+        if (tr->log && start == 0) {
+            fprintf(tr->log, "0,,,%.9g,\n", e.val);
+            fflush(tr->log);
+        }
         if (h->on_eval)
             h->on_eval(h->user, tr, &e);
     }
@@ -264,8 +399,10 @@ tg_train_status tg_trainer_run(tg_trainer *tr, int64_t until)
         tr->step = it + 1;
         tr->steps_done++;
         tr->train_seconds += now_s() - ts;
-        if (!isfinite(tr->last_loss))
+        if (!isfinite(tr->last_loss)) {
+            tr->diverged_in_eval = false;
             return TG_TRAIN_DIVERGED;
+        }
         push_train(tr, (float)tr->last_loss);
         tg_train_event e = {.step = tr->step, .lr = lr, .loss = tr->last_loss, .val = NAN};
         e.tokens_per_s = (double)(tr->steps_done * tr->src.tokens_per_step) /
@@ -273,6 +410,8 @@ tg_train_status tg_trainer_run(tg_trainer *tr, int64_t until)
         e.evaluated = c->eval_every > 0 && has_val(tr) && (tr->step % c->eval_every == 0 || tr->step == c->steps);
         if (e.evaluated) {
             e.val = tg_trainer_evaluate(tr, TG_SPLIT_VAL);
+            if (!isfinite(e.val))
+                return diverged_in_eval(tr, e.val);
             push_val(tr, tr->step, (float)e.val);
             if (h->on_eval)
                 h->on_eval(h->user, tr, &e);
@@ -288,6 +427,9 @@ tg_train_status tg_trainer_run(tg_trainer *tr, int64_t until)
             h->on_step(h->user, tr, &e);
         if (c->sample_every > 0 && tr->step % c->sample_every == 0 && tr->step < until && h->on_sample)
             h->on_sample(h->user, tr, tr->step);
+        if (c->save_every > 0 && tr->step % c->save_every == 0 && tr->step < until &&
+            tg_trainer_save(tr, c->save_path, tr->err, sizeof tr->err))
+            return TG_TRAIN_ESAVE;
     }
     return TG_TRAIN_DONE;
 }
@@ -362,8 +504,28 @@ static tg_tensor state_view(const tg_optim_state *s)
     return v;
 }
 
+/* Nothing that is not finite reaches a file: the weights, the optimizer state, the last evaluation. */
+static int check_finite(const tg_trainer *tr, const char *path, char *err, size_t errsize)
+{
+    const tg_params *mp = tr->model.params;
+    for (int i = 0; i < mp->n; i++)
+        for (int64_t k = 0; k < mp->items[i].t->numel; k++)
+            if (!isfinite(mp->items[i].t->data[k]))
+                return fail(err, errsize, "not saving %s: parameter '%s' holds %g at element %" PRId64
+                            " (the run diverged)", path, mp->items[i].name, (double)mp->items[i].t->data[k], k);
+    char why[256];
+    if (!tg_optim_state_check(tr->opt, why, sizeof why))
+        return fail(err, errsize, "not saving %s: the optimizer state is not valid: %s", path, why);
+    if (tr->n_val > 0 && !isfinite(tr->val_loss[tr->n_val - 1]))
+        return fail(err, errsize, "not saving %s: the evaluation at step %" PRId64 " is %g", path,
+                    tr->val_step[tr->n_val - 1], (double)tr->val_loss[tr->n_val - 1]);
+    return 0;
+}
+
 int tg_trainer_save(tg_trainer *tr, const char *path, char *err, size_t errsize)
 {
+    if (check_finite(tr, path, err, errsize))
+        return -1;
     tg_params all;
     tg_params_init(&all);
     const tg_params *mp = tr->model.params;
@@ -389,7 +551,10 @@ int tg_trainer_save(tg_trainer *tr, const char *path, char *err, size_t errsize)
     tg_st_meta_free(&meta);
     tg_params_free(&all);
     free(views);
-    return rc ? fail(err, errsize, "cannot save checkpoint: %s", e.msg) : 0;
+    if (rc)
+        return fail(err, errsize, "cannot save checkpoint: %s", e.msg);
+    tr->saved_step = tr->step;
+    return 0;
 }
 
 int tg_trainer_restore(tg_trainer *tr, const tg_st_file *f, char *err, size_t errsize)
@@ -483,9 +648,20 @@ static size_t continue_log(tg_trainer *tr, char *text)
         long long step = strtoll(line, &end, 10);
         if (end == line || *end != ',' || step > tr->step)
             break;
+        /* step,lr,train_loss,val_loss,... : the losses into the history */
+        char *f = strchr(end + 1, ',');
+        if (f && f + 1 < nl && f[1] != ',') {
+            if (tr->n_train == 0)
+                tr->first_step = step - 1;
+            push_train(tr, strtof(f + 1, NULL));
+        }
+        f = f ? strchr(f + 1, ',') : NULL;
+        if (f && f + 1 < nl && f[1] != ',')
+            push_val(tr, step, strtof(f + 1, NULL));
         line = nl + 1;
         keep = (size_t)(line - text);
     }
+    tr->history_from_log = tr->n_train > 0 || tr->n_val > 0;
     return keep;
 }
 

@@ -54,8 +54,21 @@ typedef struct {
     tg_tensor *(*forward)(void *self, const int32_t *ids, int batch, int tokens);
 } tg_train_model;
 
+/* Any module (nn.h's tg_module tree) with a token forward: its parameters
+ * (tg_module_params, state_dict order) and train/eval (tg_module_train) come
+ * from the tree; forward gets the module as self. */
+typedef tg_tensor *(*tg_token_forward_fn)(void *self, const int32_t *ids, int batch, int tokens);
+tg_train_model tg_train_model_module(tg_module *m, tg_token_forward_fn forward);
 /* The book's GPTModel as a trainer model. */
 tg_train_model tg_train_model_gpt(tg_gpt *m);
+/* A GPT checkpoint's metadata: "format" = "tapegrad-gpt", the config (the
+ * book's cfg keys) and the tokenizer ("tokenizer", "vocab"). */
+void tg_gpt_checkpoint_meta(const tg_gpt_config *c, const tg_tokenizer *t, tg_st_meta *m);
+/* Reads them back. Returns 1 with *c (and *t, *has_tok when the file has a
+ * tokenizer, whose size must be the config's vocab_size), 0 when the file
+ * has no config (weights saved from PyTorch, say), -1 with a reason. */
+int tg_gpt_checkpoint_config(const tg_st_file *f, tg_gpt_config *c, tg_tokenizer *t, bool *has_tok, char *err,
+                             size_t errsize);
 
 /* ---------------------------------------------------------------- batches */
 
@@ -102,6 +115,32 @@ void tg_text_windows_free(tg_text_windows *w);
 /* The source over w, with cross-entropy of model.forward(x) against y. */
 tg_batch_source tg_text_windows_source(tg_text_windows *w);
 
+/* ---------------------------------------------------------------- text data */
+
+typedef struct {
+    tg_tokenizer tok;
+    int32_t *ids;                /* the training text's n_ids tokens, then the validation text's */
+    int64_t n_ids;
+    const int32_t *train, *val;  /* the splits, into ids */
+    int64_t n_train, n_val;
+} tg_text_data;
+
+/* Reads and encodes the training text at path (tg_text_load: a regular file
+ * of at most 1 GiB). The tokenizer is d->tok when it has a vocabulary (e.g.
+ * from a checkpoint; set it before the call), else built from the text
+ * (kind). Validation: the text at val_path encoded with that vocabulary (a
+ * character outside it is an error naming it and its offset), else the last
+ * val_frac of the tokens. Returns 0, or -1 with a reason naming the file. */
+int tg_text_data_load(tg_text_data *d, const char *path, const char *val_path, tg_tok_kind kind, double val_frac,
+                      char *err, size_t errsize);
+void tg_text_data_free(tg_text_data *d);
+/* FNV-1a over token ids (4 bytes each, little end first): tells whether a run has the same data. */
+uint64_t tg_tokens_hash(const int32_t *ids, int64_t n);
+
+/* An output file must be creatable: its directory exists and is writable and
+ * path is not a directory. Returns 0, or -1 with "<path>: <reason>". */
+int tg_output_path_check(const char *path, char *err, size_t errsize);
+
 /* ---------------------------------------------------------------- the trainer */
 
 typedef struct tg_trainer tg_trainer;
@@ -133,6 +172,8 @@ typedef struct {
     double clip;                 /* clip_grad_norm_ max norm, 0: off */
     int64_t eval_every;          /* evaluate val every N steps and at `steps`; 0: never */
     int64_t sample_every;        /* on_sample every N steps, not at the stop step; 0: never */
+    int64_t save_every;          /* a checkpoint to save_path every N steps, not at the stop step; 0: never */
+    const char *save_path;
     volatile sig_atomic_t *stop; /* non-zero: stop before the next step (may be NULL) */
     tg_trainer_hooks hooks;
 } tg_trainer_config;
@@ -156,6 +197,9 @@ struct tg_trainer {
     int64_t n_val, cap_val;
     bool history_from_log;       /* the history before this run came from the CSV log */
     FILE *log;
+    int64_t saved_step;          /* the step of the last checkpoint this trainer wrote, -1: none */
+    bool diverged_in_eval;       /* TG_TRAIN_DIVERGED: the evaluation (in last_loss), not the batch loss */
+    char err[512];               /* TG_TRAIN_ESAVE: the reason */
 };
 
 /* Builds the optimizer over model.params (config checked by tg_optim_new and
@@ -167,14 +211,17 @@ void tg_trainer_free(tg_trainer *tr);
 typedef enum {
     TG_TRAIN_DONE = 0,           /* reached the requested step */
     TG_TRAIN_STOPPED = 1,        /* *cfg.stop was set */
-    TG_TRAIN_DIVERGED = 2        /* the loss of step tr->step is not finite (tr->last_loss) */
+    TG_TRAIN_DIVERGED = 2,       /* the loss or the evaluation of step tr->step is not finite (tr->last_loss) */
+    TG_TRAIN_ESAVE = 3           /* a periodic checkpoint could not be written (tr->err); the old one stays */
 } tg_train_status;
 
-/* Trains from tr->step up to step `until` (at most cfg.steps is not
- * enforced): first the start evaluation (if any steps are to be made,
- * eval_every > 0 and val has rows) and on_sample(start), then each step
- * lr -> batch -> forward -> loss -> backward -> clip -> optimizer step ->
- * zero_grad, its evaluation when due, the log row, on_step, on_sample. */
+/* Trains from tr->step up to step `until`: first the start evaluation (if
+ * any steps are to be made, eval_every > 0 and val has rows; logged as the
+ * row of step 0 when the run starts there) and on_sample(start), then each
+ * step lr -> batch -> forward -> loss -> backward -> clip -> optimizer step
+ * -> zero_grad, its evaluation when due, the log row, on_step, on_sample,
+ * the periodic checkpoint. A loss or an evaluation that is not finite stops
+ * the run at once (TG_TRAIN_DIVERGED) before anything is saved. */
 tg_train_status tg_trainer_run(tg_trainer *tr, int64_t until);
 
 /* The mean loss over a split's evaluation batches (eval mode, no grad), NAN
@@ -183,8 +230,10 @@ double tg_trainer_evaluate(tg_trainer *tr, int split);
 
 /* A checkpoint: the model's parameters under their names, the optimizer
  * state ("optim.*"), and in __metadata__ the hook's keys, "step" and "rng"
- * (the generator's state). Written atomically. Returns 0, or -1 with a
- * one-line reason. */
+ * (the generator's state). Written atomically, and only when every weight
+ * and optimizer moment is finite and so is the last evaluation: NaN or Inf
+ * is never written (the file on disk stays as it was). Returns 0, or -1
+ * with a one-line reason. */
 int tg_trainer_save(tg_trainer *tr, const char *path, char *err, size_t errsize);
 /* Continues a run from a checkpoint saved by tg_trainer_save (the weights
  * are loaded by the caller, who knows the model's format): the optimizer
@@ -193,9 +242,11 @@ int tg_trainer_save(tg_trainer *tr, const char *path, char *err, size_t errsize)
 int tg_trainer_restore(tg_trainer *tr, const tg_st_file *f, char *err, size_t errsize);
 
 /* The CSV log "step,lr,train_loss,val_loss,tokens_per_s", a row per step
- * (val_loss on eval steps). With cont, an existing log of ours is continued:
- * its rows up to tr->step are kept (later ones dropped, the file rewritten
- * atomically) and read into the history. Returns 0, or -1 with a reason. */
+ * (val_loss on eval steps; the start evaluation of a run from step 0 is the
+ * row "0,,,val,"). With cont, an existing log of ours is continued: its rows
+ * up to tr->step are kept (later ones dropped, the file rewritten
+ * atomically) and read into the history, so that the plot shows the whole
+ * run (history_from_log). Returns 0, or -1 with a reason. */
 int tg_trainer_log_open(tg_trainer *tr, const char *path, bool cont, char *err, size_t errsize);
 
 /* The loss history as an SVG (batch loss per step, evaluations as dots),

@@ -18,6 +18,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <math.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +28,7 @@
 #include <unistd.h>
 
 static char g_dir[256];
+static int g_send_sig = SIGINT; /* what run_prog_sig sends */
 static char g_bin[512]; /* the build directory holding train and sample */
 
 static void setup_dir(void)
@@ -156,7 +158,7 @@ static int run_prog_sig(const char *prog, const char *const *args, const char *l
                     fclose(f);
                 }
                 if (lines >= sig_after_lines) {
-                    kill(pid, SIGINT);
+                    kill(pid, g_send_sig);
                     sent = true;
                 }
             }
@@ -305,6 +307,19 @@ START_TEST(test_bad_inputs)
          "--prompt: character 'X'"},
         {"save into a missing directory", {"--data", "@text.txt", "--save", "/nonexistent-dir/x.safetensors", NULL},
          "--save /nonexistent-dir/x.safetensors: the directory '/nonexistent-dir' does not exist"},
+        {"lr out of range", {"--data", "@text.txt", "--lr", "1e999", OUTS, NULL}, "--lr: '1e999' is out of range"},
+        {"steps out of range", {"--data", "@text.txt", "--steps", "99999999999999999999", OUTS, NULL},
+         "--steps: '99999999999999999999' is out of range"},
+        {"eval-only without a checkpoint", {"--data", "@text.txt", "--eval-only", OUTS, NULL},
+         "--eval-only needs a checkpoint"},
+        {"val-data with a character outside the training vocabulary",
+         {"--data", "@text.txt", "--val-data", "@other.txt", "--ctx", "8", OUTS, NULL},
+         "other.txt: character 'Z' at offset 0 is not in the vocabulary"},
+        {"val-data and val-frac", {"--data", "@text.txt", "--val-data", "@text.txt", "--val-frac", "0.2", OUTS, NULL},
+         "cannot be combined"},
+        {"data is a directory", {"--data", "@.", OUTS, NULL}, "not a regular file (a directory)"},
+        {"val-data is a device", {"--data", "@text.txt", "--val-data", "/dev/zero", OUTS, NULL},
+         "/dev/zero: not a regular file"},
         {"resume + init",
          {"--data", "@text.txt", "--resume", "@good.safetensors", "--init", "@good.safetensors", OUTS, NULL},
          "cannot be combined"},
@@ -372,7 +387,7 @@ static void check_resume(const char *batches, const char *dropout)
     char *out = read_file("out.txt", NULL);
     ck_assert_ptr_nonnull(strstr(out, "stopped at step 5/12"));
     free(out);
-    ck_assert_int_eq(log_losses("b.csv", rows_b, 32), 5);
+    ck_assert_int_eq(log_losses("b.csv", rows_b, 32), 6); /* the step-0 evaluation, then steps 1..5 */
     /* c.csv: a log that ran past the checkpoint (the full run's), to be cut back to step 5 and continued */
     size_t la;
     char *full_log = read_file("a.csv", &la);
@@ -398,15 +413,15 @@ static void check_resume(const char *batches, const char *dropout)
     free(ck2);
     int na = log_losses("a.csv", rows_a, 32), nb = log_losses("b.csv", rows_b, 32);
     int nc = log_losses("c.csv", rows_c, 32);
-    ck_assert_int_eq(na, 12);
-    ck_assert_int_eq(nb, 12);
-    ck_assert_int_eq(nc, 12);
-    for (int i = 0; i < 12; i++) {
+    ck_assert_int_eq(na, 13);
+    ck_assert_int_eq(nb, 13);
+    ck_assert_int_eq(nc, 13);
+    for (int i = 0; i < 13; i++) {
         ck_assert_str_eq(rows_b[i], rows_a[i]);
         ck_assert_str_eq(rows_c[i], rows_a[i]);
     }
     /* and training did something: the val loss at step 12 is below that at step 4 */
-    ck_assert_double_lt(strtod(strrchr(rows_a[11], ',') + 1, NULL), strtod(strrchr(rows_a[3], ',') + 1, NULL));
+    ck_assert_double_lt(strtod(strrchr(rows_a[12], ',') + 1, NULL), strtod(strrchr(rows_a[4], ',') + 1, NULL));
 }
 
 START_TEST(test_resume_random) { check_resume("random", "0.1"); }
@@ -465,16 +480,37 @@ START_TEST(test_outputs)
     ck_assert_ptr_nonnull(strstr(out, " | val loss "));
     ck_assert_ptr_nonnull(strstr(out, "tok/s | wall "));
     ck_assert_ptr_null(strchr(out, '\r')); /* not a terminal: plain lines */
-    free(out);
+    /* losses in nats and bits per char (nats / ln 2), the summary with perplexity (exp of nats) */
+    {
+        double nats, bits, ppl;
+        const char *v = strstr(out, ", val ");
+        ck_assert_ptr_nonnull(v);
+        ck_assert_int_eq(sscanf(v, ", val %lf nats = %lf bits/char (perplexity %lf)", &nats, &bits, &ppl), 3);
+        ck_assert_double_eq_tol(bits, nats / log(2.0), 1e-3);
+        ck_assert_double_eq_tol(ppl, exp(nats), 0.01 * exp(nats));
+        ck_assert_ptr_nonnull(strstr(out, "step 3/6 | batch loss "));
+        ck_assert_int_eq(sscanf(strstr(out, "step 3/6 | "), "step 3/6 | batch loss %*f | val loss %lf nats = %lf bits/char",
+                                &nats, &bits), 2);
+        ck_assert_double_eq_tol(bits, nats / log(2.0), 1e-3);
+    }
+    char *out0 = out;
     char *svg = read_file("p.svg", NULL);
     ck_assert_int_eq(strncmp(svg, "<svg", 4), 0);
     ck_assert_ptr_nonnull(strstr(svg, "</svg>"));
     free(svg);
     char rows[16][48];
-    ck_assert_int_eq(log_losses("l.csv", rows, 16), 6);
-    ck_assert_ptr_nonnull(strstr(rows[2], "3,")); /* step 3 has a val loss */
-    ck_assert(rows[2][strlen(rows[2]) - 1] != ',');
-    ck_assert(rows[1][strlen(rows[1]) - 1] == ',');  /* step 2 has none */
+    ck_assert_int_eq(log_losses("l.csv", rows, 16), 7);
+    ck_assert_int_eq(strncmp(rows[0], "0,,,", 4), 0); /* the step-0 evaluation the console shows */
+    {
+        char want[96];
+        snprintf(want, sizeof want, "step 0/6 | val loss %.4f nats = ", strtod(rows[0] + 4, NULL));
+        ck_assert_msg(strstr(out0, want) != NULL, "'%s' is not on the console: %s", want, out0);
+    }
+    ck_assert_ptr_nonnull(strstr(rows[3], "3,")); /* step 3 has a val loss */
+    ck_assert(rows[3][strlen(rows[3]) - 1] != ',');
+    ck_assert(rows[2][strlen(rows[2]) - 1] == ',');  /* step 2 has none */
+    char *out0_summary = strdup(strstr(out0, "done: 6 steps"));
+    free(out0);
     ck_assert(exists("m.safetensors"));
     /* numbers in the metadata read as a Python user wrote them: "0.2", not "0.200000003" */
     {
@@ -489,18 +525,293 @@ START_TEST(test_outputs)
         ck_assert_str_eq(tg_st_meta_get(m, "val_frac"), "0.1");
         tg_st_close(f);
     }
-    /* resuming a finished run says there is nothing to train */
+    /* resuming a finished run says there is nothing to train, and leaves the checkpoint byte for byte as it
+     * was (also with a smaller --steps, which once rewrote it as a run of 1 step) */
+    size_t n0, n1;
+    char *before = read_file("m.safetensors", &n0);
     const char *again[] = {"--data", "@text.txt", "--threads", "1", "--sample-tokens", "0", "--resume",
                            "@m.safetensors", NULL};
     ck_assert_int_eq(run_prog("train", again), 0);
     out = read_file("out.txt", NULL);
     ck_assert_msg(strstr(out, "nothing to train: the run is at step 6 of --steps 6") != NULL, "%s", out);
     ck_assert_ptr_nonnull(strstr(out, "done: 0 steps"));
+    ck_assert_ptr_nonnull(strstr(out, "left as it was"));
+    free(out);
+    const char *fewer[] = {"--data", "@text.txt", "--threads", "1", "--sample-tokens", "0", "--steps", "1",
+                           "--resume", "@m.safetensors", NULL};
+    ck_assert_int_eq(run_prog("train", fewer), 0);
+    char *after = read_file("m.safetensors", &n1);
+    ck_assert_msg(n0 == n1 && memcmp(before, after, n0) == 0, "a resume with nothing to train rewrote the file");
+    free(before);
+    free(after);
+    /* --eval-only: the checkpoint's losses, as the run's summary gave them, and nothing written */
+    const char *ev[] = {"--data", "@text.txt", "--threads", "1", "--batch", "4", "--eval-only", "--init", "@m.safetensors",
+                        "--log", "@ev.csv", NULL};
+    ck_assert_int_eq(run_prog("train", ev), 0);
+    out = read_file("out.txt", NULL);
+    const char *t = strstr(out0_summary, "train ");
+    ck_assert_ptr_nonnull(t);
+    char want[160];
+    snprintf(want, sizeof want, "eval | eval loss (dropout off): %.*s", (int)(strstr(t, " | ") - t), t);
+    ck_assert_msg(strstr(out, want) != NULL, "'%s' not in %s", want, out);
+    ck_assert(!exists("ev.csv"));
+    free(out);
+    free(out0_summary);
+}
+END_TEST
+
+/* ---------------------------------------------------------------- issue 8/9: files, signals, divergence */
+
+static double elapsed_since(const struct timespec *t0)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)(t.tv_sec - t0->tv_sec) + 1e-9 * (double)(t.tv_nsec - t0->tv_nsec);
+}
+
+/* --data and --val-data: regular files of at most 1 GiB; a FIFO and /dev/zero are refused at once. */
+START_TEST(test_data_files)
+{
+    char fifo[512], big[512];
+    write_text("text.txt", 30);
+    ck_assert_int_eq(mkfifo(path_in(fifo, "fifo"), 0600), 0);
+    int fd = open(path_in(big, "big.txt"), O_WRONLY | O_CREAT | O_TRUNC, 0600); /* sparse: 1 GiB + 1 byte */
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(ftruncate(fd, (1LL << 30) + 1), 0);
+    close(fd);
+    const struct {
+        const char *args[8];
+        const char *want;
+    } cases[] = {
+        {{"--data", "@fifo", NULL}, "fifo: not a regular file (a FIFO)"},
+        {{"--data", "/dev/zero", NULL}, "/dev/zero: not a regular file (a device or socket)"},
+        {{"--data", "@text.txt", "--val-data", "@fifo", NULL}, "fifo: not a regular file (a FIFO)"},
+        {{"--data", "@big.txt", NULL}, "big.txt: 1073741825 bytes is more than the limit of 1 GiB"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        struct timespec t0;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        int rc = run_prog("train", cases[i].args);
+        double took = elapsed_since(&t0);
+        char *err = read_file("err.txt", NULL);
+        ck_assert_msg(rc == 1 && count_lines(err) == 1 && strstr(err, cases[i].want), "case %zu: rc %d, '%s'", i, rc,
+                      err);
+        ck_assert_msg(took < 2.0, "case %zu took %.1f s: not refused at once", i, took);
+        free(err);
+    }
+}
+END_TEST
+
+/* --val-data: a separate validation text in the training vocabulary; the run reports its tokens. */
+START_TEST(test_val_data)
+{
+    write_text("text.txt", 30);
+    write_text("val.txt", 3);
+    const char *args[] = {"--data", "@text.txt", "--val-data", "@val.txt", TINY, "--steps", "4", "--eval-every", "2",
+                          "--sample-tokens", "0", NULL};
+    ck_assert_int_eq(run_prog("train", args), 0);
+    char *out = read_file("out.txt", NULL);
+    /* all of text.txt trains (30 x 110 characters), val.txt (3 x 110) validates */
+    ck_assert_msg(strstr(out, "3300 tokens, 3300 train / 330 val in ") != NULL, "%s", out);
+    ck_assert_ptr_nonnull(strstr(out, "step 2/4 | batch loss "));
+    free(out);
+}
+END_TEST
+
+/* SIGTERM saves like SIGINT and exits 143; the checkpoint resumes. */
+START_TEST(test_sigterm_saves)
+{
+    write_text("text.txt", 30);
+    const char *args[] = {"--data", "@text.txt", TINY, "--steps", "100000", "--eval-every", "0", "--sample-tokens",
+                          "0", "--log", "@s.csv", "--save", "@term.safetensors", NULL};
+    g_send_sig = SIGTERM;
+    int rc = run_prog_sig("train", args, "s.csv", 4);
+    g_send_sig = SIGINT;
+    ck_assert_int_eq(rc, 143);
+    char *out = read_file("out.txt", NULL);
+    ck_assert_ptr_nonnull(strstr(out, "interrupted at step"));
+    free(out);
+    char p[512];
+    tg_st_file *f;
+    tg_st_error err;
+    ck_assert_msg(tg_st_open(path_in(p, "term.safetensors"), &f, &err) == 0, "%s", err.msg);
+    ck_assert_int_ge(atoi(tg_st_meta_get(tg_st_metadata(f), "step")), 3);
+    tg_st_close(f);
+}
+END_TEST
+
+/* Whether process pid has a handler for sig (the SigCgt mask of /proc/pid/status). */
+static bool catches(pid_t pid, int sig)
+{
+    char p[64], line[256], exe[512];
+    snprintf(p, sizeof p, "/proc/%d/exe", (int)pid);
+    ssize_t n = readlink(p, exe, sizeof exe - 1);
+    if (n < 6 || memcmp(exe + n - 6, "/train", 6) != 0) /* not yet exec'd: the handlers are this test's */
+        return false;
+    snprintf(p, sizeof p, "/proc/%d/status", (int)pid);
+    FILE *f = fopen(p, "r");
+    unsigned long long mask = 0;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "SigCgt: %llx", &mask) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return (mask >> (sig - 1)) & 1;
+}
+
+/* A signal during start-up (here: while a large text loads) says nothing was trained or saved: 130 / 143. */
+START_TEST(test_signal_at_startup)
+{
+    char p[512];
+    FILE *f = fopen(path_in(p, "large.txt"), "w");
+    ck_assert_ptr_nonnull(f);
+    for (int i = 0; i < 600000; i++) /* 66 MB */
+        fputs("It was the best of times, it was the worst of times; it was the age of wisdom, it was...\n", f);
+    fclose(f);
+    const int sigs[] = {SIGINT, SIGTERM};
+    for (int k = 0; k < 2; k++) {
+        char exe[600], out[512];
+        snprintf(exe, sizeof exe, "%s/train", g_bin);
+        path_in(out, "out.txt");
+        fflush(NULL);
+        pid_t pid = fork();
+        ck_assert_int_ge(pid, 0);
+        if (pid == 0) {
+            int fo = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+            dup2(fo, 1);
+            dup2(fo, 2);
+            execl(exe, exe, "--data", p, "--steps", "3", "--save", path_in(out + 256, "x.safetensors"), (char *)NULL);
+            _exit(127);
+        }
+        /* once the handler is installed (the process catches the signal: /proc's SigCgt), long before the
+         * 66 MB are loaded and tokenized */
+        for (int waited = 0; waited < 20000 && !catches(pid, sigs[k]); waited++) {
+            struct timespec ts = {0, 100000};
+            nanosleep(&ts, NULL);
+        }
+        ck_assert(catches(pid, sigs[k]));
+        kill(pid, sigs[k]);
+        int status;
+        ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+        char *o = read_file("out.txt", NULL);
+        ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 128 + sigs[k], "status %d: %s", status, o);
+        ck_assert_msg(strstr(o, "nothing was trained, so nothing was saved") != NULL, "%s", o);
+        ck_assert(!exists("x.safetensors"));
+        free(o);
+    }
+}
+END_TEST
+
+/* Reads every tensor of a checkpoint; true if all values are finite. */
+static bool checkpoint_finite(const char *path)
+{
+    tg_st_file *f;
+    tg_st_error e;
+    ck_assert_msg(tg_st_open(path, &f, &e) == 0, "%s", e.msg);
+    bool ok = true;
+    for (int i = 0; i < tg_st_count(f); i++) {
+        const tg_st_entry *en = tg_st_entry_at(f, i);
+        int shape[TG_MAX_DIMS] = {1};
+        for (int d = 0; d < en->ndim; d++)
+            shape[d] = en->shape[d];
+        tg_tensor *t = tg_zeros(en->ndim, shape);
+        ck_assert_msg(tg_st_read(f, en->name, t, &e) == 0, "%s", e.msg);
+        for (int64_t k = 0; k < t->numel; k++)
+            ok = ok && isfinite(t->data[k]);
+        tg_free(t);
+    }
+    tg_st_close(f);
+    return ok;
+}
+
+/* A diverged run with --save-every: exit non-zero naming the step, every file on disk finite, the last periodic
+ * checkpoint loads and samples; the NaN hint matches the flags in force. */
+START_TEST(test_diverged_run)
+{
+    write_text("text.txt", 30);
+    const char *args[] = {"--data", "@text.txt", TINY, "--steps", "60", "--optimizer", "sgd", "--lr", "1e4", "--clip",
+                          "0", "--eval-every", "5", "--sample-tokens", "0", "--save-every", "5", "--log", "@d.csv",
+                          "--save", "@d.safetensors", NULL};
+    int rc = run_prog("train", args);
+    char *err = read_file("err.txt", NULL);
+    ck_assert_msg(rc == 1, "a diverged run exits %d: %s", rc, err);
+    int bad_step = 0, kept = 0;
+    ck_assert_msg(sscanf(strstr(err, " at step ") ? strstr(err, " at step ") : "", " at step %d", &bad_step) == 1,
+                  "%s", err);
+    const char *k = strstr(err, "keeps the checkpoint of step ");
+    ck_assert_msg(k && sscanf(k, "keeps the checkpoint of step %d", &kept) == 1, "%s", err);
+    ck_assert_int_gt(bad_step, kept);
+    ck_assert_int_eq(kept % 5, 0);
+    ck_assert_ptr_nonnull(strstr(err, "try a lower --lr or --clip 1")); /* clipping is off: the hint suggests it */
+    free(err);
+    DIR *d = opendir(g_dir);
+    struct dirent *e;
+    int checked = 0;
+    while ((e = readdir(d))) {
+        char p[512];
+        ck_assert_msg(strstr(e->d_name, ".tmp") == NULL, "stray %s", e->d_name);
+        if (strstr(e->d_name, ".safetensors")) {
+            ck_assert_msg(checkpoint_finite(path_in(p, e->d_name)), "%s holds NaN or Inf", e->d_name);
+            checked++;
+        }
+    }
+    closedir(d);
+    ck_assert_int_eq(checked, 1);
+    char *log = read_file("d.csv", NULL); /* the log never says nan either: it stops at the last finite step */
+    ck_assert_ptr_null(strstr(log, "nan"));
+    free(log);
+    const char *smp[] = {"--load", "@d.safetensors", "--tokens", "20", NULL};
+    ck_assert_int_eq(run_prog("sample", smp), 0);
+    char *out = read_file("out.txt", NULL);
+    ck_assert_uint_ge(strlen(out), 20);
+    free(out);
+    /* with clipping on, the hint does not suggest --clip 1 */
+    const char *clip[] = {"--data", "@text.txt", TINY, "--steps", "60", "--optimizer", "sgd", "--lr", "1e30",
+                          "--sample-tokens", "0", "--eval-every", "0", NULL};
+    ck_assert_int_eq(run_prog("train", clip), 1);
+    err = read_file("err.txt", NULL);
+    ck_assert_msg(strstr(err, "(try a lower --lr)") != NULL && strstr(err, "--clip 1") == NULL, "%s", err);
+    free(err);
+}
+END_TEST
+
+/* The SVG's first polyline (the batch loss): its points. */
+static int plot_points(const char *name)
+{
+    char *svg = read_file(name, NULL);
+    char *a = strstr(svg, "points=\"");
+    ck_assert_ptr_nonnull(a);
+    int n = 0;
+    for (char *c = a + 8; *c && *c != '"'; c++)
+        n += *c == ',';
+    free(svg);
+    return n;
+}
+
+/* --plot after --resume: the whole run with --log (read back from the CSV), else this run's part, said so. */
+START_TEST(test_plot_after_resume)
+{
+    write_text("text.txt", 30);
+    const char *first[] = {"--data", "@text.txt", TINY, "--steps", "10", "--eval-every", "5", "--sample-tokens", "0",
+                           "--stop-after", "4", "--log", "@p.csv", "--save", "@p.safetensors", NULL};
+    ck_assert_int_eq(run_prog("train", first), 0);
+    const char *second[] = {"--data", "@text.txt", "--threads", "1", "--sample-tokens", "0", "--resume",
+                            "@p.safetensors", "--log", "@p.csv", "--plot", "@whole.svg", "--save", "@q.safetensors",
+                            NULL};
+    ck_assert_int_eq(run_prog("train", second), 0);
+    ck_assert_int_eq(plot_points("whole.svg"), 10);
+    const char *third[] = {"--data", "@text.txt", "--threads", "1", "--sample-tokens", "0", "--resume",
+                           "@p.safetensors", "--plot", "@part.svg", "--save", "@r.safetensors", NULL};
+    ck_assert_int_eq(run_prog("train", third), 0);
+    ck_assert_int_eq(plot_points("part.svg"), 6);
+    char *out = read_file("out.txt", NULL);
+    ck_assert_msg(strstr(out, "this run's steps only") != NULL, "%s", out);
     free(out);
 }
 END_TEST
 
 /* ---------------------------------------------------------------- sampler */
+
 
 START_TEST(test_sample)
 {
@@ -533,6 +844,9 @@ START_TEST(test_sample)
         {{"--load", "@text.txt", NULL}, "text.txt: header length"},
         {{"--load", "@truncated.safetensors", NULL}, "truncated.safetensors: "},
         {{"--load", "@foreign.safetensors", NULL}, "foreign.safetensors: metadata lacks \"vocab_size\""},
+        {{"--prompt", "x", NULL}, "--load FILE is required"},
+        {{"--load", "@good.safetensors", "--temperature", "-1", NULL}, "--temperature"},
+        {{"--load", "@good.safetensors", "--frobnicate", "1", NULL}, "unknown flag '--frobnicate'"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         int rc = run_prog("sample", bad[i].args);
@@ -557,6 +871,12 @@ static Suite *train_suite(void)
     tcase_add_test(tc, test_sigint_saves);
     tcase_add_test(tc, test_outputs);
     tcase_add_test(tc, test_sample);
+    tcase_add_test(tc, test_data_files);
+    tcase_add_test(tc, test_val_data);
+    tcase_add_test(tc, test_sigterm_saves);
+    tcase_add_test(tc, test_signal_at_startup);
+    tcase_add_test(tc, test_diverged_run);
+    tcase_add_test(tc, test_plot_after_resume);
     suite_add_tcase(s, tc);
     return s;
 }
