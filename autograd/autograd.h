@@ -188,6 +188,7 @@ tg_tensor *tg_pow_scalar(tg_tensor *a, float p);
 tg_tensor *tg_tanh(tg_tensor *a);
 tg_tensor *tg_relu(tg_tensor *a);
 tg_tensor *tg_gelu(tg_tensor *a);   /* tanh approximation, as the book's GELU */
+tg_tensor *tg_sigmoid(tg_tensor *a);
 
 /* torch.matmul for ndim >= 2: (..., M, K) @ (..., K, N) -> (..., M, N),
  * batch dims broadcast. */
@@ -205,6 +206,14 @@ tg_tensor *tg_permute(tg_tensor *a, const int *dims);       /* a->ndim entries *
 tg_tensor *tg_reshape(tg_tensor *a, int ndim, const int *shape); /* one -1 allowed */
 tg_tensor *tg_view(tg_tensor *a, int ndim, const int *shape);    /* same as reshape */
 tg_tensor *tg_concat(tg_tensor **ts, int n, int dim);
+/* torch.narrow: elements start .. start+length-1 along dim (start may be
+ * negative, counted from the end); the dim keeps size length. A copy. */
+tg_tensor *tg_narrow(tg_tensor *a, int dim, int start, int length);
+/* torch.select (a[..., index, ...]): one index along dim, which is removed. */
+tg_tensor *tg_select(tg_tensor *a, int dim, int index);
+/* torch.stack: n tensors of one shape joined along a new dim inserted at dim
+ * (-(ndim+1) .. ndim); out[..., k, ...] = ts[k]. */
+tg_tensor *tg_stack(tg_tensor **ts, int n, int dim);
 
 /* Reductions. */
 tg_tensor *tg_sum(tg_tensor *a);                              /* 0-d */
@@ -223,6 +232,19 @@ tg_tensor *tg_masked_fill(tg_tensor *a, const tg_tensor *mask, float value);
 /* torch.triu / torch.tril over the last two dims (differentiable). */
 tg_tensor *tg_triu(tg_tensor *a, int diagonal);
 tg_tensor *tg_tril(tg_tensor *a, int diagonal);
+
+/* Causal scaled dot-product attention in one op: torch 2.x's
+ * scaled_dot_product_attention(q, k, v, dropout_p, is_causal=True).
+ *   q, k, v (..., T, head_dim) -> (..., T, head_dim)
+ *   = dropout(softmax(q k^T / sqrt(head_dim), keys j <= query i)) v
+ * The same bits as the composed ops (matmul, masked_fill, mul_scalar,
+ * softmax, dropout, matmul) in forward and backward, and the same draws from
+ * g as tg_dropout on the (..., T, T) weights; the masked half is skipped and
+ * only P's lower triangle and a 1-bit mask are kept for backward. Dropout
+ * applies when train and dropout_p > 0. weights: NULL, or a (..., T, T)
+ * tensor that receives the softmax (before dropout), e.g. for a heatmap. */
+tg_tensor *tg_sdpa_causal(tg_tensor *q, tg_tensor *k, tg_tensor *v, float dropout_p, bool train, tg_generator *g,
+                          tg_tensor *weights);
 
 /* Dropout: in train mode zero each element with probability p (mask drawn
  * from g exactly as torch does) and scale survivors by 1/(1-p). */

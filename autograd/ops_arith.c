@@ -3,6 +3,8 @@
  * right below it. */
 #include "ops_internal.h"
 
+#include <math.h>
+
 /* ---------------------------------------------------------------- binary
  * a: any shape, b: any shape broadcastable with a (NumPy rules)
  * -> out: the broadcast shape. Grads are summed back to each input's shape. */
@@ -81,3 +83,35 @@ tg_tensor *tg_pow_scalar(tg_tensor *a, float p) { return unary("tg_pow_scalar", 
 tg_tensor *tg_tanh(tg_tensor *a) { return unary("tg_tanh", TG_UN_TANH, a, 0.0f); }
 tg_tensor *tg_relu(tg_tensor *a) { return unary("tg_relu", TG_UN_RELU, a, 0.0f); }
 tg_tensor *tg_gelu(tg_tensor *a) { return unary("tg_gelu", TG_UN_GELU, a, 0.0f); }
+
+/* ---------------------------------------------------------------- sigmoid
+ * a: any shape -> out: same shape, 1 / (1 + e^-x), evaluated so that neither
+ * branch overflows (e^x / (1 + e^x) for x < 0); NaN stays NaN.
+ * Backward from the output alone: dx += dy * y * (1 - y). */
+
+static void sigmoid_backward(tg_node *n)
+{
+    float *ga = tg_grad_of(n->in[0]);
+    if (!ga)
+        return;
+    const float *y = n->out->data, *g = n->out->grad;
+    for (int64_t i = 0; i < n->out->numel; i++)
+        ga[i] += g[i] * (y[i] * (1.0f - y[i]));
+}
+
+tg_tensor *tg_sigmoid(tg_tensor *a)
+{
+    tg_check_ptr("tg_sigmoid", a, "input");
+    tg_tensor *out = tg_new_tensor(a->ndim, a->shape);
+    for (int64_t i = 0; i < a->numel; i++) {
+        const float x = a->data[i];
+        if (x >= 0.0f) {
+            out->data[i] = 1.0f / (1.0f + expf(-x));
+        } else {
+            const float e = expf(x); /* also the NaN path: NaN >= 0 is false and expf(NaN) is NaN */
+            out->data[i] = e / (1.0f + e);
+        }
+    }
+    tg_record("tg_sigmoid", out, &a, 1, sigmoid_backward);
+    return out;
+}

@@ -1,6 +1,7 @@
-/* autograd/ops_shape.c — transpose, permute, reshape/view, concat.
- * Tensors are always contiguous: transpose and permute copy; reshape and
- * view share the data (no copy) and only the grad is separate. */
+/* autograd/ops_shape.c — transpose, permute, reshape/view, concat, narrow/select,
+ * stack. Tensors are always contiguous: transpose, permute, concat, narrow,
+ * select and stack copy; reshape and view share the data (no copy) and only
+ * the grad is separate. */
 #include "ops_internal.h"
 
 #include <string.h>
@@ -178,6 +179,151 @@ tg_tensor *tg_concat(tg_tensor **ts, int n, int dim)
         off += nk;
     }
     tg_node *node = tg_record("tg_concat", out, ts, n, concat_backward);
+    if (node)
+        node->iarg[0] = dim;
+    return out;
+}
+
+/* ---------------------------------------------------------------- narrow / select
+ * narrow: a (..., n, ...) along dim, start, length -> (..., length, ...),
+ *         elements start .. start+length-1 of dim (torch.narrow; a copy here).
+ * select: a (..., n, ...), index -> a's shape without dim (torch.select),
+ *         the same slice of length 1 with the dim dropped.
+ * The backward adds the output's grad into that slice of the input's grad. */
+
+static void slice_backward(tg_node *n)
+{
+    float *ga = tg_grad_of(n->in[0]);
+    if (!ga)
+        return;
+    const int dim = n->iarg[0], start = n->iarg[1], len = n->iarg[2];
+    int64_t outer, inner;
+    int size;
+    tg_split_dim(n->in[0], dim, &outer, &size, &inner);
+    const float *g = n->out->grad;
+    for (int64_t o = 0; o < outer; o++) {
+        float *dst = ga + (o * size + start) * inner;
+        const float *src = g + o * len * inner;
+        for (int64_t i = 0; i < len * inner; i++)
+            dst[i] += src[i];
+    }
+}
+
+/* out has a's shape with dim set to len (narrow) or removed (select). */
+static tg_tensor *slice(const char *opname, tg_tensor *a, int dim, int start, int len, bool drop_dim)
+{
+    int shape[TG_MAX_DIMS], nd = 0;
+    for (int i = 0; i < a->ndim; i++)
+        if (i != dim)
+            shape[nd++] = a->shape[i];
+        else if (!drop_dim)
+            shape[nd++] = len;
+    tg_tensor *out = tg_new_tensor(nd, shape);
+    int64_t outer, inner;
+    int size;
+    tg_split_dim(a, dim, &outer, &size, &inner);
+    for (int64_t o = 0; o < outer; o++)
+        memcpy(out->data + o * len * inner, a->data + (o * size + start) * inner,
+               (size_t)(len * inner) * sizeof(float));
+    tg_node *n = tg_record(opname, out, &a, 1, slice_backward);
+    if (n) {
+        n->iarg[0] = dim;
+        n->iarg[1] = start;
+        n->iarg[2] = len;
+    }
+    return out;
+}
+
+tg_tensor *tg_narrow(tg_tensor *a, int dim, int start, int length)
+{
+    char b1[64];
+    tg_check_ptr("tg_narrow", a, "input");
+    if (a->ndim == 0)
+        tg_error("tg_narrow", "cannot be applied to a 0-dim tensor");
+    dim = tg_wrap_dim("tg_narrow", dim, a);
+    const int size = a->shape[dim];
+    if (start < -size || start > size)
+        tg_error("tg_narrow", "start %d is out of range for dimension %d of size %d (shape %s)", start, dim, size,
+                 SHAPE(b1, a));
+    if (start < 0)
+        start += size;
+    if (length < 0 || length > size - start)
+        tg_error("tg_narrow", "start (%d) + length (%d) exceeds dimension %d of size %d (shape %s)", start, length,
+                 dim, size, SHAPE(b1, a));
+    return slice("tg_narrow", a, dim, start, length, false);
+}
+
+tg_tensor *tg_select(tg_tensor *a, int dim, int index)
+{
+    char b1[64];
+    tg_check_ptr("tg_select", a, "input");
+    if (a->ndim == 0)
+        tg_error("tg_select", "cannot be applied to a 0-dim tensor");
+    dim = tg_wrap_dim("tg_select", dim, a);
+    const int size = a->shape[dim];
+    if (index < -size || index >= size)
+        tg_error("tg_select", "index %d out of range for dimension %d of size %d (shape %s)", index, dim, size,
+                 SHAPE(b1, a));
+    if (index < 0)
+        index += size;
+    return slice("tg_select", a, dim, index, 1, true);
+}
+
+/* ---------------------------------------------------------------- stack
+ * ts[i]: n tensors of one shape S -> out: S with a new dim of size n inserted
+ * at dim (torch.stack; dim may be -(ndim+1) .. ndim). out[..., k, ...] = ts[k]. */
+
+static void stack_backward(tg_node *n)
+{
+    const int dim = n->iarg[0];
+    int64_t outer, inner;
+    int nout;
+    tg_split_dim(n->out, dim, &outer, &nout, &inner);
+    for (int k = 0; k < n->n_in; k++) {
+        float *g = tg_grad_of(n->in[k]);
+        if (g)
+            for (int64_t o = 0; o < outer; o++) {
+                const float *src = n->out->grad + (o * nout + k) * inner;
+                float *dst = g + o * inner;
+                for (int64_t i = 0; i < inner; i++)
+                    dst[i] += src[i];
+            }
+    }
+}
+
+tg_tensor *tg_stack(tg_tensor **ts, int n, int dim)
+{
+    char b1[64], b2[64];
+    tg_check_ptr("tg_stack", ts, "tensor list");
+    if (n < 1)
+        tg_error("tg_stack", "expects a non-empty list of tensors, got %d", n);
+    for (int k = 0; k < n; k++)
+        tg_check_ptr("tg_stack", ts[k], "a tensor in the list");
+    tg_tensor *t0 = ts[0];
+    if (t0->ndim + 1 > TG_MAX_DIMS)
+        tg_error("tg_stack", "stacking tensors of shape %s needs %d dimensions, tapegrad supports %d",
+                 SHAPE(b1, t0), t0->ndim + 1, TG_MAX_DIMS);
+    const int nd = t0->ndim + 1;
+    if (dim < -nd || dim >= nd)
+        tg_error("tg_stack", "dimension %d is out of range for %d-dim result (expected to be in range of [%d, %d])",
+                 dim, nd, -nd, nd - 1);
+    if (dim < 0)
+        dim += nd;
+    for (int k = 1; k < n; k++)
+        if (!tg_same_shape(ts[k], t0))
+            tg_error("tg_stack", "stack expects each tensor to be equal size, but got %s at entry 0 and %s at entry %d",
+                     SHAPE(b1, t0), SHAPE(b2, ts[k]), k);
+    int shape[TG_MAX_DIMS];
+    for (int i = 0, j = 0; i < nd; i++)
+        shape[i] = i == dim ? n : t0->shape[j++];
+    tg_tensor *out = tg_new_tensor(nd, shape);
+    int64_t outer, inner;
+    int nout;
+    tg_split_dim(out, dim, &outer, &nout, &inner);
+    for (int k = 0; k < n; k++)
+        for (int64_t o = 0; o < outer; o++)
+            memcpy(out->data + (o * nout + k) * inner, ts[k]->data + o * inner, (size_t)inner * sizeof(float));
+    tg_node *node = tg_record("tg_stack", out, ts, n, stack_backward);
     if (node)
         node->iarg[0] = dim;
     return out;

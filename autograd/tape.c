@@ -572,11 +572,26 @@ static bool is_entry_of(const tg_tape *t, const tg_tensor *x)
     return x->node >= 0 && x->node < t->n_nodes && x->tape == t && t->nodes[x->node].out == x;
 }
 
-/* The ops of path p, then its children's clusters, nested. */
+/* Where a leaf (any input no entry of this tape made) is first used: its
+ * DOT node is named after that entry and input, and drawn in its cluster. */
+static void first_use(const tg_tape *t, const tg_tensor *x, int *entry, int *input)
+{
+    for (int i = 0; i < t->n_nodes; i++)
+        for (int k = 0; k < t->nodes[i].n_in; k++)
+            if (t->nodes[i].in[k] == x) {
+                *entry = i;
+                *input = k;
+                return;
+            }
+}
+
+/* The ops of path p and the leaves they use first, then the child paths'
+ * clusters, nested. */
 static void dot_cluster(const tg_tape *t, FILE *f, int p, int depth)
 {
+    const int ind = depth * 2 + 2;
     if (p > 0) {
-        fprintf(f, "%*ssubgraph cluster_%d {\n%*s  label=\"", depth * 2, "", p, depth * 2, "");
+        fprintf(f, "%*ssubgraph cluster_%d {\n%*slabel=\"", ind - 2, "", p, ind, "");
         dot_str(f, t->paths[p].path);
         fprintf(f, "\"; style=rounded; color=gray50;\n");
     }
@@ -584,7 +599,17 @@ static void dot_cluster(const tg_tape *t, FILE *f, int p, int depth)
         const tg_node *n = &t->nodes[i];
         if (n->scope != p)
             continue;
-        fprintf(f, "%*s  n%d [shape=box, label=\"#%d ", depth * 2, "", i, i);
+        for (int k = 0; k < n->n_in; k++) {
+            const tg_tensor *x = n->in[k];
+            int fi = -1, fk = -1;
+            if (is_entry_of(t, x) || (first_use(t, x, &fi, &fk), fi != i || fk != k))
+                continue;
+            fprintf(f, "%*sl%d_%d [shape=ellipse, style=%s, label=\"", ind, "", i, k,
+                    x->requires_grad ? "filled, fillcolor=lightblue" : "solid");
+            dot_tensor_label(f, x);
+            fputs("\"];\n", f);
+        }
+        fprintf(f, "%*sn%d [shape=box, label=\"#%d ", ind, "", i, i);
         dot_str(f, n->op);
         fputs("\\n", f);
         dot_tensor_label(f, n->out);
@@ -594,7 +619,7 @@ static void dot_cluster(const tg_tape *t, FILE *f, int p, int depth)
         for (int c = t->paths[p].first_child; c >= 0; c = t->paths[c].next_sibling)
             dot_cluster(t, f, c, depth + 1);
     if (p > 0)
-        fprintf(f, "%*s}\n", depth * 2, "");
+        fprintf(f, "%*s}\n", ind - 2, "");
 }
 
 int tg_tape_dot(const tg_tape *t, FILE *f)
@@ -603,34 +628,18 @@ int tg_tape_dot(const tg_tape *t, FILE *f)
         t = tg_tape_current();
     tg_check_ptr("tg_tape_dot", f, "stream");
     fputs("digraph tape {\n  rankdir=TB;\n  node [fontname=\"monospace\", fontsize=10];\n", f);
-    /* Leaves (and any input no entry of this tape made): one ellipse each,
-     * named by address so a leaf used twice is one node. */
-    for (int i = 0; i < t->n_nodes; i++) {
-        const tg_node *n = &t->nodes[i];
-        for (int k = 0; k < n->n_in; k++) {
-            const tg_tensor *x = n->in[k];
-            if (is_entry_of(t, x))
-                continue;
-            bool seen = false;   /* first use only: quadratic, but only run once */
-            for (int j = 0; j <= i && !seen; j++)
-                for (int m = 0; m < (j < i ? t->nodes[j].n_in : k); m++)
-                    seen |= t->nodes[j].in[m] == x;
-            if (seen)
-                continue;
-            fprintf(f, "  t%p [shape=ellipse, style=%s, label=\"", (const void *)x,
-                    x->requires_grad ? "filled, fillcolor=lightblue" : "solid");
-            dot_tensor_label(f, x);
-            fputs("\"];\n", f);
-        }
-    }
     dot_cluster(t, f, 0, 0);
     for (int i = 0; i < t->n_nodes; i++) {
         const tg_node *n = &t->nodes[i];
         for (int k = 0; k < n->n_in; k++) {
-            if (is_entry_of(t, n->in[k]))
-                fprintf(f, "  n%d -> n%d;\n", n->in[k]->node, i);
-            else
-                fprintf(f, "  t%p -> n%d;\n", (const void *)n->in[k], i);
+            const tg_tensor *x = n->in[k];
+            int fi = i, fk = k;
+            if (is_entry_of(t, x)) {
+                fprintf(f, "  n%d -> n%d;\n", x->node, i);
+            } else {
+                first_use(t, x, &fi, &fk);
+                fprintf(f, "  l%d_%d -> n%d;\n", fi, fk, i);
+            }
         }
     }
     fputs("}\n", f);

@@ -283,10 +283,16 @@ static double now_s(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* A sample's tokens; on a terminal, control bytes print as \xNN (tg_write_text). */
+typedef struct {
+    const tg_tokenizer *tok;
+    bool escape;
+} sample_printer;
+
 static void print_token(int32_t id, void *ctx)
 {
-    char buf[4];
-    fwrite(buf, 1, (size_t)tg_tokenizer_decode(ctx, id, buf), stdout);
+    const sample_printer *sp = ctx;
+    tg_tokenizer_print(sp->tok, id, stdout, sp->escape);
     fflush(stdout);
 }
 
@@ -305,12 +311,15 @@ static void print_sample(run *r, const char *title)
         np = 0;
     else if (len == 0)
         memcpy(ids, r->d.ids, (size_t)np * sizeof *ids);
-    printf("--- %s (temperature 0.8, top-k 20) ---\n", title);
+    /* the settings build/sample defaults to, so that a checkpoint samples alike in both */
+    printf("--- %s (temperature %.1f, top-k %d) ---\n", title, (double)TG_SAMPLE_TEMPERATURE, TG_SAMPLE_TOP_K);
+    sample_printer sp = {&r->d.tok, isatty(STDOUT_FILENO) == 1};
     for (int64_t i = 0; i < np; i++)
-        print_token(ids[i], &r->d.tok);
+        print_token(ids[i], &sp);
     tg_generator sg;
     tg_manual_seed(&sg, r->o.seed + 1);
-    tg_gpt_generate(r->model, ids, (int)np, (int)r->o.sample_tokens, 0.8f, 20, &sg, print_token, &r->d.tok);
+    tg_gpt_generate(r->model, ids, (int)np, (int)r->o.sample_tokens, TG_SAMPLE_TEMPERATURE, TG_SAMPLE_TOP_K, &sg,
+                    print_token, &sp);
     printf("\n---\n");
     fflush(stdout);
     free(ids);

@@ -251,20 +251,22 @@ tg_tensor *tg_mha_wrapper_forward(tg_mha_wrapper *m, tg_tensor *x)
 
 /* ---------------------------------------------------------------- MultiHeadAttention */
 
-/* Copies w (B, H, T, T) into m->attn_weights, growing its buffer only when
- * it does not fit (so a training loop with fixed shapes mallocs once). */
-static void keep_attn_weights(tg_mha *m, const tg_tensor *w)
+/* m->attn_weights shaped (B, H, T, T), its buffer grown only when it does
+ * not fit (so a training loop with fixed shapes mallocs once). */
+static tg_tensor *attn_weights_buffer(tg_mha *m, int b, int H, int T)
 {
-    if (!m->attn_weights || m->attn_cap < w->numel) {
+    const int64_t numel = (int64_t)b * H * T * T;
+    if (!m->attn_weights || m->attn_cap < numel) {
         tg_free(m->attn_weights);
-        m->attn_weights = tg_set_name(tg_empty(w->ndim, w->shape), "attn_weights");
-        m->attn_cap = w->numel;
+        m->attn_weights = tg_set_name(tg_empty(TG_SHAPE(b, H, T, T)), "attn_weights");
+        m->attn_cap = numel;
     }
     tg_tensor *a = m->attn_weights;
-    a->ndim = w->ndim;
-    memcpy(a->shape, w->shape, sizeof a->shape);
-    a->numel = w->numel;
-    memcpy(a->data, w->data, (size_t)w->numel * sizeof(float));
+    const int shape[4] = {b, H, T, T};
+    a->ndim = 4;
+    memcpy(a->shape, shape, sizeof shape);
+    a->numel = numel;
+    return a;
 }
 
 static tg_tensor *mha_forward(tg_module *base, tg_tensor *x)
@@ -289,16 +291,16 @@ static tg_tensor *mha_forward(tg_module *base, tg_tensor *x)
     queries = tg_transpose(queries, 1, 2);
     values = tg_transpose(values, 1, 2);
 
-    /* scaled dot-product attention per head, with the causal mask */
-    tg_tensor *attn_scores = tg_matmul(queries, tg_transpose(keys, 2, 3)); /* (b, H, T, T) */
-    attn_scores = tg_masked_fill(attn_scores, causal_mask_slice(m->mask, num_tokens), -INFINITY);
-    tg_tensor *attn_weights = scaled_softmax(attn_scores, hd);
-    if (m->keep_attn)
-        keep_attn_weights(m, attn_weights);
-    attn_weights = tg_dropout_mod_forward(m->dropout, attn_weights);
+    /* scaled dot-product attention per head, in one op with the same bits as
+     * the book's steps: attn_scores = queries @ keys^T, masked_fill with -inf
+     * above the diagonal, softmax(attn_scores / sqrt(hd)), dropout, @ values */
+    tg_tensor *weights = m->keep_attn ? attn_weights_buffer(m, b, H, num_tokens) : NULL;
+    tg_dropout_mod *drop = m->dropout;
+    tg_tensor *context_vec = tg_sdpa_causal(queries, keys, values, drop->p, drop->base.training,
+                                            tg_nn_gen(drop->g), weights); /* (b, H, T, hd) */
 
     /* (b, H, T, hd) -> (b, T, H, hd) -> merge heads (b, T, d_out) */
-    tg_tensor *context_vec = tg_transpose(tg_matmul(attn_weights, values), 1, 2);
+    context_vec = tg_transpose(context_vec, 1, 2);
     context_vec = tg_view(context_vec, TG_SHAPE(b, num_tokens, m->d_out));
     return tg_linear_forward(m->out_proj, context_vec);
 }

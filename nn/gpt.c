@@ -312,73 +312,37 @@ int tg_gpt_load(tg_gpt *m, const tg_st_file *f, bool allow_optim, tg_st_error *e
 void tg_gpt_generate(tg_gpt *m, int32_t *ids, int n_prompt, int n_new, float temperature, int top_k,
                      tg_generator *g, tg_gpt_token_fn on_token, void *ctx)
 {
-    if (n_prompt < 1 || n_new < 0 || !(temperature >= 0.0f))
-        tg_error("tg_gpt_generate", "needs n_prompt >= 1 (got %d), n_new >= 0 (got %d), temperature >= 0", n_prompt,
-                 n_new);
+    tg_sampling s = {temperature, top_k, 1.0f};
+    tg_gpt_generate_with(m, ids, n_prompt, n_new, &s, g, on_token, ctx);
+}
+
+void tg_gpt_generate_with(tg_gpt *m, int32_t *ids, int n_prompt, int n_new, const tg_sampling *s, tg_generator *g,
+                          tg_gpt_token_fn on_token, void *ctx)
+{
+    tg_check_ptr("tg_gpt_generate", m, "model");
+    tg_check_ptr("tg_gpt_generate", ids, "ids");
+    tg_sampling_check("tg_gpt_generate", s);
+    if (n_prompt < 1 || n_new < 0)
+        tg_error("tg_gpt_generate", "needs n_prompt >= 1 (got %d), n_new >= 0 (got %d)", n_prompt, n_new);
     const int V = m->cfg.vocab_size, C = m->cfg.context_length;
     bool was_training = m->base.training;
     tg_gpt_train(m, false);
     tg_tape *tape = tg_tape_new();
     tg_tape *prev = tg_tape_use(tape);
     bool grad = tg_set_grad_enabled(false);
-    double *p = malloc((size_t)V * sizeof *p);
-    float *sorted = malloc((size_t)V * sizeof *sorted);
-    if (!p || !sorted)
+    tg_sample_slot *work = malloc((size_t)V * sizeof *work);
+    if (!work)
         tg_error("tg_gpt_generate", "out of memory");
     for (int k = 0; k < n_new; k++) {
         int n = n_prompt + k, T = n < C ? n : C;
         tg_tensor *logits = tg_gpt_forward(m, ids + (n - T), 1, T);
-        const float *last = logits->data + (int64_t)(T - 1) * V;
-        /* top-k: everything below the k-th largest logit is dropped (torch.topk + where) */
-        float floor_v = -INFINITY;
-        if (top_k > 0 && top_k < V) {
-            memcpy(sorted, last, (size_t)V * sizeof *sorted);
-            /* partial selection sort of the k largest: V is small here */
-            for (int a = 0; a < top_k; a++) {
-                int best = a;
-                for (int b = a + 1; b < V; b++)
-                    if (sorted[b] > sorted[best])
-                        best = b;
-                float t = sorted[a];
-                sorted[a] = sorted[best];
-                sorted[best] = t;
-            }
-            floor_v = sorted[top_k - 1];
-        }
-        int next = 0;
-        if (temperature == 0.0f) {
-            for (int v = 1; v < V; v++)
-                if (last[v] > last[next])
-                    next = v;
-        } else {
-            double mx = -INFINITY, sum = 0.0;
-            for (int v = 0; v < V; v++)
-                if (last[v] >= floor_v && (double)last[v] / temperature > mx)
-                    mx = (double)last[v] / temperature;
-            for (int v = 0; v < V; v++) {
-                p[v] = last[v] >= floor_v ? exp((double)last[v] / temperature - mx) : 0.0;
-                sum += p[v];
-            }
-            double u = tg_random_double(g ? g : tg_default_generator()) * sum, acc = 0.0;
-            next = -1;
-            for (int v = 0; v < V; v++) {
-                if (p[v] <= 0.0)
-                    continue;
-                next = v;   /* the last candidate catches rounding at the top */
-                acc += p[v];
-                if (u < acc)
-                    break;
-            }
-            if (next < 0)
-                next = 0;
-        }
+        int32_t next = tg_sample_logits(logits->data + (int64_t)(T - 1) * V, V, s, g, work);
         ids[n] = next;
         tg_tape_reset(tape);
         if (on_token)
             on_token(next, ctx);
     }
-    free(p);
-    free(sorted);
+    free(work);
     tg_set_grad_enabled(grad);
     tg_tape_use(prev);
     tg_tape_free(tape);

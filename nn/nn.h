@@ -351,6 +351,84 @@ tg_tensor *tg_mha_forward(tg_mha *m, tg_tensor *x);
 /* The last forward's attention weights (B, H, T, T) or NULL: owned by m. */
 const tg_tensor *tg_mha_attn_weights(const tg_mha *m);
 
+/* ---------------------------------------------------------------- recurrent layers (nn/rnn.c)
+ * torch's equations and parameter names. A NULL hidden state means zeros.
+ * Every parameter ~ U(-1/sqrt(hidden_size), 1/sqrt(hidden_size)), drawn in
+ * the order weight_ih, weight_hh, bias_ih, bias_hh, so the same seed gives
+ * torch's weights. Biases are always present (torch's default bias=True).
+ * Modules on the module interface: free with tg_module_free(&m->base),
+ * parameters from tg_module_params(&m->base). The cells' and GRU's
+ * single-input forward (tg_module_forward) starts from a zero state, as
+ * torch's cell(x) and gru(x) (GRU: returns output); AdditiveAttention takes
+ * a query, values and a mask, so it has none: call its typed forwards. */
+extern const tg_module_type tg_rnn_cell_type, tg_gru_cell_type, tg_gru_type, tg_additive_attention_type;
+
+/* RNNCell(input_size, hidden_size), tanh: h' = tanh(x W_ih^T + b_ih + h W_hh^T + b_hh).
+ * x (B, I) with h (B, H) or NULL -> (B, H); or unbatched x (I), h (H) -> (H).
+ * Params: weight_ih (H, I), weight_hh (H, H), bias_ih (H), bias_hh (H). */
+typedef struct {
+    tg_module base;
+    tg_tensor *weight_ih, *weight_hh, *bias_ih, *bias_hh;
+    int input_size, hidden_size;
+} tg_rnn_cell;
+tg_rnn_cell *tg_rnn_cell_new(int input_size, int hidden_size, tg_generator *g);
+tg_tensor *tg_rnn_cell_forward(tg_rnn_cell *m, tg_tensor *x, tg_tensor *h);
+
+/* GRUCell(input_size, hidden_size), gate order r, z, n:
+ *   r = sigmoid(W_ir x + b_ir + W_hr h + b_hr),  z = sigmoid(W_iz x + b_iz + W_hz h + b_hz),
+ *   n = tanh(W_in x + b_in + r * (W_hn h + b_hn)),  h' = (1 - z) * n + z * h.
+ * Shapes as RNNCell. Params: weight_ih (3H, I), weight_hh (3H, H), bias_ih (3H),
+ * bias_hh (3H), each stacking the r, z, n rows. */
+typedef struct {
+    tg_module base;
+    tg_tensor *weight_ih, *weight_hh, *bias_ih, *bias_hh;
+    int input_size, hidden_size;
+} tg_gru_cell;
+tg_gru_cell *tg_gru_cell_new(int input_size, int hidden_size, tg_generator *g);
+tg_tensor *tg_gru_cell_forward(tg_gru_cell *m, tg_tensor *x, tg_tensor *h);
+
+/* GRU(input_size, hidden_size, batch_first=True): one layer, one direction.
+ * Only batch_first=True is supported: x (B, T, I), h0 (1, B, H) or NULL
+ * (zeros) -> output (B, T, H), the hidden state after every step; *h_n (if
+ * h_n is not NULL) gets the last one, (1, B, H). The GRUCell's equations.
+ * Params: weight_ih_l0 (3H, I), weight_hh_l0 (3H, H), bias_ih_l0, bias_hh_l0 (3H). */
+typedef struct {
+    tg_module base;
+    tg_tensor *weight_ih_l0, *weight_hh_l0, *bias_ih_l0, *bias_hh_l0;
+    int input_size, hidden_size;
+} tg_gru;
+tg_gru *tg_gru_new(int input_size, int hidden_size, tg_generator *g);
+tg_tensor *tg_gru_forward(tg_gru *m, tg_tensor *x, tg_tensor *h0, tg_tensor **h_n);
+
+/* AdditiveAttention(query_size, key_size, attn_size), Bahdanau et al. (2014):
+ *   score(s, h_j) = w_v(tanh(W_query s + W_key h_j)),  alpha = softmax over j
+ *   (positions where mask != 0, the padding, are excluded),  context = sum_j alpha_j h_j.
+ * query s (B, Dq) (a decoder's previous hidden state), values h (B, T, Dk)
+ * (the encoder's states), mask (B, T) or NULL -> context (B, Dk). A row with
+ * every position masked gives NaN, as in torch. W_query (A, Dq), W_key
+ * (A, Dk), w_v (1, A): Linear layers without bias, drawn in that order with
+ * torch's Linear init. After each forward, attn_weights holds a heap copy of
+ * alpha (B, T) (unless keep_attn is false; default true), as MultiHeadAttention.
+ * Params: W_query.weight, W_key.weight, w_v.weight. */
+typedef struct {
+    tg_module base;
+    tg_linear *W_query, *W_key, *w_v;   /* children */
+    tg_tensor *attn_weights;   /* last forward's (B, T), or NULL */
+    int64_t attn_cap;
+    int query_size, key_size, attn_size;
+    bool keep_attn;
+} tg_additive_attention;
+tg_additive_attention *tg_additive_attention_new(int query_size, int key_size, int attn_size, tg_generator *g);
+tg_tensor *tg_additive_attention_forward(tg_additive_attention *m, tg_tensor *query, tg_tensor *values,
+                                         const tg_tensor *mask);
+/* The same in two parts, for a decoder that attends to the same values at
+ * every step: keys = W_key(values) (B, T, A) once, then attend per step. */
+tg_tensor *tg_additive_attention_keys(tg_additive_attention *m, tg_tensor *values);
+tg_tensor *tg_additive_attention_attend(tg_additive_attention *m, tg_tensor *query, tg_tensor *keys,
+                                        tg_tensor *values, const tg_tensor *mask);
+/* The last forward's weights (B, T) or NULL: owned by m. */
+const tg_tensor *tg_additive_attention_weights(const tg_additive_attention *m);
+
 /* ================================================================
  * Checkpoints (safetensors), tokenizers, text data and the book's GPTModel
  * ================================================================ */
@@ -537,13 +615,54 @@ int tg_gpt_load(tg_gpt *m, const tg_st_file *f, bool allow_optim, tg_st_error *e
 
 /* Autoregressive generation, as the book's generate() (ch. 5): for each new
  * token, run the model (eval mode, no grad, on a private tape) on the last
- * context_length ids, take the last position's logits, keep the top_k largest
- * (top_k <= 0: all), then greedy argmax when temperature == 0, else sample
- * from softmax(logits / temperature) with one double draw from g. ids holds
- * n_prompt ids (>= 1) and has room for n_new more; on_token (may be NULL) is
- * called with each new id. The model's train/eval mode is restored. */
+ * context_length ids, take the last position's logits and pick the next id
+ * with tg_sample_logits (below). ids holds n_prompt ids (>= 1) and has room
+ * for n_new more; on_token (may be NULL) is called with each new id. The
+ * model's train/eval mode is restored. tg_gpt_generate is
+ * tg_gpt_generate_with {temperature, top_k, top_p = 1}. */
 typedef void (*tg_gpt_token_fn)(int32_t id, void *ctx);
 void tg_gpt_generate(tg_gpt *m, int32_t *ids, int n_prompt, int n_new, float temperature, int top_k,
                      tg_generator *g, tg_gpt_token_fn on_token, void *ctx);
+
+/* ---------------------------------------------------------------- sampling (nn/sampling.c) */
+
+/* The settings of build/train's own samples and build/sample's defaults, so
+ * that a checkpoint samples alike in both. */
+#define TG_SAMPLE_TEMPERATURE 0.8f
+#define TG_SAMPLE_TOP_K 20
+
+typedef struct {
+    float temperature;  /* 0: greedy (argmax, the first maximum, no draw); > 0: sample */
+    int top_k;          /* keep the top_k largest logits (ties with the k-th too); <= 0 or >= V: all */
+    float top_p;        /* nucleus sampling, in (0, 1]; 1: off */
+} tg_sampling;
+
+void tg_gpt_generate_with(tg_gpt *m, int32_t *ids, int n_prompt, int n_new, const tg_sampling *s, tg_generator *g,
+                          tg_gpt_token_fn on_token, void *ctx);
+
+/* tg_error unless temperature is finite and >= 0 and top_p is in (0, 1]. */
+void tg_sampling_check(const char *op, const tg_sampling *s);
+
+/* Picks the next token id from one row of V logits, applying temperature,
+ * top-k and top-p in that order (HF's and nanoGPT's): softmax(logits /
+ * temperature) over the top_k largest; of those, the nucleus is the smallest
+ * set of most probable tokens (ties: lower id first) whose probability sums
+ * to >= top_p, at least one; renormalised over what is kept, the id is drawn
+ * with one tg_random_double from g (NULL: the default generator) by inverse
+ * CDF in id order. temperature 0 draws nothing. work: NULL (allocated per
+ * call) or V slots of scratch. A NaN or +inf logit, or all -inf, is a
+ * tg_error. */
+typedef struct {
+    double p;
+    int32_t id;
+} tg_sample_slot;
+int32_t tg_sample_logits(const float *logits, int V, const tg_sampling *s, tg_generator *g, tg_sample_slot *work);
+
+/* Writes n bytes of generated text to f; with escape (pass isatty(fileno(f)))
+ * the control bytes a terminal would act on, below 0x20 except '\n' and
+ * '\t', and 0x7f, print as \xNN. Returns 0, or -1 on a write error. */
+int tg_write_text(FILE *f, const char *s, size_t n, bool escape);
+/* Token id's bytes (tg_tokenizer_decode) through tg_write_text. */
+int tg_tokenizer_print(const tg_tokenizer *t, int32_t id, FILE *f, bool escape);
 
 #endif /* TG_NN_H */

@@ -32,7 +32,7 @@
 #define TG_GEMM_X86 1
 #endif
 
-#define KC 256
+#define KC TG_GEMM_KC
 #define MR_MAX 14
 #define NR_MAX 32
 
@@ -43,6 +43,7 @@
 typedef struct {
     const float *A, *B;
     int M, N, K;
+    int64_t lda, ldb;   /* row strides of A and B as stored */
     bool ta, tb;
 } gemm_args;
 
@@ -60,7 +61,7 @@ static void pack_a_any(const gemm_args *g, int i0, int h, int p0, int kc, float 
 {
     if (g->ta) { /* A stored [K,M]: the rows of one k are contiguous */
         for (int k = 0; k < kc; k++) {
-            const float *src = g->A + (int64_t)(p0 + k) * g->M + i0;
+            const float *src = g->A + (p0 + k) * g->lda + i0;
             float *d = ap + k * MR;
             for (int r = 0; r < h; r++)
                 d[r] = src[r];
@@ -69,7 +70,7 @@ static void pack_a_any(const gemm_args *g, int i0, int h, int p0, int kc, float 
         }
     } else {
         for (int r = 0; r < h; r++) {
-            const float *src = g->A + (int64_t)(i0 + r) * g->K + p0;
+            const float *src = g->A + (i0 + r) * g->lda + p0;
             for (int k = 0; k < kc; k++)
                 ap[k * MR + r] = src[k];
         }
@@ -84,13 +85,13 @@ static void pack_b_any(const gemm_args *g, int j0, int w, int p0, int kc, float 
     if (!g->tb) {
         for (int k = 0; k < kc; k++) {
             float *d = bp + k * NR;
-            memcpy(d, g->B + (int64_t)(p0 + k) * g->N + j0, (size_t)w * sizeof(float));
+            memcpy(d, g->B + (p0 + k) * g->ldb + j0, (size_t)w * sizeof(float));
             for (int x = w; x < NR; x++)
                 d[x] = 0.0f;
         }
     } else { /* B stored [N,K]: read each of its rows contiguously */
         for (int x = 0; x < w; x++) {
-            const float *src = g->B + (int64_t)(j0 + x) * g->K + p0;
+            const float *src = g->B + (j0 + x) * g->ldb + p0;
             for (int k = 0; k < kc; k++)
                 bp[k * NR + x] = src[k];
         }
@@ -225,9 +226,9 @@ static AVX512 void pack_a_avx512(const gemm_args *g, int i0, int h, int p0, int 
         const __mmask16 m = lanes(h);
         for (int k = 0; k < kc; k++)
             _mm512_mask_storeu_ps(ap + k * MR_MAX, lanes(MR_MAX),
-                                  _mm512_maskz_loadu_ps(m, g->A + (int64_t)(p0 + k) * g->M + i0));
+                                  _mm512_maskz_loadu_ps(m, g->A + (p0 + k) * g->lda + i0));
     } else {
-        pack_transposed(g->A + (int64_t)i0 * g->K + p0, g->K, h, kc, ap, MR_MAX, MR_MAX);
+        pack_transposed(g->A + i0 * g->lda + p0, g->lda, h, kc, ap, MR_MAX, MR_MAX);
     }
 }
 
@@ -236,14 +237,14 @@ static AVX512 void pack_b_avx512(const gemm_args *g, int j0, int w, int p0, int 
     if (!g->tb) {
         const __mmask16 m0 = lanes(w), m1 = lanes(w - 16);
         for (int k = 0; k < kc; k++) {
-            const float *src = g->B + (int64_t)(p0 + k) * g->N + j0;
+            const float *src = g->B + (p0 + k) * g->ldb + j0;
             _mm512_store_ps(bp + k * NR_MAX, _mm512_maskz_loadu_ps(m0, src));
             _mm512_store_ps(bp + k * NR_MAX + 16, _mm512_maskz_loadu_ps(m1, src + 16));
         }
     } else {
-        const float *src = g->B + (int64_t)j0 * g->K + p0;
-        pack_transposed(src, g->K, w < 16 ? w : 16, kc, bp, NR_MAX, 16);
-        pack_transposed(src + 16 * (int64_t)g->K, g->K, w - 16, kc, bp + 16, NR_MAX, 16);
+        const float *src = g->B + j0 * g->ldb + p0;
+        pack_transposed(src, g->ldb, w < 16 ? w : 16, kc, bp, NR_MAX, 16);
+        pack_transposed(src + 16 * g->ldb, g->ldb, w - 16, kc, bp + 16, NR_MAX, 16);
     }
 }
 
@@ -346,10 +347,10 @@ const char *tg_k_gemm_isa_name(void)
 
 /* ---------------------------------------------------------------- scratch */
 
-static _Thread_local float *t_apack, *t_bpack;
-static _Thread_local size_t t_apack_cap, t_bpack_cap;
+static _Thread_local float *t_scratch[TG_SCRATCH_N];
+static _Thread_local size_t t_scratch_cap[TG_SCRATCH_N];
 
-/* A thread that exits frees its pack buffers: the first growth registers a
+/* A thread that exits frees its scratch: the first growth registers a
  * pthread key whose destructor runs tg_k_release_scratch in that thread. */
 static pthread_key_t g_scratch_key;
 static pthread_once_t g_scratch_once = PTHREAD_ONCE_INIT;
@@ -360,26 +361,27 @@ static void scratch_destructor(void *unused)
 }
 static void scratch_key_init(void) { pthread_key_create(&g_scratch_key, scratch_destructor); }
 
-static float *grow(float **buf, size_t *cap, size_t n)
+float *tg_k_scratch(int slot, size_t n)
 {
-    if (n > *cap) {
+    if (n > t_scratch_cap[slot]) {
         pthread_once(&g_scratch_once, scratch_key_init);
         pthread_setspecific(g_scratch_key, (void *)1);
-        free(*buf);
-        *buf = aligned_alloc(64, (n * sizeof(float) + 63) / 64 * 64);
-        if (!*buf)
-            tg_error("tg_k_gemm", "out of memory packing %zu floats", n);
-        *cap = n;
+        free(t_scratch[slot]);
+        t_scratch[slot] = aligned_alloc(64, (n * sizeof(float) + 63) / 64 * 64);
+        if (!t_scratch[slot])
+            tg_error("tg_k_scratch", "out of memory for %zu floats of scratch", n);
+        t_scratch_cap[slot] = n;
     }
-    return *buf;
+    return t_scratch[slot];
 }
 
 void tg_k_release_scratch(void)
 {
-    free(t_apack);
-    free(t_bpack);
-    t_apack = t_bpack = NULL;
-    t_apack_cap = t_bpack_cap = 0;
+    for (int s = 0; s < TG_SCRATCH_N; s++) {
+        free(t_scratch[s]);
+        t_scratch[s] = NULL;
+        t_scratch_cap[s] = 0;
+    }
 }
 
 /* ---------------------------------------------------------------- the blocked loops */
@@ -388,6 +390,7 @@ typedef struct {
     gemm_args g;
     const gemm_isa *isa;
     float *C;
+    int64_t ldc;
     bool add;            /* add to C (accumulate, or a K block after the first) */
     int jc, nc, pc, kc;  /* the current block of op(B) */
     float *bpack;
@@ -410,7 +413,7 @@ static void compute_range(void *vctx, int64_t t0, int64_t t1)
     const gemm_job *j = vctx;
     const gemm_isa *isa = j->isa;
     const int MR = isa->mr, NR = isa->nr, MC = isa->mc, kc = j->kc;
-    float *ap = grow(&t_apack, &t_apack_cap, (size_t)MC * KC);
+    float *ap = tg_k_scratch(TG_SCRATCH_GEMM_A, (size_t)MC * KC);
     const int n_panels = (j->nc + NR - 1) / NR;
     int packed_block = -1;
     for (int64_t t = t0; t < t1; t++) {
@@ -428,8 +431,8 @@ static void compute_range(void *vctx, int64_t t0, int64_t t1)
             const float *bp = j->bpack + (int64_t)x0 * kc;
             for (int r0 = 0; r0 < mc; r0 += MR) {
                 const int mr = mc - r0 < MR ? mc - r0 : MR;
-                float *c = j->C + (int64_t)(i0 + r0) * j->g.N + j->jc + x0;
-                isa->kernel(kc, ap + (int64_t)r0 * kc, bp, c, j->g.N, mr, nr, j->add);
+                float *c = j->C + (i0 + r0) * j->ldc + j->jc + x0;
+                isa->kernel(kc, ap + (int64_t)r0 * kc, bp, c, j->ldc, mr, nr, j->add);
             }
         }
     }
@@ -437,11 +440,18 @@ static void compute_range(void *vctx, int64_t t0, int64_t t1)
 
 void tg_k_gemm(bool ta, bool tb, int M, int N, int K, const float *A, const float *B, float *C, bool accumulate)
 {
+    tg_k_gemm_ld(ta, tb, M, N, K, A, ta ? M : K, B, tb ? K : N, C, N, accumulate);
+}
+
+void tg_k_gemm_ld(bool ta, bool tb, int M, int N, int K, const float *A, int64_t lda, const float *B, int64_t ldb,
+                  float *C, int64_t ldc, bool accumulate)
+{
     if (M == 0 || N == 0)
         return;
     if (K == 0) {
         if (!accumulate)
-            memset(C, 0, (size_t)M * N * sizeof(float));
+            for (int i = 0; i < M; i++)
+                memset(C + i * ldc, 0, (size_t)N * sizeof(float));
         return;
     }
     const gemm_isa *isa = __atomic_load_n(&g_isa, __ATOMIC_ACQUIRE);
@@ -449,7 +459,7 @@ void tg_k_gemm(bool ta, bool tb, int M, int N, int K, const float *A, const floa
         tg_k_gemm_set_isa(TG_GEMM_BEST);
         isa = g_isa;
     }
-    gemm_job j = {.g = {A, B, M, N, K, ta, tb}, .isa = isa, .C = C};
+    gemm_job j = {.g = {A, B, M, N, K, lda, ldb, ta, tb}, .isa = isa, .C = C, .ldc = ldc};
     /* below about a million multiply-adds a thread hand-off costs more than it saves */
     const int threads = tg_in_parallel_region() ? 1 : tg_get_num_threads();
     const bool par = threads > 1 && (int64_t)M * N * K >= (1 << 20);
@@ -472,7 +482,7 @@ void tg_k_gemm(bool ta, bool tb, int M, int N, int K, const float *A, const floa
             j.pc = pc;
             j.kc = K - pc < KC ? K - pc : KC;
             j.add = accumulate || pc > 0;
-            j.bpack = grow(&t_bpack, &t_bpack_cap, (size_t)n_panels * NR * KC);
+            j.bpack = tg_k_scratch(TG_SCRATCH_GEMM_B, (size_t)n_panels * NR * KC);
             const int64_t tasks = (int64_t)j.m_blocks * j.n_parts;
             if (par) {
                 tg_parallel_for(n_panels, 4, pack_b_range, &j);

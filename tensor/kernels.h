@@ -36,8 +36,13 @@ void tg_parallel_for(int64_t n, int64_t min_chunk, tg_range_fn fn, void *ctx);
 /* True inside a tg_parallel_for chunk (where a nested one runs inline). */
 bool tg_in_parallel_region(void);
 
-/* Frees the calling thread's kernel scratch (gemm pack buffers); they
- * regrow on next use. The pool calls it as workers exit and at exit. */
+/* Per-thread kernel scratch: at least n floats, 64-byte aligned, grown once
+ * and then reused (so warm steps allocate nothing). One slot per user, so
+ * a kernel that calls gemm keeps its own buffers. */
+enum { TG_SCRATCH_GEMM_A, TG_SCRATCH_GEMM_B, TG_SCRATCH_ATTN_0, TG_SCRATCH_ATTN_1, TG_SCRATCH_N };
+float *tg_k_scratch(int slot, size_t n);
+/* Frees the calling thread's kernel scratch; it regrows on next use. The
+ * pool calls it as workers exit and at exit. */
 void tg_k_release_scratch(void);
 
 /* ---------------------------------------------------------------- gemm
@@ -45,6 +50,14 @@ void tg_k_release_scratch(void);
  * op(A) is [M,K]: A stored [M,K], or [K,M] when ta. op(B) is [K,N]: B stored
  * [K,N], or [N,K] when tb. */
 void tg_k_gemm(bool ta, bool tb, int M, int N, int K, const float *A, const float *B, float *C, bool accumulate);
+/* The same on sub-matrices: lda, ldb, ldc are the row strides of A, B and C
+ * as stored. Every element of C sums its products over k in order, from
+ * zero, in blocks of TG_GEMM_KC (then adds each block to C), whatever the
+ * shapes, strides or threads: two calls whose k ranges agree up to zeros at
+ * either end, with the same k offsets modulo TG_GEMM_KC, give the same bits. */
+void tg_k_gemm_ld(bool ta, bool tb, int M, int N, int K, const float *A, int64_t lda, const float *B, int64_t ldb,
+                  float *C, int64_t ldc, bool accumulate);
+#define TG_GEMM_KC 256
 /* The micro-kernel in use: the best the CPU has unless one is forced (tests
  * run each path this CPU can). Returns false, changing nothing, when the CPU
  * lacks it. Not to be switched while another thread is in a gemm. */

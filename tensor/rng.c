@@ -286,6 +286,44 @@ void tg_random_mask(tg_generator *g, int64_t n, double p, float on, float *v)
     }
 }
 
+/* bits[k / 64] bit k % 64 = (double uniform < p) for k < n: the same draws
+ * as tg_random_mask, one bit per element (dropout's mask, packed). */
+TG_TARGET_CLONES
+static void bits_block(const uint32_t *restrict s, int64_t k0, int64_t take, uint64_t threshold,
+                       uint64_t *restrict bits)
+{
+    for (int64_t k = 0; k < take; k++) {
+        const uint64_t hi = temper(s[2 * k]), lo = temper(s[2 * k + 1]);
+        const uint64_t m = ((hi << 32) | lo) & ((1ull << 53) - 1);
+        const int64_t e = k0 + k;
+        bits[e >> 6] |= (uint64_t)(m < threshold) << (e & 63);
+    }
+}
+
+void tg_random_bits(tg_generator *g, int64_t n, double p, uint64_t *bits)
+{
+    g = g ? g : tg_default_generator();
+    if (n <= 0)
+        return;
+    tg_check_ptr("tg_random_bits", bits, "output");
+    memset(bits, 0, (size_t)((n + 63) / 64) * sizeof *bits);
+    const uint64_t threshold = (uint64_t)ceil(p * 9007199254740992.0);
+    int64_t i = 0;
+    while (i < n) {
+        if (g->index >= MT_N)
+            mt_twist(g);
+        const int avail = (MT_N - g->index) / 2;
+        const int64_t take = n - i < avail ? n - i : avail;
+        bits_block(g->state + g->index, i, take, threshold, bits);
+        g->index += (int)(2 * take);
+        i += take;
+        if (take == 0 && i < n) { /* one word left in this block: straddle */
+            bits[i >> 6] |= (uint64_t)(tg_random_double(g) < p) << (i & 63);
+            i++;
+        }
+    }
+}
+
 void tg_bernoulli_(tg_tensor *t, double p, tg_generator *g)
 {
     tg_check_ptr("tg_bernoulli_", t, "tensor");

@@ -164,6 +164,9 @@ float tg_random_float(tg_generator *g);    /* 24-bit uniform [0,1) as torch's fl
 /* n values v[i] = (double uniform < p) ? on : 0, drawing exactly what n
  * bernoulli(p) draws would: torch's dropout mask in one call. */
 void tg_random_mask(tg_generator *g, int64_t n, double p, float on, float *v);
+/* The same draws, one bit per element: bit k % 64 of bits[k / 64] is set
+ * when element k would be kept (bits needs (n + 63) / 64 words). */
+void tg_random_bits(tg_generator *g, int64_t n, double p, uint64_t *bits);
 
 /* In-place fills (torch.Tensor.uniform_, normal_, bernoulli_): */
 void tg_uniform_(tg_tensor *t, float from, float to, tg_generator *g);

@@ -226,11 +226,11 @@ END_TEST
 
 static void run_causal_attention(void *ctx)
 {
-    tg_mha *att = ctx;
+    tg_causal_attention *att = ctx; /* the book's steps (MultiHeadAttention fuses them) */
     tg_generator g;
     tg_manual_seed(&g, 7);
     tg_tensor *x = tg_randn(&g, TG_SHAPE(2, 5, 8));
-    tg_tensor *y = tg_mha_forward(att, x);
+    tg_tensor *y = tg_causal_attention_forward(att, x);
     tg_backward(tg_sum(tg_mul(y, y)), NULL);
     tg_free(x);
 }
@@ -240,7 +240,7 @@ START_TEST(test_anomaly_causal_mask_inf_is_legit)
     tg_tape_reset(NULL);
     tg_generator g;
     tg_manual_seed(&g, 123);
-    tg_mha *att = tg_mha_new(8, 8, 6, 0.0f, 2, false, &g);
+    tg_causal_attention *att = tg_causal_attention_new(8, 8, 6, 0.0f, false, &g);
     tg_set_detect_anomaly(true);
     char msg[512];
     ck_assert_msg(!catch_error(run_causal_attention, att, msg, sizeof msg), "%s", msg);

@@ -2,10 +2,14 @@
 #include "testutil.h"
 
 #include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <termios.h>
 #include <unistd.h>
 
 #ifndef TG_GOLDEN_DIR
@@ -224,4 +228,61 @@ void tmpdir_remove(const char *dir)
         closedir(d);
     }
     rmdir(dir);
+}
+
+int run_program(char *const argv[], const char *out_path, const char *err_path, bool tty)
+{
+    /* with tty, the slave end is opened here and inherited, so the master reads EIO (end) only once the
+     * program and everything it started have closed it */
+    int master = -1, slave = -1;
+    if (tty) {
+        master = posix_openpt(O_RDWR | O_NOCTTY);
+        ck_assert_msg(master >= 0 && grantpt(master) == 0 && unlockpt(master) == 0, "no pseudo-terminal: %s",
+                      strerror(errno));
+        slave = open(ptsname(master), O_RDWR | O_NOCTTY);
+        ck_assert_msg(slave >= 0, "cannot open %s: %s", ptsname(master), strerror(errno));
+        struct termios tio;
+        ck_assert_int_eq(tcgetattr(slave, &tio), 0);
+        cfmakeraw(&tio);
+        ck_assert_int_eq(tcsetattr(slave, TCSANOW, &tio), 0);
+    }
+    fflush(NULL);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        int fo = tty ? slave : open(out_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        int fe = open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        int fi = open("/dev/null", O_RDONLY);
+        if (fo < 0 || fe < 0 || fi < 0)
+            _exit(126);
+        dup2(fi, 0);
+        dup2(fo, 1);
+        dup2(fe, 2);
+        if (tty) {
+            close(master);
+            close(slave);
+        }
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    if (tty) {
+        close(slave);
+        FILE *out = fopen(out_path, "wb");
+        ck_assert_msg(out != NULL, "cannot write %s", out_path);
+        char buf[4096];
+        for (;;) {
+            ssize_t n = read(master, buf, sizeof buf);
+            if (n > 0)
+                ck_assert_uint_eq(fwrite(buf, 1, (size_t)n, out), (size_t)n);
+            else if (n < 0 && errno == EINTR)
+                continue;
+            else
+                break; /* EIO: every slave descriptor is closed */
+        }
+        fclose(out);
+        close(master);
+    }
+    int status;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    return WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status);
 }

@@ -42,6 +42,12 @@ bool catch_error(void (*fn)(void *ctx), void *ctx, char *msg, size_t size);
 void tmpdir_create(char *dir, size_t size, const char *prefix);
 void tmpdir_remove(const char *dir);
 
+/* Runs the program argv[0] (a path) with argv (NULL-terminated): stdin from
+ * /dev/null, stderr into err_path, stdout into out_path, or, with tty, into
+ * a pseudo-terminal in raw mode (no "\n" -> "\r\n") whose output is copied
+ * to out_path. Returns the exit status, or 128 + the signal that ended it. */
+int run_program(char *const argv[], const char *out_path, const char *err_path, bool tty);
+
 /* Runs one suite (CK_NORMAL output, Check's summary line); returns the
  * number failed. Each test binary's main is: return run_suite(suite()) ? 1 : 0; */
 int run_suite(Suite *s);

@@ -95,6 +95,23 @@ def as_tensor(val):
     return val
 
 
+def invalid(t):
+    """Why t cannot be a live tensor (uninitialised or freed memory), or None."""
+    nd = int(t["ndim"])
+    if not 0 <= nd <= TG_MAX_DIMS:
+        return "ndim %d" % nd
+    n = 1
+    for d in shape_of(t):
+        if d < 0:
+            return "shape %s" % shape_str(shape_of(t))
+        n *= d
+    if n != numel(t) or n >= 1 << 31:
+        return "numel %d for shape %s" % (numel(t), shape_str(shape_of(t)))
+    if n and int(t["data"]) == 0:
+        return "data is NULL"
+    return None
+
+
 def parse_tensor(arg):
     arg = arg.strip()
     if not arg:
@@ -106,7 +123,11 @@ def parse_tensor(arg):
         if not 0 <= i < n:
             raise gdb.GdbError("the current tape has entries #0..#%d, not #%d" % (n - 1, i))
         return tape["nodes"][i]["out"].dereference()
-    return as_tensor(gdb.parse_and_eval(arg))
+    t = as_tensor(gdb.parse_and_eval(arg))
+    bad = invalid(t)
+    if bad:
+        raise gdb.GdbError("%s is not a valid tensor (%s): uninitialised or freed?" % (arg, bad))
+    return t
 
 
 def shape_of(t):
@@ -368,6 +389,9 @@ class TensorPrinter:
     def to_string(self):
         t = self.val
         try:
+            bad = invalid(t)
+            if bad:
+                return "tg_tensor (not a valid tensor: %s)" % bad
             return "%s\n%s\n%s" % (tensor_header(t), tensor_values_str(t), grad_summary(t))
         except (gdb.error, gdb.MemoryError) as e:
             return "tg_tensor (unreadable: %s)" % e

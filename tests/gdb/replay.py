@@ -6,7 +6,8 @@ session: the gdb arguments, then "(gdb) COMMAND" lines and what gdb printed.
 This script builds the debug programs (make debug-examples), runs each
 session's commands with gdb -batch and the block's arguments, from the
 repository root, and compares the transcript with the document after
-normalising addresses, process ids and gdb's thread banners.
+normalising addresses, process ids, source line numbers and gdb's thread
+banners.
 
   tests/gdb/replay.py           compare; exit 1 with a diff if they differ
   tests/gdb/replay.py --update  rewrite the document's blocks from a fresh run
@@ -50,6 +51,10 @@ def normalise(text):
         line = re.sub(r"0x[0-9a-fA-F]+", "0xADDR", line)
         line = re.sub(r"\b(process|LWP|Thread 0xADDR \(LWP) \d+", r"\1 PID", line)
         line = re.sub(r"\bpid \d+", "pid PID", line)
+        # source line numbers move with every edit of a file; the code shown does not
+        line = re.sub(r"(\.[ch]):\d+", r"\1:LINE", line)
+        line = re.sub(r"\bline \d+\.", "line LINE.", line)
+        line = re.sub(r"^\d+\t", "LINE\t", line)
         out.append(line)
     while out and not out[-1]:
         out.pop()

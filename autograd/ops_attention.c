@@ -1,0 +1,233 @@
+/* autograd/ops_attention.c — causal scaled dot-product attention as one op,
+ * torch 2.x's scaled_dot_product_attention(q, k, v, dropout_p, is_causal=True):
+ *
+ *   q, k, v (..., T, hd) -> out (..., T, hd)
+ *   S = q k^T * scale            scale = 1/sqrt(hd), row i sees keys j <= i
+ *   P = softmax(S)               over j, the masked j > i are 0
+ *   out = dropout(P) v           dropout as tg_dropout (the same draws)
+ *
+ * It gives the same bits as the book's composed ops (matmul, masked_fill
+ * with -inf, mul_scalar, softmax, dropout, matmul) in forward and backward:
+ * every gemm sums over the same k in the same order (tg_k_gemm_ld's
+ * contract), the masked half only ever adds zeros there, so it is skipped,
+ * and the row arithmetic is the composed kernels' own. The dropout mask is
+ * drawn first, one bit per element of the full (..., T, T) tensor in
+ * row-major order (masked half included), so the generator advances exactly
+ * as tg_dropout's would; the heads then run in parallel.
+ *
+ * Saved for backward: P's lower triangle (T(T+1)/2 floats per head) and the
+ * 1-bit mask; the composed form keeps six (T, T) tensors and their grads.
+ */
+#include "ops_internal.h"
+#include "../tensor/fastmath.h"
+
+#include <math.h>
+#include <string.h>
+
+#define BLK 28 /* query rows (forward) and key columns (backward) per block */
+
+typedef struct {
+    const float *q, *k, *v;
+    float *out, *weights;   /* weights: NULL or (..., T, T) to receive P */
+    float *P;               /* lower triangles, row i at i(i+1)/2 */
+    const uint64_t *bits;   /* NULL: no dropout */
+    const float *dout;
+    float *gq, *gk, *gv;
+    int T, hd;
+    float scale, keep_scale; /* keep_scale: 1/(1-p), or 0 when p = 1 */
+    bool drop;
+} attn_job;
+
+static inline int64_t tri(int i) { return (int64_t)i * (i + 1) / 2; }
+
+/* what dropout keeps of x at element e of the (..., T, T) tensor */
+static inline float dropped(const attn_job *j, int64_t e, float x)
+{
+    if (!j->drop)
+        return x;
+    return j->bits && (j->bits[e >> 6] >> (e & 63) & 1) ? x * j->keep_scale : 0.0f;
+}
+
+/* ---------------------------------------------------------------- backward
+ * per head, with dS and dropout(P) as dense (T, T) scratch:
+ *   dPd = dout v^T, dP = dropout's backward, dS = P (dP - sum_j dP P) * scale
+ *   dq += dS k (by query blocks), dv += dropout(P)^T dout, dk += dS^T q (by key
+ *   blocks, from the block's first row on; the gemm's k range is split at
+ *   multiples of TG_GEMM_KC so its summation order is the composed one's). */
+
+static void col_block_gemm(const float *A, int T, int j0, int bn, const float *B, int hd, float *C)
+{
+    int ks = j0;
+    while (ks < T) {
+        const int ke = (ks / TG_GEMM_KC + 1) * TG_GEMM_KC < T ? (ks / TG_GEMM_KC + 1) * TG_GEMM_KC : T;
+        tg_k_gemm_ld(true, false, bn, hd, ke - ks, A + (int64_t)ks * T + j0, T, B + (int64_t)ks * hd, hd,
+                     C + (int64_t)j0 * hd, hd, true);
+        ks = ke;
+    }
+}
+
+TG_TARGET_CLONES
+static void attn_backward_heads(void *vctx, int64_t h0, int64_t h1)
+{
+    const attn_job *j = vctx;
+    const int T = j->T, hd = j->hd;
+    float *dS = tg_k_scratch(TG_SCRATCH_ATTN_0, (size_t)T * T);
+    float *Pd = tg_k_scratch(TG_SCRATCH_ATTN_1, (size_t)T * T);
+    for (int64_t h = h0; h < h1; h++) {
+        const int64_t off = h * T * hd;
+        const float *q = j->q + off, *k = j->k + off, *v = j->v + off, *dout = j->dout + off;
+        const float *P = j->P + h * tri(T);
+        for (int i0 = 0; i0 < T; i0 += BLK) {
+            const int i1 = i0 + BLK < T ? i0 + BLK : T;
+            /* dPd[i0:i1, 0:i1] = dout[i0:i1] v[0:i1]^T */
+            tg_k_gemm_ld(false, true, i1 - i0, i1, hd, dout + (int64_t)i0 * hd, hd, v, hd, dS + (int64_t)i0 * T, T,
+                         false);
+            for (int i = i0; i < i1; i++) {
+                float *ds = dS + (int64_t)i * T, *pd = Pd + (int64_t)i * T;
+                const float *p = P + tri(i);
+                const int64_t e0 = (h * T + i) * T;
+                float dot = 0.0f;
+                for (int c = 0; c <= i; c++) {
+                    ds[c] = dropped(j, e0 + c, ds[c]);
+                    dot += ds[c] * p[c];
+                }
+                for (int c = 0; c <= i; c++) {
+                    ds[c] = p[c] * (ds[c] - dot) * j->scale;
+                    pd[c] = dropped(j, e0 + c, p[c]);
+                }
+                /* zeros up to the block edge: the column gemms read them */
+                for (int c = i + 1; c < i1; c++)
+                    ds[c] = pd[c] = 0.0f;
+            }
+            if (j->gq) /* dq[i0:i1] += dS[i0:i1, 0:i1] k[0:i1] */
+                tg_k_gemm_ld(false, false, i1 - i0, hd, i1, dS + (int64_t)i0 * T, T, k, hd, j->gq + off + i0 * hd,
+                             hd, true);
+        }
+        for (int j0 = 0; j0 < T; j0 += BLK) {
+            const int bn = j0 + BLK < T ? BLK : T - j0;
+            if (j->gv)
+                col_block_gemm(Pd, T, j0, bn, dout, hd, j->gv + off);
+            if (j->gk)
+                col_block_gemm(dS, T, j0, bn, q, hd, j->gk + off);
+        }
+    }
+}
+
+static void sdpa_backward(tg_node *n)
+{
+    if (!n->ctx) /* T = 0 or head_dim = 0: no products, no gradient */
+        return;
+    attn_job j = *(const attn_job *)n->ctx;
+    j.dout = n->out->grad;
+    j.gq = tg_grad_of(n->in[0]);
+    j.gk = tg_grad_of(n->in[1]);
+    j.gv = tg_grad_of(n->in[2]);
+    const int64_t heads = n->out->numel / ((int64_t)j.T * j.hd);
+    tg_parallel_for(heads, 1, attn_backward_heads, &j);
+}
+
+/* ---------------------------------------------------------------- forward
+ * per head, by blocks of query rows [i0, i1): S = q k[0:i1]^T, then per row
+ * scale, max, exp, sum and normalise over j <= i (as tg_softmax's rows),
+ * dropout, and out[i0:i1] = dropout(P) v[0:i1]. */
+
+TG_TARGET_CLONES
+static void attn_forward_heads(void *vctx, int64_t h0, int64_t h1)
+{
+    const attn_job *j = vctx;
+    const int T = j->T, hd = j->hd;
+    float *S = tg_k_scratch(TG_SCRATCH_ATTN_0, (size_t)BLK * T);
+    for (int64_t h = h0; h < h1; h++) {
+        const int64_t off = h * T * hd;
+        const float *q = j->q + off, *k = j->k + off, *v = j->v + off;
+        float *P = j->P + h * tri(T);
+        for (int i0 = 0; i0 < T; i0 += BLK) {
+            const int i1 = i0 + BLK < T ? i0 + BLK : T, n = i1;
+            tg_k_gemm_ld(false, true, i1 - i0, n, hd, q + (int64_t)i0 * hd, hd, k, hd, S, n, false);
+            for (int i = i0; i < i1; i++) {
+                float *s = S + (int64_t)(i - i0) * n, *p = P + tri(i);
+                float mx = -INFINITY;
+                for (int c = 0; c <= i; c++) {
+                    s[c] *= j->scale;
+                    mx = s[c] > mx ? s[c] : mx;
+                }
+                if (mx == -INFINITY)
+                    mx = 0.0f; /* as tg_softmax: an all -inf row gives nan */
+                float sum = 0.0f;
+                for (int c = 0; c <= i; c++) {
+                    s[c] = tg_fast_expf(s[c] - mx);
+                    sum += s[c];
+                }
+                const float inv = 1.0f / sum;
+                const int64_t e0 = (h * T + i) * T;
+                for (int c = 0; c <= i; c++) {
+                    p[c] = s[c] * inv;
+                    s[c] = dropped(j, e0 + c, p[c]);
+                }
+                for (int c = i + 1; c < n; c++)
+                    s[c] = 0.0f;
+                if (j->weights) {
+                    float *w = j->weights + e0;
+                    memcpy(w, p, (size_t)(i + 1) * sizeof(float));
+                    memset(w + i + 1, 0, (size_t)(T - i - 1) * sizeof(float));
+                }
+            }
+            tg_k_gemm_ld(false, false, i1 - i0, hd, n, S, n, v, hd, j->out + off + (int64_t)i0 * hd, hd, false);
+        }
+    }
+}
+
+tg_tensor *tg_sdpa_causal(tg_tensor *q, tg_tensor *k, tg_tensor *v, float dropout_p, bool train, tg_generator *g,
+                          tg_tensor *weights)
+{
+    char b1[64], b2[64], b3[64];
+    tg_check_ptr("tg_sdpa_causal", q, "query");
+    tg_check_ptr("tg_sdpa_causal", k, "key");
+    tg_check_ptr("tg_sdpa_causal", v, "value");
+    if (q->ndim < 2 || k->ndim != q->ndim || v->ndim != q->ndim ||
+        memcmp(q->shape, k->shape, sizeof(int) * (size_t)q->ndim) != 0 ||
+        memcmp(q->shape, v->shape, sizeof(int) * (size_t)q->ndim) != 0)
+        tg_error("tg_sdpa_causal", "query %s, key %s and value %s must have one shape (..., T, head_dim)",
+                 SHAPE(b1, q), SHAPE(b2, k), SHAPE(b3, v));
+    if (!(dropout_p >= 0.0f && dropout_p <= 1.0f))
+        tg_error("tg_sdpa_causal", "dropout probability has to be between 0 and 1, but got %g", dropout_p);
+    const int T = q->shape[q->ndim - 2], hd = q->shape[q->ndim - 1];
+    const int64_t heads = T && hd ? q->numel / ((int64_t)T * hd) : 0;
+    if (weights) {
+        int ws[TG_MAX_DIMS];
+        memcpy(ws, q->shape, sizeof ws);
+        ws[q->ndim - 1] = T;
+        if (weights->ndim != q->ndim || memcmp(weights->shape, ws, sizeof(int) * (size_t)q->ndim) != 0)
+            tg_error("tg_sdpa_causal", "weights %s must be (..., T, T) for query %s", SHAPE(b1, weights),
+                     SHAPE(b2, q));
+    }
+    tg_tensor *out = tg_new_tensor(q->ndim, q->shape);
+    attn_job j = {.q = q->data, .k = k->data, .v = v->data, .out = out->data, .weights = weights ? weights->data : NULL,
+                  .T = T, .hd = hd, .scale = hd ? (float)(1.0 / sqrt((double)hd)) : 1.0f};
+    const bool drop = train && dropout_p > 0.0f;
+    if (heads > 0) {
+        j.drop = drop;
+        if (drop && dropout_p < 1.0f) {
+            tg_check_ptr("tg_sdpa_causal", g, "generator");
+            const int64_t n = heads * T * T;
+            uint64_t *bits = tg_tape_alloc((size_t)((n + 63) / 64) * sizeof *bits);
+            const double keep_p = 1.0 - (double)dropout_p;
+            tg_random_bits(g, n, keep_p, bits);
+            j.bits = bits;
+            j.keep_scale = 1.0f / (float)keep_p;
+        }
+        j.P = tg_tape_alloc((size_t)(heads * tri(T)) * sizeof(float));
+        tg_parallel_for(heads, 1, attn_forward_heads, &j);
+    } else if (out->numel > 0) {
+        memset(out->data, 0, (size_t)out->numel * sizeof(float)); /* T = 0 or hd = 0: nothing to sum */
+    }
+    tg_tensor *in[3] = {q, k, v};
+    tg_node *node = tg_record("tg_sdpa_causal", out, in, 3, sdpa_backward);
+    if (node && heads > 0) {
+        attn_job *saved = tg_tape_alloc(sizeof *saved);
+        *saved = j;
+        saved->out = saved->weights = NULL;
+        node->ctx = saved;
+    }
+    return out;
+}
