@@ -856,6 +856,41 @@ START_TEST(test_sample)
 }
 END_TEST
 
+/* examples/custom_layer.c, the extension walkthrough of docs/EXTENDING.md: its
+ * SiLU op and RMSNorm module gradcheck, the GPT with them swapped in trains
+ * through the library trainer on data/the-verdict.txt, and a resume from its
+ * checkpoint equals the uninterrupted run (the program compares bit for bit
+ * and exits 1 otherwise). A few steps here; make asan runs it too. */
+START_TEST(test_custom_layer_example)
+{
+    char root[512], data[600];
+    snprintf(root, sizeof root, "%s", g_bin);
+    snprintf(data, sizeof data, "%s/data/the-verdict.txt", dirname(root));
+    const char *args[] = {"--steps", "6", "--data", data, "--save", "@custom.safetensors", NULL};
+    ck_assert_int_eq(run_prog("custom_layer", args), 0);
+    char *out = read_file("out.txt", NULL);
+    const char *want[] = {"gradcheck SiLU: ok", "gradcheck RMSNorm: ok", "RMSNorm rows have rms 1: ok",
+                          "every LayerNorm an RMSNorm", "\n  trf_blocks.0.norm1.weight\n", "\n  final_norm.weight\n",
+                          "  step 6/6 | batch loss ", "resumed at step 3",
+                          "resume equals the uninterrupted run: yes (3 batch losses"};
+    for (size_t i = 0; i < sizeof want / sizeof *want; i++)
+        ck_assert_msg(strstr(out, want[i]), "custom_layer's output lacks '%s':\n%s", want[i], out);
+    free(out);
+    /* the checkpoint holds the swapped model's names */
+    char p[512];
+    tg_st_file *f;
+    tg_st_error e;
+    ck_assert_msg(tg_st_open(path_in(p, "custom.safetensors"), &f, &e) == 0, "%s", e.msg);
+    ck_assert_ptr_nonnull(tg_st_find(f, "trf_blocks.1.norm2.weight"));
+    ck_assert_ptr_null(tg_st_find(f, "trf_blocks.1.norm2.scale"));
+    ck_assert_ptr_nonnull(tg_st_find(f, "optim.exp_avg.final_norm.weight"));
+    tg_st_close(f);
+    /* a usage error is exit 2 */
+    const char *bad[] = {"--steps", "1", NULL};
+    ck_assert_int_eq(run_prog("custom_layer", bad), 2);
+}
+END_TEST
+
 static Suite *train_suite(void)
 {
     Suite *s = suite_create("train");
@@ -874,6 +909,7 @@ static Suite *train_suite(void)
     tcase_add_test(tc, test_signal_at_startup);
     tcase_add_test(tc, test_diverged_run);
     tcase_add_test(tc, test_plot_after_resume);
+    tcase_add_test(tc, test_custom_layer_example);
     suite_add_tcase(s, tc);
     return s;
 }
