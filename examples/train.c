@@ -23,12 +23,12 @@
 
 typedef struct {
     const char *data, *val_data, *tokenizer, *optimizer, *schedule, *batches, *save, *resume, *init, *log, *plot,
-        *prompt;
+        *prompt, *dot;
     double val_frac, dropout, lr, weight_decay, momentum, min_lr, clip;
     long layers, heads, emb, ctx, batch, threads, steps, warmup, eval_every, eval_batches, sample_every,
-        sample_tokens, stop_after, save_every;
+        sample_tokens, stop_after, save_every, grad_norms;
     uint64_t seed;
-    bool qkv_bias, quiet, eval_only;
+    bool qkv_bias, quiet, eval_only, detect_anomaly;
 } options;
 
 /* One table: the parser, --help, the defaults and the checkpoint's training settings all come from it. */
@@ -101,6 +101,11 @@ static flagdef g_flags[] = {
     FL("--init", F_STR, init, 0, 0, 0, 0, 0, NULL, "FILE  start from weights only (e.g. saved from PyTorch)"),
     FL("--stop-after", F_LONG, stop_after, 0, L40, 0, 0, 0, NULL, "N  stop after N steps of this run, saving"),
     FL("--eval-only", F_BOOL, eval_only, 0, 0, 0, 0, 0, NULL, " evaluate the --init or --resume checkpoint, exit"),
+    HEAD("debugging (docs/DEBUGGING.md)"),
+    FL("--detect-anomaly", F_BOOL, detect_anomaly, 0, 0, 0, 0, 0, NULL, " stop at the first NaN an op or NaN/Inf a "
+       "backward makes, naming\n      op, tape entry and module; errors then abort (gdb stops there, a core is left)"),
+    FL("--dot", F_STR, dot, 0, 0, 0, 0, 0, NULL, "FILE  the first step's graph, Graphviz DOT (dot -Tsvg FILE)"),
+    FL("--grad-norms", F_LONG, grad_norms, 0, L40, 0, 0, 0, "0", "N  every N steps the ten largest grad norms, 0: off"),
 };
 #define N_FLAGS (sizeof g_flags / sizeof *g_flags)
 
@@ -353,6 +358,30 @@ static void on_sample(void *user, tg_trainer *tr, int64_t step)
 }
 
 /* Piped: a line every --eval-every steps. On a terminal: one live line, redrawn at most every 0.1 s. */
+/* --dot and --grad-norms: the step's tape and gradients, right after its backward. */
+static void on_backward(void *user, tg_trainer *tr, int64_t step, tg_tensor *loss)
+{
+    run *r = user;
+    char *buf = NULL, why[600] = "out of memory";
+    size_t len = 0;
+    FILE *f = r->o.dot && step == r->start + 1 ? open_memstream(&buf, &len) : NULL;
+    if (r->o.dot && step == r->start + 1) {
+        if (!f || tg_tape_dot(NULL, f) != 0 || fclose(f) != 0 || tg_write_file(r->o.dot, buf, len, why, sizeof why))
+            tg_error("train", "--dot %s: %s", r->o.dot, why);
+        free(buf);
+        tg_retain_grads(false); /* on for the graph's grad norms, the first step only */
+    }
+    int idx[10], n = r->o.grad_norms > 0 && step % r->o.grad_norms == 0 ? 10 : 0;
+    double norm[10];
+    n = n ? tg_grad_norms_top(tr->model.params, n, idx, norm) : 0;
+    if (n)
+        printf("%sgrad norms at step %" PRId64 " (largest %d, loss %.4f):\n", isatty(STDOUT_FILENO) ? "\r\033[K" : "",
+               step, n, loss->data[0]);
+    for (int i = 0; i < n; i++)
+        printf("  %-40s %.6g\n", tr->model.params->items[idx[i]].name, norm[i]);
+    fflush(stdout);
+}
+
 static void on_step(void *user, tg_trainer *tr, const tg_train_event *e)
 {
     run *r = user;
@@ -479,11 +508,11 @@ static int load_data(run *r)
 static int setup(run *r, tg_st_file **f)
 {
     options *o = &r->o;
-    const char *outs[][2] = {{"--save", o->save}, {"--log", o->log}, {"--plot", o->plot}};
+    const char *outs[][2] = {{"--save", o->save}, {"--log", o->log}, {"--plot", o->plot}, {"--dot", o->dot}};
     const char *ck = o->resume ? o->resume : o->init;
     char why[512];
     tg_st_error err;
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < 4; i++)
         if (outs[i][1] && tg_output_path_check(outs[i][1], why, sizeof why))
             return fail("%s %s", outs[i][0], why);
     tg_set_num_threads((int)o->threads);
@@ -528,7 +557,9 @@ static int setup(run *r, tg_st_file **f)
         .steps = o->steps, .clip = o->clip, .eval_every = o->eval_every, .sample_every = o->sample_every,
         .save_every = o->save_every, .save_path = o->save ? o->save : "interrupted.safetensors", .stop = &g_signal,
         .hooks = {.user = r, .on_eval = on_eval, .on_step = on_step, .on_sample = on_sample,
-                  .on_save_meta = on_save_meta}};
+                  .on_save_meta = on_save_meta, .on_backward = on_backward}};
+    tg_set_detect_anomaly(o->detect_anomaly);
+    tg_retain_grads(o->dot != NULL);
     tc.optim.momentum = o->momentum;
     tc.optim.weight_decay = o->weight_decay;
     tg_train_model tm = tg_train_model_gpt(r->model);
@@ -615,6 +646,8 @@ static void error_handler(const char *op, const char *msg, void *user)
 {
     fflush(stdout);
     fprintf(stderr, "train: error: %s: %s\n", op, msg);
+    if (*(const bool *)user) /* --detect-anomaly: abort, so gdb stops at the fault and a core can be left */
+        abort();
     exit(1);
 }
 
@@ -622,7 +655,7 @@ int main(int argc, char **argv)
 {
     static run r;
     tg_st_file *f = NULL;
-    tg_set_error_handler(error_handler, NULL);
+    tg_set_error_handler(error_handler, &r.o.detect_anomaly);
     if (parse_args(argc, argv, &r.o)) {
         fprintf(stderr, "train: error: %s\n", g_err);
         return 2;

@@ -359,6 +359,34 @@ static bool listed_before(const tg_params *params, int i)
     return false;
 }
 
+int tg_grad_norms_top(const tg_params *params, int k, int *out, double *norms)
+{
+    tg_check_ptr("tg_grad_norms_top", params, "parameter list");
+    int n = 0;
+    for (int i = 0; i < params->n && k > 0; i++) {
+        const tg_tensor *t = params->items[i].t;
+        if (!t->grad)
+            continue;
+        double s = 0;
+        for (int64_t j = 0; j < t->numel; j++)
+            s += (double)t->grad[j] * t->grad[j];
+        const double norm = isnan(s) ? INFINITY : sqrt(s);   /* NaN first: it is what one looks for */
+        int at = n < k ? n++ : k;                           /* insertion into the sorted top k */
+        while (at > 0 && (isnan(norms[at - 1]) ? false : norms[at - 1] < norm)) {
+            if (at < k) {
+                out[at] = out[at - 1];
+                norms[at] = norms[at - 1];
+            }
+            at--;
+        }
+        if (at < k) {
+            out[at] = i;
+            norms[at] = isnan(s) ? NAN : norm;
+        }
+    }
+    return n;
+}
+
 float tg_clip_grad_norm(const tg_params *params, double max_norm)
 {
     if (!(max_norm > 0))

@@ -152,6 +152,12 @@ int64_t tg_optim_step_count(const tg_optim *o);
  * must be > 0. */
 float tg_clip_grad_norm(const tg_params *params, double max_norm);
 
+/* The k largest per-parameter gradient norms (L2, summed in double), largest
+ * first: out[i] is the index into params and norms[i] its norm. Parameters
+ * without a grad are skipped, a NaN norm counts as the largest. Returns how
+ * many were written (<= k). Allocates nothing. */
+int tg_grad_norms_top(const tg_params *params, int k, int *out, double *norms);
+
 /* ---------------------------------------------------------------- schedules
  * Learning rate at iteration it (0-based: the lr of the it-th step), exactly
  * nanoGPT's get_lr (train.py):

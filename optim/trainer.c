@@ -390,6 +390,8 @@ tg_train_status tg_trainer_run(tg_trainer *tr, int64_t until)
         const void *batch = tr->src.train_batch(tr->src.ctx, it, tr->gen);
         tg_tensor *loss = tr->src.loss(tr->src.ctx, &tr->model, batch);
         tg_backward(loss, NULL);
+        if (h->on_backward)
+            h->on_backward(h->user, tr, it + 1, loss);
         if (c->clip > 0)
             tg_clip_grad_norm(tr->model.params, c->clip);
         tg_optim_step(tr->opt);

@@ -158,6 +158,10 @@ typedef struct {
     void *user;
     void (*on_eval)(void *user, tg_trainer *tr, const tg_train_event *e);   /* each val evaluation */
     void (*on_step)(void *user, tg_trainer *tr, const tg_train_event *e);   /* after each step (and its eval) */
+    /* after each step's backward (step: the one being made, from 1), before
+     * clipping and the optimizer step: the step's tape and gradients are all
+     * there, for debugging (the graph, gradient norms, tg_register_hook) */
+    void (*on_backward)(void *user, tg_trainer *tr, int64_t step, tg_tensor *loss);
     /* once as a run starts (step = where it starts), then every sample_every steps */
     void (*on_sample)(void *user, tg_trainer *tr, int64_t step);
     /* checkpoint metadata: keys it sets keep their place; the trainer then
@@ -218,7 +222,7 @@ typedef enum {
 /* Trains from tr->step up to step `until`: first the start evaluation (if
  * any steps are to be made, eval_every > 0 and val has rows; logged as the
  * row of step 0 when the run starts there) and on_sample(start), then each
- * step lr -> batch -> forward -> loss -> backward -> clip -> optimizer step
+ * step lr -> batch -> forward -> loss -> backward (on_backward) -> clip -> optimizer step
  * -> zero_grad, its evaluation when due, the log row, on_step, on_sample,
  * the periodic checkpoint. A loss or an evaluation that is not finite stops
  * the run at once (TG_TRAIN_DIVERGED) before anything is saved. */

@@ -783,6 +783,42 @@ START_TEST(test_errors)
 }
 END_TEST
 
+/* tg_grad_norms_top: sqrt of the sum of squares, largest first, NaN first
+ * of all, parameters without a grad skipped, at most k. */
+START_TEST(test_grad_norms_top)
+{
+    const float g[5][2] = {{3, 4}, {1, 0}, {0, 0}, {NAN, 1}, {6, 8}};
+    tg_params ps;
+    tg_params_init(&ps);
+    tg_tensor *t[6];
+    for (int i = 0; i < 6; i++) {
+        t[i] = tg_requires_grad(tg_zeros(TG_SHAPE(2)), true);
+        if (i < 5) {
+            float *gr = tg_grad_buffer(t[i], NULL);
+            gr[0] = g[i][0];
+            gr[1] = g[i][1];
+        }
+        char name[8];
+        snprintf(name, sizeof name, "p%d", i);
+        tg_params_add(&ps, NULL, name, t[i]);
+    }
+    int idx[4];
+    double norm[4];
+    ck_assert_int_eq(tg_grad_norms_top(&ps, 4, idx, norm), 4);
+    ck_assert(idx[0] == 3 && isnan(norm[0]));
+    ck_assert(idx[1] == 4 && norm[1] == 10.0);
+    ck_assert(idx[2] == 0 && norm[2] == 5.0);
+    ck_assert(idx[3] == 1 && norm[3] == 1.0);
+    int idx10[10];
+    double n10[10];
+    ck_assert_int_eq(tg_grad_norms_top(&ps, 10, idx10, n10), 5);   /* p5 has no grad */
+    ck_assert(idx10[4] == 2 && n10[4] == 0.0);
+    tg_params_free(&ps);
+    for (int i = 0; i < 6; i++)
+        tg_free(t[i]);
+}
+END_TEST
+
 static Suite *optim_suite(void)
 {
     Suite *s = suite_create("optim");
@@ -797,6 +833,7 @@ static Suite *optim_suite(void)
     tcase_add_test(tc, test_skip_and_first_adam_step);
     tcase_add_test(tc, test_tied_once);
     tcase_add_test(tc, test_clip_grad_norm);
+    tcase_add_test(tc, test_grad_norms_top);
     tcase_add_test(tc, test_schedules);
     tcase_add_test(tc, test_errors);
     suite_add_tcase(s, tc);

@@ -813,6 +813,64 @@ END_TEST
 /* ---------------------------------------------------------------- sampler */
 
 
+/* The debugging flags: --dot writes the first step's graph (Graphviz accepts
+ * it), --grad-norms N prints the ten largest per-parameter grad norms by
+ * name every N steps, --detect-anomaly stops at the first NaN naming op,
+ * entry and module, and aborts (SIGABRT) instead of exiting. */
+START_TEST(test_debug_flags)
+{
+    write_text("text.txt", 30);
+    const char *args[] = {"--data", "@text.txt", TINY, "--steps", "4", "--eval-every", "0", "--sample-tokens", "0",
+                          "--quiet", "--dot", "@g.dot", "--grad-norms", "2", NULL};
+    ck_assert_int_eq(run_prog("train", args), 0);
+    char *dot = read_file("g.dot", NULL);
+    const char *need[] = {"digraph tape {", "label=\"trf_blocks.0.att\"", "trf_blocks.0.att.W_query.weight\\n[16,16]\\ngrad norm",
+                          "tg_cross_entropy", "tg_affine"};
+    for (size_t i = 0; i < sizeof need / sizeof *need; i++)
+        ck_assert_msg(strstr(dot, need[i]), "--dot output lacks '%s'", need[i]);
+    free(dot);
+    if (system("command -v dot >/dev/null 2>&1") == 0) {
+        char cmd[1200], p[512], q[512];
+        snprintf(cmd, sizeof cmd, "dot -Tsvg '%s' -o '%s'", path_in(p, "g.dot"), path_in(q, "g.svg"));
+        ck_assert_msg(system(cmd) == 0, "dot -Tsvg rejects train's --dot output");
+    } else {
+        printf("test_debug_flags: Graphviz 'dot' not installed, the dot -Tsvg check is skipped\n");
+    }
+    char *out = read_file("out.txt", NULL);
+    ck_assert_msg(strstr(out, "grad norms at step 2 (largest 10") && strstr(out, "grad norms at step 4 (largest 10"),
+                  "%s", out);
+    ck_assert_msg(!strstr(out, "grad norms at step 1 ") && !strstr(out, "grad norms at step 3 "), "%s", out);
+    /* ten "  name norm" lines after each header, names of the model, norms descending */
+    const char *h = strstr(out, "grad norms at step 2");
+    const char *line = strchr(h, '\n') + 1;
+    double prev = INFINITY;
+    for (int i = 0; i < 10; i++) {
+        char name[128];
+        double v;
+        ck_assert_msg(sscanf(line, " %127s %lf", name, &v) == 2, "bad grad-norm line: %.80s", line);
+        ck_assert_msg(v <= prev && v > 0, "norms not descending at '%s' %g", name, v);
+        ck_assert_msg(strstr(name, "weight") || strstr(name, "bias") || strstr(name, "scale") || strstr(name, "shift"),
+                      "'%s' is not a parameter name", name);
+        prev = v;
+        line = strchr(line, '\n') + 1;
+    }
+    free(out);
+
+    /* a huge lr blows the weights up: without the flag the run ends on the
+     * NaN loss (exit 1); with it the first NaN op is named and it aborts */
+    const char *blow[] = {"--data", "@text.txt", TINY, "--steps", "5", "--eval-every", "0", "--sample-tokens", "0",
+                          "--quiet", "--lr", "1e30", NULL};
+    ck_assert_int_eq(run_prog("train", blow), 1);
+    const char *blow_a[] = {"--data", "@text.txt", TINY, "--steps", "5", "--eval-every", "0", "--sample-tokens", "0",
+                            "--quiet", "--lr", "1e30", "--detect-anomaly", NULL};
+    ck_assert_int_eq(run_prog("train", blow_a), 128 + SIGABRT);
+    char *err = read_file("err.txt", NULL);
+    ck_assert_msg(strstr(err, ": anomaly in forward: tape entry #") && strstr(err, ", module trf_blocks.0.") &&
+                      strstr(err, " is nan"), "%s", err);
+    free(err);
+}
+END_TEST
+
 START_TEST(test_sample)
 {
     make_good_checkpoint();
@@ -902,6 +960,7 @@ static Suite *train_suite(void)
     tcase_add_test(tc, test_resume_sequential);
     tcase_add_test(tc, test_sigint_saves);
     tcase_add_test(tc, test_outputs);
+    tcase_add_test(tc, test_debug_flags);
     tcase_add_test(tc, test_sample);
     tcase_add_test(tc, test_data_files);
     tcase_add_test(tc, test_val_data);
