@@ -255,6 +255,18 @@ START_TEST(test_anomaly_causal_mask_inf_is_legit)
     ck_assert(att->W_query->weight->grad && isfinite(att->W_query->weight->grad[0]));
     tg_tape_reset(NULL);
     tg_module_free(&att->base);
+
+    /* MultiHeadAttention's fused causal attention (tg_sdpa_causal) too */
+    tg_mha *mha = tg_mha_new(8, 8, 6, 0.0f, 2, false, &g);
+    tg_set_detect_anomaly(true);
+    tg_tensor *x = tg_randn(&g, TG_SHAPE(2, 5, 8));
+    tg_tensor *y = tg_mha_forward(mha, x);
+    tg_backward(tg_sum(tg_mul(y, y)), NULL);   /* an anomaly would abort the test */
+    tg_set_detect_anomaly(false);
+    ck_assert(isfinite(mha->W_query->weight->grad[0]));
+    tg_tape_reset(NULL);
+    tg_free(x);
+    tg_module_free(&mha->base);
 }
 END_TEST
 
