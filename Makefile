@@ -1,7 +1,8 @@
 # tapegrad — build, test, sanitize, benchmark.
-#   make         library, examples and tests (build/)
-#   make test    run every Check suite
+#   make         library, examples and tests (build/); gets Check first if it is missing
+#   make test    run every Check suite; gets Check first if it is missing
 #   make run     the main job: train a char-level GPT on data/the-verdict.txt
+#                (builds the library and build/train only: no Check needed)
 #   make debug   the same tree at -O0 -g3 (build-debug/)
 #   make asan    the tests under ASan + UBSan (build-asan/)
 #   make bench   speed and memory benchmarks
@@ -14,8 +15,12 @@ WARN    := -Wall -Wextra -Wshadow -Wno-unused-parameter
 CFLAGS  += -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -I. -pthread
 LDLIBS  += -lm -pthread
 
-CHECK_CFLAGS := $(shell pkg-config --cflags check 2>/dev/null)
-CHECK_LIBS   := $(shell pkg-config --libs check 2>/dev/null || echo -lcheck -lsubunit -lrt)
+# Only the tests need Check. tests/need_check.sh makes sure it is there (as
+# root it installs it) before any test is compiled, even under -j: it is an
+# order-only prerequisite of everything in $(BUILD)/tests/. Its flags are
+# therefore read late ('=' : when a test's recipe runs), never at parse time.
+CHECK_CFLAGS = $(shell pkg-config --cflags check 2>/dev/null)
+CHECK_LIBS   = $(shell pkg-config --libs check 2>/dev/null || echo -lcheck -lsubunit -lrt -lm -pthread)
 
 LIB_SRC  := $(wildcard tensor/*.c autograd/*.c nn/*.c optim/*.c)
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
@@ -27,9 +32,10 @@ TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 TEST_UTIL := $(BUILD)/tests/testutil.o
 BENCH_SRC := $(wildcard tests/bench/*.c)
 BENCH_BIN := $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%)
-HDRS     := $(wildcard tensor/*.h autograd/*.h nn/*.h optim/*.h tests/*.h examples/*.h)
+HDRS     := $(wildcard tensor/*.h autograd/*.h nn/*.h optim/*.h examples/*.h)
+TEST_HDRS := $(HDRS) $(wildcard tests/*.h)
 
-.PHONY: all test run debug debug-examples asan bench clean valgrind fuzz
+.PHONY: all test run debug debug-examples asan bench clean valgrind fuzz check-framework
 .SUFFIXES:
 .SECONDARY:
 
@@ -52,11 +58,14 @@ $(BUILD)/bench/%: tests/bench/%.c $(LIB) $(HDRS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $< $(LIB) $(LDLIBS) -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=aligned_alloc -o $@
 
-$(TEST_UTIL): tests/testutil.c $(HDRS)
+check-framework:
+	@CC="$(CC)" sh tests/need_check.sh
+
+$(TEST_UTIL): tests/testutil.c $(TEST_HDRS) | check-framework
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(CHECK_CFLAGS) -c $< -o $@
 
-$(BUILD)/tests/%: tests/%.c $(TEST_UTIL) $(LIB) $(HDRS)
+$(BUILD)/tests/%: tests/%.c $(TEST_UTIL) $(LIB) $(TEST_HDRS) | check-framework
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(CHECK_CFLAGS) $< $(TEST_UTIL) $(LIB) $(CHECK_LIBS) $(LDLIBS) $(TEST_LDFLAGS) -o $@
 
@@ -69,7 +78,7 @@ $(BUILD)/tests/test_debug: TEST_LDFLAGS = -Wl,--wrap=malloc,--wrap=calloc,--wrap
 test: all
 	@bash tests/run_suites.sh $(TEST_BIN)
 
-run: all
+run: $(BUILD)/train
 	$(BUILD)/train --data data/the-verdict.txt --tokenizer char --seed 123
 
 # The debug build names docs/gdb/tapegrad_gdb.py in a .debug_gdb_scripts entry (tensor/error.c).

@@ -949,6 +949,124 @@ START_TEST(test_custom_layer_example)
 }
 END_TEST
 
+/* ---------------------------------------------------------------- build
+ * The Makefile, run from the source tree (the tests' working directory) into
+ * a build directory of the test's own. Check is installed on the machines
+ * that run this suite, so its absence is simulated in a private mount
+ * namespace: /dev/null bound over check.h and check.pc, and an apt-get first
+ * on PATH that records how it was called and "installs" Check by lifting the
+ * mounts. */
+
+/* sh -c script with D = the test directory, out.txt / err.txt there, and no
+ * make variables of the make running this suite. Returns the exit status. */
+static int run_sh(const char *script)
+{
+    char out[512], err[512];
+    path_in(out, "out.txt");
+    path_in(err, "err.txt");
+    fflush(NULL);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        int fo = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        int fe = open(err, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fo < 0 || fe < 0)
+            _exit(126);
+        dup2(fo, 1);
+        dup2(fe, 2);
+        unsetenv("MAKEFLAGS");
+        unsetenv("MFLAGS");
+        unsetenv("MAKELEVEL");
+        unsetenv("MAKEOVERRIDES");
+        setenv("D", g_dir, 1);
+        execl("/bin/sh", "sh", "-c", script, (char *)NULL);
+        _exit(127);
+    }
+    int status;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+#define PC_PATH "pc=$(pkg-config --variable=pcfiledir check 2>/dev/null || echo /usr/lib/x86_64-linux-gnu/pkgconfig)/check.pc; "
+#define HIDE_CHECK PC_PATH "mount --bind /dev/null /usr/include/check.h && mount --bind /dev/null \"$pc\" && "
+
+START_TEST(test_build_run_needs_no_check)
+{
+    ck_assert_msg(access("tests/need_check.sh", R_OK) == 0, "run from the source tree");
+    /* make -n run: the library and build/train, nothing of the tests */
+    ck_assert_int_eq(run_sh("make -n run BUILD=\"$D/b\""), 0);
+    char *out = read_file("out.txt", NULL);
+    ck_assert_ptr_null(strstr(out, "tests/"));
+    ck_assert_ptr_null(strstr(out, "need_check"));
+    ck_assert_ptr_nonnull(strstr(out, "libtapegrad.a"));
+    ck_assert_ptr_nonnull(strstr(out, "examples/train.c"));
+    ck_assert_ptr_nonnull(strstr(out, "/b/train --data data/the-verdict.txt"));
+    ck_assert_ptr_null(strstr(out, "examples/sample.c")); /* only the program it runs */
+    free(out);
+    if (geteuid() != 0)
+        return; /* hiding Check needs a mount namespace */
+    /* with check.h unreadable, what make run builds still builds (-O0: quick) */
+    int rc = run_sh("unshare -m sh -c '" HIDE_CHECK "make -j2 OPT=-O0 BUILD=\"$D/b\" \"$D/b/train\"' && "
+                    "\"$D/b/train\" --help");
+    char *err = read_file("err.txt", NULL);
+    ck_assert_msg(rc == 0, "exit %d: %s", rc, err);
+    free(err);
+    out = read_file("out.txt", NULL);
+    ck_assert_ptr_nonnull(strstr(out, "usage: train"));
+    free(out);
+    ck_assert_int_eq(run_sh("rm -rf \"$D/b\""), 0);
+}
+END_TEST
+
+START_TEST(test_build_test_gets_check)
+{
+    ck_assert_msg(access("tests/need_check.sh", R_OK) == 0, "run from the source tree");
+    if (geteuid() != 0)
+        return; /* hiding Check needs a mount namespace */
+    /* root: apt-get update, then install -y check, noninteractive, before any
+     * test object is compiled (one would fail against the empty check.h) */
+    ck_assert_int_eq(run_sh("mkdir -p \"$D/bin\" && cat > \"$D/bin/apt-get\" <<'EOF'\n"
+                            "#!/bin/sh\n"
+                            "echo \"apt-get $* DEBIAN_FRONTEND=${DEBIAN_FRONTEND:-}\" >> \"$D/apt.log\"\n"
+                            "if [ \"$1\" = install ]; then umount /usr/include/check.h; umount \"$pc\"; "
+                            "mount --bind \"$D/check.pc\" \"$pc\"; fi\n"
+                            "exit 0\n"
+                            "EOF\n"
+                            "chmod +x \"$D/bin/apt-get\""),
+                     0);
+    /* the "installed" check.pc gives a flag of its own, to show the flags are read after the install */
+    int rc = run_sh("unshare -m sh -c '" PC_PATH "sed \"s/^Cflags:.*/& -DTG_CHECK_FROM_PC/\" \"$pc\" > \"$D/check.pc\" && "
+                    HIDE_CHECK "export pc; PATH=\"$D/bin:$PATH\" "
+                    "make -j2 OPT=-O0 BUILD=\"$D/b\" \"$D/b/tests/test_attention_learns\" \"$D/b/tests/testutil.o\"'");
+    char *err = read_file("err.txt", NULL), *out = read_file("out.txt", NULL);
+    ck_assert_msg(rc == 0, "exit %d: %s", rc, err);
+    char *log = read_file("apt.log", NULL);
+    ck_assert_str_eq(log, "apt-get update DEBIAN_FRONTEND=noninteractive\n"
+                          "apt-get install -y check DEBIAN_FRONTEND=noninteractive\n");
+    free(log);
+    char *installed = strstr(out, "== Check installed"), *first_test = strstr(out, "tests/");
+    ck_assert_msg(installed && first_test && installed < first_test, "a test compiled before Check was installed:\n%s",
+                  out);
+    ck_assert_msg(strstr(first_test, "-DTG_CHECK_FROM_PC") != NULL, "Check's flags were read before it was installed");
+    free(out);
+    free(err);
+    ck_assert_int_eq(run_sh("rm -rf \"$D/b\" \"$D/apt.log\" \"$D/check.pc\""), 0);
+
+    /* not root: the command to run, exit 2, never a compiler error */
+    ck_assert_int_eq(chmod(g_dir, 01777), 0);
+    rc = run_sh("unshare -m sh -c '" HIDE_CHECK "setpriv --reuid=65534 --regid=65534 --clear-groups "
+                "env PATH=\"$D/bin:$PATH\" make OPT=-O0 BUILD=\"$D/b\" \"$D/b/tests/test_attention_learns\"'");
+    err = read_file("err.txt", NULL);
+    ck_assert_msg(rc == 2, "exit %d: %s", rc, err);
+    ck_assert_msg(strstr(err, "sudo apt-get update && sudo apt-get install -y check") != NULL, "%s", err);
+    ck_assert_msg(strstr(err, "error:") == NULL && strstr(err, "check.h") == NULL, "%s", err);
+    free(err);
+    ck_assert(!exists("apt.log")); /* nobody cannot install: apt-get is not run */
+    ck_assert(!exists("b/tests/testutil.o"));
+    ck_assert_int_eq(run_sh("rm -rf \"$D/b\" \"$D/bin\""), 0);
+}
+END_TEST
+
 static Suite *train_suite(void)
 {
     Suite *s = suite_create("train");
@@ -969,6 +1087,13 @@ static Suite *train_suite(void)
     tcase_add_test(tc, test_diverged_run);
     tcase_add_test(tc, test_plot_after_resume);
     tcase_add_test(tc, test_custom_layer_example);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("build");
+    tcase_set_timeout(tc, 600);
+    tcase_add_checked_fixture(tc, setup_dir, teardown_dir);
+    tcase_add_test(tc, test_build_run_needs_no_check);
+    tcase_add_test(tc, test_build_test_gets_check);
     suite_add_tcase(s, tc);
     return s;
 }
