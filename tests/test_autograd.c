@@ -1370,6 +1370,14 @@ static void e_embedding_ndim(void *p)
     err_ctx *c = p;
     tg_embedding(c->a, c->ids, TG_SHAPE(1, 1, 1, 2));
 }
+/* 8 dimensions of 1e9: validated before anything is formatted (once, this
+ * overflowed the 64-byte shape buffer) */
+static void e_embedding_ndim8(void *p)
+{
+    err_ctx *c = p;
+    tg_embedding(c->a, c->ids, TG_SHAPE(1000000000, 1000000000, 1000000000, 1000000000, 1000000000, 1000000000,
+                                        1000000000, 1000000000));
+}
 
 typedef struct {
     const char *what;
@@ -1426,6 +1434,8 @@ static const err_case ERRS[] = {
     {"cross_entropy NULL targets", e_cross_entropy_null, 2, {2, 5}, 0, {0}, {0}, NULL, "tg_cross_entropy", {"NULL"}},
     {"embedding NULL ids", e_embedding_null, 2, {10, 4}, 0, {0}, {0}, NULL, "tg_embedding", {"NULL"}},
     {"embedding ids ndim", e_embedding_ndim, 2, {10, 4}, 0, {0}, {0}, NULL, "tg_embedding", {"[1,1,1,2]"}},
+    {"embedding ids 8 dims", e_embedding_ndim8, 2, {10, 4}, 0, {0}, {0}, NULL, "tg_embedding",
+     {"8 dimensions", "at most 3"}},
     {"concat empty list", e_concat_empty, 2, {2, 3}, 0, {0}, {0}, NULL, "tg_concat", {"0"}},
     {"max of empty", e_max_empty, 1, {0}, 0, {0}, {0}, NULL, "tg_max", {"empty"}},
     {"max_dim of empty dim", e_max_dim_empty, 2, {2, 0}, 0, {0}, {0}, NULL, "tg_max_dim", {"[2,0]"}},

@@ -637,6 +637,38 @@ START_TEST(test_print_snprintf_semantics)
 }
 END_TEST
 
+/* tg_shape_str never writes past its 64-byte buffer: 8 dimensions of 1e9 need
+ * 89 characters, and are cut short ("...]") instead. */
+START_TEST(test_shape_str_bounded)
+{
+    int big[8];
+    for (int i = 0; i < 8; i++)
+        big[i] = 1000000000;
+    struct {
+        char buf[64];
+        char canary[64];
+    } s;
+    memset(s.canary, 0x5a, sizeof s.canary);
+    ck_assert_ptr_eq(tg_shape_str(s.buf, 8, big), s.buf);
+    for (size_t i = 0; i < sizeof s.canary; i++)
+        ck_assert_msg(s.canary[i] == 0x5a, "tg_shape_str wrote past its buffer (byte %zu)", 64 + i);
+    size_t n = strnlen(s.buf, sizeof s.buf);
+    ck_assert_uint_lt(n, 64);
+    ck_assert_int_eq(strncmp(s.buf, "[1000000000,1000000000,", 23), 0);
+    ck_assert_str_eq(s.buf + n - 4, "...]");
+    /* exactly 64 heap bytes, so ASan sees any overrun */
+    char *h = malloc(64);
+    tg_shape_str(h, 8, big);
+    ck_assert_uint_lt(strlen(h), 64);
+    free(h);
+    /* what fits is whole: 4 dimensions of INT_MIN take 48 characters */
+    int neg[4] = {-2147483647 - 1, -2147483647 - 1, -2147483647 - 1, -2147483647 - 1};
+    char b[64];
+    ck_assert_str_eq(tg_shape_str(b, 4, neg), "[-2147483648,-2147483648,-2147483648,-2147483648]");
+    ck_assert_str_eq(tg_shape_str(b, -3, NULL), "[]");
+}
+END_TEST
+
 /* ---------------------------------------------------------------- file writer
  * Fault injection: calls on files under FDIR go through these wrappers; the
  * rest (Check's own output) pass straight through. */
@@ -1062,6 +1094,7 @@ static Suite *tensor_suite(void)
     tcase_add_test(tc, test_arange);
     tcase_add_test(tc, test_triu_tril_inplace);
     tcase_add_test(tc, test_tensor_errors);
+    tcase_add_test(tc, test_shape_str_bounded);
     tcase_add_test(tc, test_arena_grows_then_stays_warm);
     tcase_add_test(tc, test_arena_tensors);
     suite_add_tcase(s, tc);
