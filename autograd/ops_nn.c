@@ -188,9 +188,14 @@ tg_tensor *tg_embedding(tg_tensor *weight, const int32_t *ids, int ndim, const i
         tg_error("tg_embedding", "weight must be 2-D (num, dim), got %s", SHAPE(b1, weight));
     if (ndim > 0)
         tg_check_ptr("tg_embedding", shape, "ids shape");
-    if (ndim < 0 || ndim + 1 > TG_MAX_DIMS)
-        tg_error("tg_embedding", "index shape %s has too many dimensions (at most %d)",
-                 tg_shape_str(b2, ndim < 0 ? 0 : ndim, shape), TG_MAX_DIMS - 1);
+    /* Validated before anything is formatted: a shape is printed only when
+     * it has a number of dimensions a tensor can have. */
+    if (ndim < 0 || ndim + 1 > TG_MAX_DIMS) {
+        if (ndim >= 0 && ndim <= TG_MAX_DIMS)
+            tg_error("tg_embedding", "index shape %s has %d dimensions, at most %d", tg_shape_str(b2, ndim, shape),
+                     ndim, TG_MAX_DIMS - 1);
+        tg_error("tg_embedding", "index shape has %d dimensions, at most %d", ndim, TG_MAX_DIMS - 1);
+    }
     const int64_t count = tg_shape_numel(ndim, shape);
     if (count > 0)
         tg_check_ptr("tg_embedding", ids, "ids");

@@ -3,6 +3,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* Debug builds (make debug) name the gdb extension in a .debug_gdb_scripts
  * entry, so gdb loads it by itself (docs/DEBUGGING.md). It sits here because
@@ -46,10 +47,22 @@ void tg_error(const char *op, const char *fmt, ...)
 
 char *tg_shape_str(char *buf, int ndim, const int *shape)
 {
-    int n = 0;
+    /* Each dimension is formatted apart and copied only if it fits with room
+     * left for the closing ",...]": the result never passes the buffer. */
+    const size_t cap = TG_SHAPE_STR_LEN;
+    size_t n = 0;
     buf[n++] = '[';
-    for (int i = 0; i < ndim; i++)
-        n += snprintf(buf + n, 64 - (size_t)n, i ? ",%d" : "%d", shape[i]);
+    for (int i = 0; i < ndim; i++) {
+        char d[16];
+        int w = snprintf(d, sizeof d, i ? ",%d" : "%d", shape[i]);
+        size_t room = i + 1 < ndim ? 6 : 2; /* a later cut needs ",...]" + NUL; the end "]" + NUL */
+        if (w < 0 || n + (size_t)w + room > cap) {
+            memcpy(buf + n, i ? ",...]" : "...]", i ? 6 : 5);
+            return buf;
+        }
+        memcpy(buf + n, d, (size_t)w);
+        n += (size_t)w;
+    }
     buf[n++] = ']';
     buf[n] = '\0';
     return buf;

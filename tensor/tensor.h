@@ -74,7 +74,9 @@ void tg_error(const char *op, const char *fmt, ...);
 /* tg_error(op, "<what> is NULL") when p is NULL: the check every entry
  * point makes on its pointer arguments. */
 void tg_check_ptr(const char *op, const void *p, const char *what);
-/* Formats a shape as "[2,6,3]" into buf (at least 64 bytes); returns buf. */
+/* Formats a shape as "[2,6,3]" into buf (TG_SHAPE_STR_LEN bytes); returns
+ * buf. Never writes more: a shape too long to fit ends in ",...]". */
+#define TG_SHAPE_STR_LEN 64
 char *tg_shape_str(char *buf, int ndim, const int *shape);
 
 /* ---------------------------------------------------------------- arena
