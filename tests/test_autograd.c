@@ -9,6 +9,7 @@
 #include "testutil.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -1591,6 +1592,97 @@ END_TEST
 
 /* ================================================================ suite */
 
+/* Every thread has its own default tape (tensor.h: "each has its own current
+ * tape"): two threads train at once without tg_tape_use, see different
+ * tg_tape_current() values (while both are alive), get the single-threaded
+ * results, and their tapes are freed when they exit (valgrind: no leak).
+ * tg_tape_release_default in a thread frees that thread's tape only. */
+typedef struct {
+    uint64_t seed;
+    float loss, grad_sum;
+    tg_tape *tape;           /* the thread's tg_tape_current() */
+    bool stable;             /* it stayed the same through training */
+    pthread_barrier_t *both; /* NULL when run alone */
+    const tg_tape **other;   /* the other thread's tape, seen after the barrier */
+    bool skipped;            /* shared a tape with the other thread: not trained */
+} default_job;
+
+static void *train_on_default_tape(void *arg)
+{
+    default_job *j = arg;
+    j->tape = tg_tape_current();
+    if (j->both) {
+        pthread_barrier_wait(j->both); /* both alive: their tapes exist at once */
+        if (*j->other == j->tape) {
+            j->skipped = true; /* training on one tape from two threads would corrupt it */
+            return NULL;
+        }
+    }
+    tg_generator g;
+    tg_manual_seed(&g, j->seed);
+    tg_tensor *x = tg_randn(&g, TG_SHAPE(4, 16, 24));
+    tg_tensor *w = tg_requires_grad(tg_randn(&g, TG_SHAPE(24, 24)), true);
+    j->stable = true;
+    for (int step = 0; step < 4; step++) {
+        tg_tensor *h = tg_gelu(tg_affine(x, w, NULL));
+        tg_tensor *a = tg_softmax(tg_matmul(h, tg_transpose(h, 1, 2)), -1);
+        tg_tensor *l = tg_mean(tg_mul(tg_matmul(a, h), h));
+        j->loss = l->data[0];
+        tg_backward(l, NULL);
+        j->stable = j->stable && tg_tape_current() == j->tape && j->tape->n_nodes > 0;
+        tg_tape_reset(NULL);
+    }
+    double gs = 0.0;
+    for (int64_t i = 0; i < w->numel; i++)
+        gs += w->grad[i];
+    j->grad_sum = (float)gs;
+    tg_free(x);
+    tg_free(w);
+    if (j->both && j->seed % 2 == 0)
+        tg_tape_release_default(); /* this thread's; the other's and main's live on */
+    return NULL;
+}
+
+START_TEST(test_default_tape_per_thread)
+{
+    default_job ref[2] = {{.seed = 20}, {.seed = 21}};
+    train_on_default_tape(&ref[0]);
+    train_on_default_tape(&ref[1]);
+    /* an op output on the main thread's default tape, alive across the threads */
+    tg_tape *mine = tg_tape_current();
+    tg_tensor *src = tg_full(TG_SHAPE(1000), 2.0f);
+    tg_tensor *keep = tg_mul_scalar(src, 3.0f);
+
+    pthread_barrier_t both;
+    ck_assert_int_eq(pthread_barrier_init(&both, NULL, 2), 0);
+    default_job par[2] = {{.seed = 20, .both = &both}, {.seed = 21, .both = &both}};
+    par[0].other = (const tg_tape **)&par[1].tape;
+    par[1].other = (const tg_tape **)&par[0].tape;
+    pthread_t t[2];
+    for (int k = 0; k < 2; k++)
+        ck_assert_int_eq(pthread_create(&t[k], NULL, train_on_default_tape, &par[k]), 0);
+    for (int k = 0; k < 2; k++)
+        pthread_join(t[k], NULL);
+    pthread_barrier_destroy(&both);
+
+    ck_assert_msg(par[0].tape != par[1].tape, "two threads share the default tape %p", (void *)par[0].tape);
+    ck_assert_msg(par[0].tape != mine && par[1].tape != mine, "a thread got the main thread's default tape");
+    for (int k = 0; k < 2; k++) {
+        ck_assert(!par[k].skipped && par[k].stable);
+        ck_assert_msg(par[k].loss == ref[k].loss, "thread %d: loss %.9g, alone %.9g", k, (double)par[k].loss,
+                      (double)ref[k].loss);
+        ck_assert_msg(par[k].grad_sum == ref[k].grad_sum, "thread %d: grad sum %.9g, alone %.9g", k,
+                      (double)par[k].grad_sum, (double)ref[k].grad_sum);
+    }
+    /* the main thread's default tape was neither replaced nor freed */
+    ck_assert_ptr_eq(tg_tape_current(), mine);
+    for (int i = 0; i < 1000; i++)
+        ck_assert(keep->data[i] == 6.0f);
+    tg_tape_reset(NULL);
+    tg_free(src);
+}
+END_TEST
+
 static Suite *autograd_suite(void)
 {
     Suite *s = suite_create("autograd");
@@ -1632,6 +1724,7 @@ static Suite *autograd_suite(void)
     tcase_add_test(tc, test_tape_print_names_ops);
     tcase_add_test(tc, test_view_shares_data);
     tcase_add_test(tc, test_gradcheck_custom_op_and_detects_wrong_grad);
+    tcase_add_test(tc, test_default_tape_per_thread);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("errors");
