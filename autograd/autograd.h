@@ -74,14 +74,16 @@ typedef struct tg_tape {
 
 tg_tape *tg_tape_new(void);
 void tg_tape_free(tg_tape *t);
-/* The tape ops record on (per thread). A default one is made on first use. */
+/* The tape ops record on (per thread). Each thread has its own default tape,
+ * made on first use. */
 tg_tape *tg_tape_current(void);
 /* Makes t current (NULL: the default) and returns the previous one. */
 tg_tape *tg_tape_use(tg_tape *t);
 /* Forgets all entries and releases every op output; leaves are untouched.
  * NULL means the current tape. */
 void tg_tape_reset(tg_tape *t);
-/* Frees the default tape's memory (for leak checkers at exit). */
+/* Frees the calling thread's default tape (for leak checkers at exit); a
+ * thread's default tape is also freed when the thread exits. */
 void tg_tape_release_default(void);
 /* Prints one line per entry, "#57 tg_softmax  trf_blocks.1.att  [8,4,32,32] -> [8,4,32,32]"
  * (op, module path or "-", input shapes, named leaves in parentheses, the

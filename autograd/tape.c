@@ -3,11 +3,17 @@
 #include "autograd.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
-static tg_tape g_default_tape;            /* lazily initialised, see current() */
+/* Each thread has its own default tape, made on first use and freed when the
+ * thread exits (a pthread key's destructor, as the gemm scratch does) or by
+ * tg_tape_release_default() in that thread. */
+static _Thread_local tg_tape *t_default;
 static _Thread_local tg_tape *g_current;
+static pthread_key_t g_default_key;
+static pthread_once_t g_default_once = PTHREAD_ONCE_INIT;
 
 static void tape_init(tg_tape *t)
 {
@@ -37,16 +43,42 @@ static void tape_release(tg_tape *t)
     memset(t, 0, sizeof *t);
 }
 
-void tg_tape_free(tg_tape *t)
+/* Runs at thread exit with the exiting thread's default tape. */
+static void default_destructor(void *p)
 {
+    tg_tape *t = p;
+    if (t_default == t) /* a later destructor may still run ops: it gets a new tape */
+        t_default = NULL;
+    if (g_current == t)
+        g_current = NULL;
+    tape_release(t);
+    free(t);
+}
+static void default_key_init(void) { pthread_key_create(&g_default_key, default_destructor); }
+
+void tg_tape_release_default(void)
+{
+    tg_tape *t = t_default;
     if (!t)
         return;
     if (g_current == t)
         g_current = NULL;
-    if (t == &g_default_tape) {
-        tape_release(t);
+    t_default = NULL;
+    pthread_setspecific(g_default_key, NULL);
+    tape_release(t);
+    free(t);
+}
+
+void tg_tape_free(tg_tape *t)
+{
+    if (!t)
+        return;
+    if (t == t_default) {
+        tg_tape_release_default();
         return;
     }
+    if (g_current == t)
+        g_current = NULL;
     tape_release(t);
     free(t);
 }
@@ -54,9 +86,12 @@ void tg_tape_free(tg_tape *t)
 tg_tape *tg_tape_current(void)
 {
     if (!g_current) {
-        if (!g_default_tape.arena)
-            tape_init(&g_default_tape);
-        g_current = &g_default_tape;
+        if (!t_default) {
+            pthread_once(&g_default_once, default_key_init);
+            t_default = tg_tape_new();
+            pthread_setspecific(g_default_key, t_default);
+        }
+        g_current = t_default;
     }
     return g_current;
 }
@@ -78,14 +113,6 @@ void tg_tape_reset(tg_tape *t)
     t->n_free_grads = 0;
     t->scope = 0;
     tg_arena_reset(t->arena);
-}
-
-void tg_tape_release_default(void)
-{
-    if (g_current == &g_default_tape)
-        g_current = NULL;
-    if (g_default_tape.arena)
-        tape_release(&g_default_tape);
 }
 
 bool tg_set_grad_enabled(bool on)

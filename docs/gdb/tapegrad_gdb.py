@@ -151,7 +151,7 @@ def tensor_name(t):
 
 
 def current_tape():
-    """The current thread's tape (tape.c's g_current), else the default one.
+    """The current thread's tape (tape.c's g_current), else its default one.
     Only variables are read: no call into the program."""
     try:
         sym = gdb.lookup_static_symbol("g_current")
@@ -161,10 +161,14 @@ def current_tape():
                 return p.dereference()
     except gdb.error:
         pass
-    sym = gdb.lookup_static_symbol("g_default_tape")
+    # each thread's default tape (tape.c's t_default, a thread-local pointer)
+    sym = gdb.lookup_static_symbol("t_default")
     if sym is None:
         raise gdb.GdbError("no tapegrad tape in this program (is it built with make debug?)")
-    return sym.value()
+    p = sym.value()
+    if int(p) == 0:
+        raise gdb.GdbError("this thread has no tape yet (no op has run in it)")
+    return p.dereference()
 
 
 def as_tape(val):
