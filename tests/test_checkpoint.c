@@ -4,6 +4,9 @@
  * Files are written to a fresh temp directory. Corrupt files are built byte
  * by byte (header text + data), so every check names exactly what is wrong;
  * the expected error code is asserted, and the message must name the file.
+ *
+ * This suite is linked with -Wl,--wrap=strcmp, so that the name lookups of
+ * files with 100k entries can be counted (every name comparison is a strcmp).
  */
 #include "testutil.h"
 
@@ -739,6 +742,145 @@ START_TEST(test_text_load)
 }
 END_TEST
 
+/* ---------------------------------------------------------------- lookups scale
+ * Every name lookup (the duplicate checks when saving and parsing, tg_st_find,
+ * tg_st_load_params, the metadata map) takes O(1) or O(log n) comparisons: on
+ * 100k entries each phase may make at most 40 per entry, where a linear scan
+ * makes ~n/2 = 50,000. Counted, not timed; a phase over budget stops at once. */
+int __real_strcmp(const char *a, const char *b);
+static long long g_cmp_count = -1; /* < 0: not counting */
+static long long g_cmp_budget;
+static const char *g_cmp_phase;
+
+int __wrap_strcmp(const char *a, const char *b)
+{
+    if (g_cmp_count >= 0 && ++g_cmp_count > g_cmp_budget) {
+        g_cmp_count = -1;
+        ck_abort_msg("%s: more than %lld name comparisons for 100000 entries (a linear scan?)", g_cmp_phase,
+                     g_cmp_budget);
+    }
+    return __real_strcmp(a, b);
+}
+
+#define LOOKUP_N 100000
+static void count_start(const char *phase)
+{
+    g_cmp_phase = phase;
+    g_cmp_budget = 40LL * LOOKUP_N;
+    g_cmp_count = 0;
+}
+static long long count_stop(void)
+{
+    long long n = g_cmp_count;
+    g_cmp_count = -1;
+    return n;
+}
+
+START_TEST(test_lookups_scale)
+{
+    char p[512], name[64], val[64];
+    tg_tensor *t = tg_full(TG_SHAPE(1), 0.5f);
+    tg_params ps;
+    tg_params_init(&ps);
+    for (int i = 0; i < LOOKUP_N; i++) { /* a scrambled order: not sorted, not reverse */
+        snprintf(name, sizeof name, "h.%d.w", (int)(((long long)i * 7919) % LOOKUP_N));
+        tg_params_add(&ps, NULL, name, t);
+    }
+    tg_st_meta meta;
+    tg_st_meta_init(&meta);
+    count_start("tg_st_meta_set");
+    for (int i = 0; i < LOOKUP_N; i++) {
+        snprintf(name, sizeof name, "k%d", (int)(((long long)i * 7919) % LOOKUP_N));
+        snprintf(val, sizeof val, "%d", i);
+        tg_st_meta_set(&meta, name, val);
+    }
+    tg_st_meta_set(&meta, "k7", "replaced"); /* an existing key is replaced, not added */
+    count_stop();
+    ck_assert_int_eq(meta.n, LOOKUP_N);
+    ck_assert_str_eq(tg_st_meta_get(&meta, "k7"), "replaced");
+
+    tg_st_error err;
+    count_start("tg_st_save");
+    int rc = tg_st_save(tmp_path(p, "many.safetensors"), &ps, &meta, &err);
+    count_stop();
+    ck_assert_msg(rc == 0, "%s", err.msg);
+
+    tg_st_file *f;
+    count_start("tg_st_open");
+    rc = tg_st_open(p, &f, &err);
+    count_stop();
+    ck_assert_msg(rc == 0, "%s", err.msg);
+    ck_assert_int_eq(tg_st_count(f), LOOKUP_N);
+
+    count_start("tg_st_find");
+    for (int i = 0; i < LOOKUP_N; i++) {
+        snprintf(name, sizeof name, "h.%d.w", i);
+        ck_assert_ptr_nonnull(tg_st_find(f, name));
+        snprintf(name, sizeof name, "h.%d.x", i);
+        ck_assert_ptr_null(tg_st_find(f, name));
+    }
+    count_stop();
+
+    count_start("tg_st_meta_get");
+    const tg_st_meta *fm = tg_st_metadata(f);
+    for (int i = 0; i < LOOKUP_N; i += 1) {
+        snprintf(name, sizeof name, "k%d", i);
+        ck_assert_ptr_nonnull(tg_st_meta_get(fm, name));
+    }
+    ck_assert_ptr_null(tg_st_meta_get(fm, "k-1"));
+    count_stop();
+    ck_assert_str_eq(tg_st_meta_get(fm, "k7"), "replaced");
+
+    count_start("tg_st_load_params");
+    rc = tg_st_load_params(f, &ps, NULL, NULL, &err);
+    count_stop();
+    ck_assert_msg(rc == 0, "%s", err.msg);
+    tg_st_close(f);
+
+    /* duplicates are still found among them, when saving and when parsing */
+    tg_params_add(&ps, NULL, "h.4242.w", t);
+    count_start("tg_st_save (duplicate)");
+    rc = tg_st_save(tmp_path(p, "dup.safetensors"), &ps, NULL, &err);
+    count_stop();
+    ck_assert_int_eq(rc, TG_ST_EJSON);
+    ck_assert_msg(strstr(err.msg, "tensor name 'h.4242.w' appears twice") != NULL, "%s", err.msg);
+    tg_params_free(&ps);
+    tg_st_meta_free(&meta);
+    tg_free(t);
+}
+END_TEST
+
+START_TEST(test_lookups_scale_duplicate_in_file)
+{
+    /* a header with 100k tensors, one name twice: rejected, in few comparisons */
+    size_t cap = (size_t)(LOOKUP_N + 1) * 96 + 256, n = 0;
+    char *h = malloc(cap);
+    n += (size_t)snprintf(h + n, cap - n, "{");
+    for (int i = 0; i <= LOOKUP_N; i++) {
+        int id = i == LOOKUP_N ? 777 : (int)(((long long)i * 7919) % LOOKUP_N);
+        n += (size_t)snprintf(h + n, cap - n, "%s\"h.%d.w\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[%d,%d]}",
+                              i ? "," : "", id, 4 * i, 4 * i + 4);
+    }
+    n += (size_t)snprintf(h + n, cap - n, "}");
+    while (n % 8)
+        h[n++] = ' ';
+    size_t total = 8 + n + 4 * ((size_t)LOOKUP_N + 1);
+    unsigned char *buf = calloc(1, total);
+    for (int b = 0; b < 8; b++)
+        buf[b] = (unsigned char)((uint64_t)n >> (8 * b));
+    memcpy(buf + 8, h, n);
+    free(h);
+    tg_st_file *f;
+    tg_st_error err;
+    count_start("tg_st_open_mem (duplicate)");
+    int rc = tg_st_open_mem(buf, total, "dup.safetensors", &f, &err);
+    count_stop();
+    free(buf);
+    ck_assert_int_eq(rc, TG_ST_EJSON);
+    ck_assert_msg(strstr(err.msg, "tensor 'h.777.w' appears twice") != NULL, "%s", err.msg);
+}
+END_TEST
+
 static Suite *checkpoint_suite(void)
 {
     Suite *s = suite_create("checkpoint");
@@ -756,6 +898,8 @@ static Suite *checkpoint_suite(void)
     tcase_add_test(tc, test_gpt_checkpoint_extras);
     tcase_add_test(tc, test_atomic_failed_writes);
     tcase_add_test(tc, test_mutations_never_crash);
+    tcase_add_test(tc, test_lookups_scale);
+    tcase_add_test(tc, test_lookups_scale_duplicate_in_file);
     suite_add_tcase(s, tc);
     TCase *tt = tcase_create("tokenizers");
     tcase_add_checked_fixture(tt, setup_dir, teardown_dir);
