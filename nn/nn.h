@@ -462,7 +462,11 @@ const char *tg_st_code_name(tg_st_code code);
 
 /* __metadata__: an ordered string -> string map (copies its strings). */
 typedef struct { char *key, *value; } tg_st_kv;
-typedef struct { tg_st_kv *items; int n, cap; } tg_st_meta;
+typedef struct {
+    tg_st_kv *items;   /* in insertion order */
+    int n, cap;
+    void *index;       /* private: hash index of the keys (O(1) set and get) */
+} tg_st_meta;
 void tg_st_meta_init(tg_st_meta *m);
 void tg_st_meta_free(tg_st_meta *m);
 void tg_st_meta_set(tg_st_meta *m, const char *key, const char *value);  /* adds or replaces */

@@ -25,6 +25,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -83,6 +84,91 @@ const char *tg_st_code_name(tg_st_code code)
     return "unknown error";
 }
 
+/* ---------------------------------------------------------------- name index
+ * Every lookup by name (metadata keys, tensor names when saving, parsing and
+ * loading) goes through a hash index: open addressing with linear probing,
+ * FNV-1a, at most half full, so a lookup makes O(1) name comparisons on
+ * average and a file of n entries is handled in O(n), not O(n^2). The index
+ * maps a name to a position in an array of records (stride bytes each) whose
+ * name pointer sits at byte offset off. */
+typedef struct {
+    uint32_t hash;
+    int pos;          /* position + 1; 0: empty slot */
+} st_slot;
+typedef struct {
+    st_slot *slot;
+    size_t cap;       /* a power of two, or 0 */
+    int n;
+} st_index;
+
+static uint32_t name_hash(const char *s)
+{
+    uint32_t h = 2166136261u;
+    for (const unsigned char *c = (const unsigned char *)s; *c; c++)
+        h = (h ^ *c) * 16777619u;
+    return h;
+}
+
+static const char *rec_name(const void *base, size_t stride, size_t off, int i)
+{
+    const char *const *p = (const char *const *)((const char *)base + (size_t)i * stride + off);
+    return *p;
+}
+
+/* Position of name in the records, or -1. */
+static int index_find(const st_index *x, const void *base, size_t stride, size_t off, const char *name)
+{
+    if (x->cap == 0)
+        return -1;
+    uint32_t h = name_hash(name);
+    for (size_t i = h & (x->cap - 1);; i = (i + 1) & (x->cap - 1)) {
+        const st_slot *s = &x->slot[i];
+        if (s->pos == 0)
+            return -1;
+        if (s->hash == h && strcmp(rec_name(base, stride, off, s->pos - 1), name) == 0)
+            return s->pos - 1;
+    }
+}
+
+static void index_put(st_slot *slot, size_t cap, uint32_t h, int pos)
+{
+    size_t i = h & (cap - 1);
+    while (slot[i].pos != 0)
+        i = (i + 1) & (cap - 1);
+    slot[i].hash = h;
+    slot[i].pos = pos + 1;
+}
+
+/* Adds record pos (its name must not be in the index yet). false: out of memory. */
+static bool index_add(st_index *x, const void *base, size_t stride, size_t off, int pos)
+{
+    if ((size_t)(x->n + 1) * 2 > x->cap) {
+        size_t cap = x->cap ? 2 * x->cap : 16;
+        st_slot *slot = calloc(cap, sizeof *slot);
+        if (!slot)
+            return false;
+        for (size_t i = 0; i < x->cap; i++)
+            if (x->slot[i].pos)
+                index_put(slot, cap, x->slot[i].hash, x->slot[i].pos - 1);
+        free(x->slot);
+        x->slot = slot;
+        x->cap = cap;
+    }
+    index_put(x->slot, x->cap, name_hash(rec_name(base, stride, off, pos)), pos);
+    x->n++;
+    return true;
+}
+
+static void index_free(st_index *x)
+{
+    free(x->slot);
+    memset(x, 0, sizeof *x);
+}
+
+#define KV_NAME sizeof(tg_st_kv), offsetof(tg_st_kv, key)
+#define PARAM_NAME sizeof(tg_param), offsetof(tg_param, name)
+#define ENTRY_NAME sizeof(tg_st_entry), offsetof(tg_st_entry, name)
+
 /* ---------------------------------------------------------------- metadata */
 
 void tg_st_meta_init(tg_st_meta *m) { memset(m, 0, sizeof *m); }
@@ -94,6 +180,10 @@ void tg_st_meta_free(tg_st_meta *m)
         free(m->items[i].value);
     }
     free(m->items);
+    if (m->index) {
+        index_free(m->index);
+        free(m->index);
+    }
     memset(m, 0, sizeof *m);
 }
 
@@ -110,13 +200,15 @@ static char *st_strndup(const char *s, size_t n)
 /* Takes ownership of key and value (both malloc'd). Returns false on OOM. */
 static bool meta_put_owned(tg_st_meta *m, char *key, char *value)
 {
-    for (int i = 0; i < m->n; i++)
-        if (strcmp(m->items[i].key, key) == 0) {
-            free(m->items[i].value);
-            m->items[i].value = value;
-            free(key);
-            return true;
-        }
+    if (!m->index && !(m->index = calloc(1, sizeof(st_index))))
+        return false;
+    int i = index_find(m->index, m->items, KV_NAME, key);
+    if (i >= 0) {
+        free(m->items[i].value);
+        m->items[i].value = value;
+        free(key);
+        return true;
+    }
     if (m->n == m->cap) {
         int cap = m->cap ? 2 * m->cap : 8;
         tg_st_kv *items = realloc(m->items, (size_t)cap * sizeof *items);
@@ -127,6 +219,8 @@ static bool meta_put_owned(tg_st_meta *m, char *key, char *value)
     }
     m->items[m->n].key = key;
     m->items[m->n].value = value;
+    if (!index_add(m->index, m->items, KV_NAME, m->n))
+        return false;
     m->n++;
     return true;
 }
@@ -153,10 +247,12 @@ void tg_st_meta_setf(tg_st_meta *m, const char *key, const char *fmt, ...)
 
 const char *tg_st_meta_get(const tg_st_meta *m, const char *key)
 {
-    for (int i = 0; i < m->n; i++)
-        if (strcmp(m->items[i].key, key) == 0)
-            return m->items[i].value;
-    return NULL;
+    if (!m->index) /* filled by hand (or empty): no index to ask */
+        for (int i = 0; i < m->n; i++)
+            if (strcmp(m->items[i].key, key) == 0)
+                return m->items[i].value;
+    int i = m->index ? index_find(m->index, m->items, KV_NAME, key) : -1;
+    return i >= 0 ? m->items[i].value : NULL;
 }
 
 /* ---------------------------------------------------------------- little endian */
@@ -272,14 +368,22 @@ static bool is_valid_utf8(const unsigned char *s, size_t n);
 int tg_st_save(const char *path, const tg_params *tensors, const tg_st_meta *meta, tg_st_error *err)
 {
     /* Validate names first: JSON strings must be valid UTF-8 and unique. */
+    st_index names = {0};
     for (int i = 0; i < tensors->n; i++) {
         const char *nm = tensors->items[i].name;
+        int rc = 0;
         if (!is_valid_utf8((const unsigned char *)nm, strlen(nm)) || strcmp(nm, "__metadata__") == 0)
-            return st_fail(err, TG_ST_EJSON, path, "cannot save tensor name '%s'", nm);
-        for (int j = 0; j < i; j++)
-            if (strcmp(tensors->items[j].name, nm) == 0)
-                return st_fail(err, TG_ST_EJSON, path, "tensor name '%s' appears twice", nm);
+            rc = st_fail(err, TG_ST_EJSON, path, "cannot save tensor name '%s'", nm);
+        else if (index_find(&names, tensors->items, PARAM_NAME, nm) >= 0)
+            rc = st_fail(err, TG_ST_EJSON, path, "tensor name '%s' appears twice", nm);
+        else if (!index_add(&names, tensors->items, PARAM_NAME, i))
+            rc = st_fail(err, TG_ST_ENOMEM, path, "out of memory");
+        if (rc) {
+            index_free(&names);
+            return rc;
+        }
     }
+    index_free(&names);
     if (meta)
         for (int i = 0; i < meta->n; i++)
             if (!is_valid_utf8((const unsigned char *)meta->items[i].key, strlen(meta->items[i].key)) ||
@@ -369,6 +473,7 @@ struct tg_st_file {
     uint64_t data_len;
     tg_st_entry *entries;
     int n, cap;
+    st_index names;          /* entries by name */
     tg_st_meta meta;
 };
 
@@ -754,10 +859,7 @@ static bool parse_tensor(jp *p, tg_st_entry *e, char *dtype, size_t dtype_size)
 
 static int find_entry(const tg_st_file *f, const char *name)
 {
-    for (int i = 0; i < f->n; i++)
-        if (strcmp(f->entries[i].name, name) == 0)
-            return i;
-    return -1;
+    return index_find(&f->names, f->entries, ENTRY_NAME, name);
 }
 
 /* The whole header; entry dtypes are collected for the checks that follow. */
@@ -809,6 +911,10 @@ static bool parse_header(jp *p, tg_st_file *f, char (**dtypes)[16])
                 e->name = k;
                 (*dtypes)[f->n][0] = '\0';
                 f->n++;
+                if (!index_add(&f->names, f->entries, ENTRY_NAME, f->n - 1)) {
+                    p->code = st_fail(p->err, TG_ST_ENOMEM, p->label, "out of memory parsing the header");
+                    return false;
+                }
                 if (!parse_tensor(p, e, (*dtypes)[f->n - 1], sizeof **dtypes))
                     return false;
             }
@@ -899,6 +1005,7 @@ void tg_st_close(tg_st_file *f)
     for (int i = 0; i < f->n; i++)
         free(f->entries[i].name);
     free(f->entries);
+    index_free(&f->names);
     tg_st_meta_free(&f->meta);
     free(f->buf);
     free(f->label);
@@ -1068,14 +1175,23 @@ int tg_st_load_params(const tg_st_file *f, const tg_params *params, tg_st_extra_
         if (!entry_matches(e, params->items[i].t))
             return shape_error(f, e, params->items[i].t, err);
     }
+    st_index wanted = {0};
+    for (int i = 0; i < params->n; i++)
+        if (index_find(&wanted, params->items, PARAM_NAME, params->items[i].name) < 0 &&
+            !index_add(&wanted, params->items, PARAM_NAME, i)) {
+            index_free(&wanted);
+            return st_fail(err, TG_ST_ENOMEM, f->label, "out of memory");
+        }
     for (int i = 0; i < f->n; i++) {
         const char *nm = f->entries[i].name;
-        if (tg_params_find(params, nm))
+        if (index_find(&wanted, params->items, PARAM_NAME, nm) >= 0)
             continue;
         if (allow_extra && allow_extra(&f->entries[i], ctx))
             continue;
+        index_free(&wanted);
         return st_fail(err, TG_ST_EEXTRA, f->label, "unexpected tensor '%.60s' (not a parameter of this model)", nm);
     }
+    index_free(&wanted);
     for (int i = 0; i < params->n; i++) {
         const tg_st_entry *e = tg_st_find(f, params->items[i].name);
         floats_from_le(params->items[i].t->data, f->data + e->begin, e->numel);
