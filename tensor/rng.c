@@ -286,18 +286,32 @@ void tg_random_mask(tg_generator *g, int64_t n, double p, float on, float *v)
     }
 }
 
-/* bits[k / 64] bit k % 64 = (double uniform < p) for k < n: the same draws
- * as tg_random_mask, one bit per element (dropout's mask, packed). */
+/* bits[e / 64] bit e % 64 |= (double uniform < p) for e = k0 + k, k < take:
+ * whole 64-element words go through a byte array the compiler vectorises. */
+static inline uint8_t keep_draw(const uint32_t *s, int64_t k, uint64_t threshold)
+{
+    const uint64_t hi = temper(s[2 * k]), lo = temper(s[2 * k + 1]);
+    return (((hi << 32) | lo) & ((1ull << 53) - 1)) < threshold;
+}
+
 TG_TARGET_CLONES
 static void bits_block(const uint32_t *restrict s, int64_t k0, int64_t take, uint64_t threshold,
                        uint64_t *restrict bits)
 {
-    for (int64_t k = 0; k < take; k++) {
-        const uint64_t hi = temper(s[2 * k]), lo = temper(s[2 * k + 1]);
-        const uint64_t m = ((hi << 32) | lo) & ((1ull << 53) - 1);
-        const int64_t e = k0 + k;
-        bits[e >> 6] |= (uint64_t)(m < threshold) << (e & 63);
+    int64_t k = 0;
+    for (; k < take && ((k0 + k) & 63) != 0; k++)
+        bits[(k0 + k) >> 6] |= (uint64_t)keep_draw(s, k, threshold) << ((k0 + k) & 63);
+    for (; k + 64 <= take; k += 64) {
+        uint8_t b[64];
+        for (int i = 0; i < 64; i++)
+            b[i] = keep_draw(s, k + i, threshold);
+        uint64_t w = 0;
+        for (int i = 0; i < 64; i++)
+            w |= (uint64_t)b[i] << i;
+        bits[(k0 + k) >> 6] = w;
     }
+    for (; k < take; k++)
+        bits[(k0 + k) >> 6] |= (uint64_t)keep_draw(s, k, threshold) << ((k0 + k) & 63);
 }
 
 void tg_random_bits(tg_generator *g, int64_t n, double p, uint64_t *bits)

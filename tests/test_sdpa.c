@@ -18,7 +18,8 @@ static tg_tensor *composed(tg_tensor *q, tg_tensor *k, tg_tensor *v, float p, bo
                            tg_tensor **weights)
 {
     const int T = q->shape[q->ndim - 2], hd = q->shape[q->ndim - 1];
-    tg_tensor *mask = tg_triu(tg_ones(TG_SHAPE(T, T)), 1);
+    tg_tensor *mask = tg_ones(TG_SHAPE(T, T));
+    tg_triu_(mask, 1);
     tg_tensor *s = tg_matmul(q, tg_transpose(k, -2, -1));
     s = tg_masked_fill(s, mask, -INFINITY);
     tg_tensor *w = tg_softmax(tg_mul_scalar(s, (float)(1.0 / sqrt((double)hd))), -1);

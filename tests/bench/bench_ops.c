@@ -3,7 +3,8 @@
  *   bench_ops peak  --threads N   the FP32 FMA peak: N threads each run a loop
  *                                 of independent fused multiply-adds
  *   bench_ops gemm  --threads N   GFLOP/s of the training step's gemm shapes
- *   bench_ops attn  --threads N   one attention layer (forward + backward)
+ *   bench_ops attn  --threads N   one causal attention layer, forward and
+ *                                 backward (tg_sdpa_causal, dropout 0.1)
  *
  * One key=value line per measurement; each figure is the median of 5 timed
  * batches of about 0.1 s. bench_ops.py measures the same in PyTorch.
@@ -195,10 +196,44 @@ static int run_gemm(int threads)
     return 0;
 }
 
+/* ---------------------------------------------------------------- attention */
+
+typedef struct {
+    tg_tensor *q, *k, *v, *dy;
+    tg_generator g;
+} attn_ctx;
+
+static void attn_call(void *vctx)
+{
+    attn_ctx *c = vctx;
+    tg_backward(tg_sdpa_causal(c->q, c->k, c->v, 0.1f, true, &c->g, NULL), c->dy);
+    tg_tape_reset(NULL);
+}
+
+static int run_attn(int threads)
+{
+    const int B = 8, H = 8, T = 128, hd = 32; /* config c's attention */
+    attn_ctx c;
+    tg_manual_seed(&c.g, 1);
+    c.q = tg_requires_grad(tg_randn(&c.g, TG_SHAPE(B, H, T, hd)), true);
+    c.k = tg_requires_grad(tg_randn(&c.g, TG_SHAPE(B, H, T, hd)), true);
+    c.v = tg_requires_grad(tg_randn(&c.g, TG_SHAPE(B, H, T, hd)), true);
+    c.dy = tg_randn(&c.g, TG_SHAPE(B, H, T, hd));
+    const double t = time_per_call(attn_call, &c);
+    printf("bench=attn impl=tapegrad threads=%d B=%d H=%d T=%d hd=%d dropout=0.1 ms=%.3f\n", threads, B, H, T, hd,
+           t * 1e3);
+    tg_free(c.q);
+    tg_free(c.k);
+    tg_free(c.v);
+    tg_free(c.dy);
+    tg_tape_release_default();
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        fprintf(stderr, "usage: bench_ops peak|gemm [--threads N]\n");
+        fprintf(stderr, "usage: bench_ops peak|gemm|attn [--threads N]\n");
         return 2;
     }
     int threads = 1;
@@ -214,6 +249,8 @@ int main(int argc, char **argv)
         return run_peak(threads);
     if (!strcmp(argv[1], "gemm"))
         return run_gemm(threads);
+    if (!strcmp(argv[1], "attn"))
+        return run_attn(threads);
     fprintf(stderr, "bench_ops: unknown mode %s\n", argv[1]);
     return 2;
 }

@@ -2,8 +2,10 @@
 """tests/bench/bench_ops.py — the PyTorch side of bench_ops.c, same shapes,
 same timing (median of 5 batches of about 0.1 s), same key=value lines.
   bench_ops.py gemm --threads N      torch.mm / torch.bmm
+  bench_ops.py attn --threads N      one causal attention layer, forward + backward,
+                                     composed as the book writes it
   bench_ops.py blas                  the libblas.so.3 this process maps"""
-import argparse, os, statistics, sys, time
+import argparse, ctypes, os, statistics, sys, time
 
 import torch
 
@@ -59,7 +61,30 @@ def main():
         torch.mm(torch.ones(2, 2), torch.ones(2, 2))  # make sure the BLAS is loaded
         p = blas_path()
         kind = "openblas" if "openblas" in p else ("reference" if "/blas/" in p else "other")
-        print("bench=blas impl=pytorch torch=%s blas=%s kind=%s" % (torch.__version__, p, kind))
+        core = "-"
+        if kind == "openblas":
+            lib = ctypes.CDLL(p)
+            lib.openblas_get_corename.restype = ctypes.c_char_p
+            core = lib.openblas_get_corename().decode()
+        print("bench=blas impl=pytorch torch=%s blas=%s kind=%s core=%s coretype_env=%s" % (
+            torch.__version__, p, kind, core, os.environ.get("OPENBLAS_CORETYPE", "-")))
+        return
+    if a.mode == "attn":
+        B, H, T, hd, p = 8, 8, 128, 32, 0.1  # as bench_ops.c: config c's attention
+        q, k, v = (torch.randn(B, H, T, hd, requires_grad=True) for _ in range(3))
+        dy = torch.randn(B, H, T, hd)
+        mask = torch.triu(torch.ones(T, T), diagonal=1).bool()
+        drop = torch.nn.Dropout(p)
+
+        def step():
+            s = q @ k.transpose(2, 3)
+            s = s.masked_fill(mask, -torch.inf)
+            w = torch.softmax(s / hd ** 0.5, dim=-1)
+            (drop(w) @ v).backward(dy)
+            q.grad = k.grad = v.grad = None
+        t = time_per_call(step)
+        print("bench=attn impl=pytorch threads=%d B=%d H=%d T=%d hd=%d dropout=%g ms=%.3f" % (
+            a.threads, B, H, T, hd, p, t * 1e3))
         return
     if a.mode == "gemm":
         with torch.no_grad():

@@ -107,10 +107,15 @@ int main(int argc, char **argv)
     const double med = times[2 + (steps - 2) / 2];
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
+    /* PaLM's MFU numerator: 6 N + 12 L T d per token, N the weights of every
+     * matmul (q, k, v, out_proj, the two FeedForward layers, out_head) */
+    const double d = cfg.emb_dim, L = cfg.n_layers;
+    const double n_matmul = L * 12.0 * d * d + d * cfg.vocab_size;
+    const double flops_per_token = 6.0 * n_matmul + 12.0 * L * T * d;
     printf("impl=tapegrad threads=%d params=%lld step_ms=%.2f tokens_per_s=%.0f peak_rss_mb=%.1f "
-           "warm_mallocs_per_step=%.2f warm_page_faults_per_step=%.0f final_loss=%.4f\n",
+           "warm_mallocs_per_step=%.2f warm_page_faults_per_step=%.0f final_loss=%.4f flops_per_token=%.0f\n",
            threads, (long long)tg_params_numel(tg_gpt_params(m)), med * 1e3, n / med, ru.ru_maxrss / 1024.0,
-           (double)warm_allocs / (steps - 2), (double)warm_faults / (steps - 2), loss);
+           (double)warm_allocs / (steps - 2), (double)warm_faults / (steps - 2), loss, flops_per_token);
     free(x);
     free(y);
     free(times);
