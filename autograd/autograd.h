@@ -247,6 +247,12 @@ tg_tensor *tg_tril(tg_tensor *a, int diagonal);
  * tensor that receives the softmax (before dropout), e.g. for a heatmap. */
 tg_tensor *tg_sdpa_causal(tg_tensor *q, tg_tensor *k, tg_tensor *v, float dropout_p, bool train, tg_generator *g,
                           tg_tensor *weights);
+/* The same on (batch, T, heads, head_dim) inputs and output: the result and
+ * gradients of transpose(tg_sdpa_causal(transpose(q, 1, 2), ...), 1, 2),
+ * bit for bit, without the four transposed copies. weights: NULL or
+ * (batch, heads, T, T). */
+tg_tensor *tg_sdpa_causal_heads_last(tg_tensor *q, tg_tensor *k, tg_tensor *v, float dropout_p, bool train,
+                                     tg_generator *g, tg_tensor *weights);
 
 /* Dropout: in train mode zero each element with probability p (mask drawn
  * from g exactly as torch does) and scale survivors by 1/(1-p). */

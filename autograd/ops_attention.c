@@ -34,11 +34,19 @@ typedef struct {
     const float *dout;
     float *gq, *gk, *gv;
     int T, hd;
+    int H;                   /* heads_last: heads per batch; else 1 */
+    int64_t ld;              /* row stride of q, k, v, out and their grads */
     float scale, keep_scale; /* keep_scale: 1/(1-p), or 0 when p = 1 */
     bool drop;
 } attn_job;
 
 static inline int64_t tri(int i) { return (int64_t)i * (i + 1) / 2; }
+
+/* where head h (of batch h / H, head h % H) starts in q, k, v and out */
+static inline int64_t head_offset(const attn_job *j, int64_t h)
+{
+    return (h / j->H) * j->T * j->ld + (h % j->H) * j->hd;
+}
 
 /* what dropout keeps of x at element e of the (..., T, T) tensor */
 static inline float dropped(const attn_job *j, int64_t e, float x)
@@ -55,13 +63,13 @@ static inline float dropped(const attn_job *j, int64_t e, float x)
  *   blocks, from the block's first row on; the gemm's k range is split at
  *   multiples of TG_GEMM_KC so its summation order is the composed one's). */
 
-static void col_block_gemm(const float *A, int T, int j0, int bn, const float *B, int hd, float *C)
+static void col_block_gemm(const float *A, int T, int j0, int bn, const float *B, int hd, int64_t ld, float *C)
 {
     int ks = j0;
     while (ks < T) {
         const int ke = (ks / TG_GEMM_KC + 1) * TG_GEMM_KC < T ? (ks / TG_GEMM_KC + 1) * TG_GEMM_KC : T;
-        tg_k_gemm_ld(true, false, bn, hd, ke - ks, A + (int64_t)ks * T + j0, T, B + (int64_t)ks * hd, hd,
-                     C + (int64_t)j0 * hd, hd, true);
+        tg_k_gemm_ld(true, false, bn, hd, ke - ks, A + (int64_t)ks * T + j0, T, B + ks * ld, ld, C + j0 * ld, ld,
+                     true);
         ks = ke;
     }
 }
@@ -71,17 +79,17 @@ static void attn_backward_heads(void *vctx, int64_t h0, int64_t h1)
 {
     const attn_job *j = vctx;
     const int T = j->T, hd = j->hd;
+    const int64_t ld = j->ld;
     float *dS = tg_k_scratch(TG_SCRATCH_ATTN_0, (size_t)T * T);
     float *Pd = tg_k_scratch(TG_SCRATCH_ATTN_1, (size_t)T * T);
     for (int64_t h = h0; h < h1; h++) {
-        const int64_t off = h * T * hd;
+        const int64_t off = head_offset(j, h);
         const float *q = j->q + off, *k = j->k + off, *v = j->v + off, *dout = j->dout + off;
         const float *P = j->P + h * tri(T);
         for (int i0 = 0; i0 < T; i0 += BLK) {
             const int i1 = i0 + BLK < T ? i0 + BLK : T;
             /* dPd[i0:i1, 0:i1] = dout[i0:i1] v[0:i1]^T */
-            tg_k_gemm_ld(false, true, i1 - i0, i1, hd, dout + (int64_t)i0 * hd, hd, v, hd, dS + (int64_t)i0 * T, T,
-                         false);
+            tg_k_gemm_ld(false, true, i1 - i0, i1, hd, dout + i0 * ld, ld, v, ld, dS + (int64_t)i0 * T, T, false);
             for (int i = i0; i < i1; i++) {
                 float *ds = dS + (int64_t)i * T, *pd = Pd + (int64_t)i * T;
                 const float *p = P + tri(i);
@@ -100,15 +108,15 @@ static void attn_backward_heads(void *vctx, int64_t h0, int64_t h1)
                     ds[c] = pd[c] = 0.0f;
             }
             if (j->gq) /* dq[i0:i1] += dS[i0:i1, 0:i1] k[0:i1] */
-                tg_k_gemm_ld(false, false, i1 - i0, hd, i1, dS + (int64_t)i0 * T, T, k, hd, j->gq + off + i0 * hd,
-                             hd, true);
+                tg_k_gemm_ld(false, false, i1 - i0, hd, i1, dS + (int64_t)i0 * T, T, k, ld, j->gq + off + i0 * ld,
+                             ld, true);
         }
         for (int j0 = 0; j0 < T; j0 += BLK) {
             const int bn = j0 + BLK < T ? BLK : T - j0;
             if (j->gv)
-                col_block_gemm(Pd, T, j0, bn, dout, hd, j->gv + off);
+                col_block_gemm(Pd, T, j0, bn, dout, hd, ld, j->gv + off);
             if (j->gk)
-                col_block_gemm(dS, T, j0, bn, q, hd, j->gk + off);
+                col_block_gemm(dS, T, j0, bn, q, hd, ld, j->gk + off);
         }
     }
 }
@@ -122,8 +130,7 @@ static void sdpa_backward(tg_node *n)
     j.gq = tg_grad_of(n->in[0]);
     j.gk = tg_grad_of(n->in[1]);
     j.gv = tg_grad_of(n->in[2]);
-    const int64_t heads = n->out->numel / ((int64_t)j.T * j.hd);
-    tg_parallel_for(heads, 1, attn_backward_heads, &j);
+    tg_parallel_for(n->out->numel / ((int64_t)j.T * j.hd), 1, attn_backward_heads, &j);
 }
 
 /* ---------------------------------------------------------------- forward
@@ -136,14 +143,15 @@ static void attn_forward_heads(void *vctx, int64_t h0, int64_t h1)
 {
     const attn_job *j = vctx;
     const int T = j->T, hd = j->hd;
+    const int64_t ld = j->ld;
     float *S = tg_k_scratch(TG_SCRATCH_ATTN_0, (size_t)BLK * T);
     for (int64_t h = h0; h < h1; h++) {
-        const int64_t off = h * T * hd;
+        const int64_t off = head_offset(j, h);
         const float *q = j->q + off, *k = j->k + off, *v = j->v + off;
         float *P = j->P + h * tri(T);
         for (int i0 = 0; i0 < T; i0 += BLK) {
             const int i1 = i0 + BLK < T ? i0 + BLK : T, n = i1;
-            tg_k_gemm_ld(false, true, i1 - i0, n, hd, q + (int64_t)i0 * hd, hd, k, hd, S, n, false);
+            tg_k_gemm_ld(false, true, i1 - i0, n, hd, q + i0 * ld, ld, k, ld, S, n, false);
             for (int i = i0; i < i1; i++) {
                 float *s = S + (int64_t)(i - i0) * n, *p = P + tri(i);
                 float mx = -INFINITY;
@@ -172,43 +180,50 @@ static void attn_forward_heads(void *vctx, int64_t h0, int64_t h1)
                     memset(w + i + 1, 0, (size_t)(T - i - 1) * sizeof(float));
                 }
             }
-            tg_k_gemm_ld(false, false, i1 - i0, hd, n, S, n, v, hd, j->out + off + (int64_t)i0 * hd, hd, false);
+            tg_k_gemm_ld(false, false, i1 - i0, hd, n, S, n, v, ld, j->out + off + i0 * ld, ld, false);
         }
     }
 }
 
-tg_tensor *tg_sdpa_causal(tg_tensor *q, tg_tensor *k, tg_tensor *v, float dropout_p, bool train, tg_generator *g,
-                          tg_tensor *weights)
+/* heads_last: q, k, v (B, T, H, hd), else (..., T, hd) */
+static tg_tensor *sdpa(const char *op, tg_tensor *q, tg_tensor *k, tg_tensor *v, float dropout_p, bool train,
+                       tg_generator *g, tg_tensor *weights, bool heads_last)
 {
     char b1[64], b2[64], b3[64];
-    tg_check_ptr("tg_sdpa_causal", q, "query");
-    tg_check_ptr("tg_sdpa_causal", k, "key");
-    tg_check_ptr("tg_sdpa_causal", v, "value");
-    if (q->ndim < 2 || k->ndim != q->ndim || v->ndim != q->ndim ||
-        memcmp(q->shape, k->shape, sizeof(int) * (size_t)q->ndim) != 0 ||
+    tg_check_ptr(op, q, "query");
+    tg_check_ptr(op, k, "key");
+    tg_check_ptr(op, v, "value");
+    if (q->ndim < (heads_last ? 4 : 2) || (heads_last && q->ndim != 4) || k->ndim != q->ndim ||
+        v->ndim != q->ndim || memcmp(q->shape, k->shape, sizeof(int) * (size_t)q->ndim) != 0 ||
         memcmp(q->shape, v->shape, sizeof(int) * (size_t)q->ndim) != 0)
-        tg_error("tg_sdpa_causal", "query %s, key %s and value %s must have one shape (..., T, head_dim)",
-                 SHAPE(b1, q), SHAPE(b2, k), SHAPE(b3, v));
+        tg_error(op, "query %s, key %s and value %s must have one shape %s", SHAPE(b1, q), SHAPE(b2, k),
+                 SHAPE(b3, v), heads_last ? "(batch, T, heads, head_dim)" : "(..., T, head_dim)");
     if (!(dropout_p >= 0.0f && dropout_p <= 1.0f))
-        tg_error("tg_sdpa_causal", "dropout probability has to be between 0 and 1, but got %g", dropout_p);
-    const int T = q->shape[q->ndim - 2], hd = q->shape[q->ndim - 1];
+        tg_error(op, "dropout probability has to be between 0 and 1, but got %g", dropout_p);
+    const int nd = q->ndim;
+    const int T = q->shape[heads_last ? 1 : nd - 2], hd = q->shape[nd - 1], H = heads_last ? q->shape[2] : 1;
     const int64_t heads = T && hd ? q->numel / ((int64_t)T * hd) : 0;
     if (weights) {
         int ws[TG_MAX_DIMS];
         memcpy(ws, q->shape, sizeof ws);
-        ws[q->ndim - 1] = T;
-        if (weights->ndim != q->ndim || memcmp(weights->shape, ws, sizeof(int) * (size_t)q->ndim) != 0)
-            tg_error("tg_sdpa_causal", "weights %s must be (..., T, T) for query %s", SHAPE(b1, weights),
-                     SHAPE(b2, q));
+        if (heads_last) {
+            ws[1] = H;
+            ws[2] = T;
+        }
+        ws[nd - 1] = T;
+        if (weights->ndim != nd || memcmp(weights->shape, ws, sizeof(int) * (size_t)nd) != 0)
+            tg_error(op, "weights %s must be %s for query %s", SHAPE(b1, weights),
+                     heads_last ? "(batch, heads, T, T)" : "(..., T, T)", SHAPE(b2, q));
     }
-    tg_tensor *out = tg_new_tensor(q->ndim, q->shape);
+    tg_tensor *out = tg_new_tensor(nd, q->shape);
     attn_job j = {.q = q->data, .k = k->data, .v = v->data, .out = out->data, .weights = weights ? weights->data : NULL,
-                  .T = T, .hd = hd, .scale = hd ? (float)(1.0 / sqrt((double)hd)) : 1.0f};
+                  .T = T, .hd = hd, .H = H, .ld = (int64_t)H * hd,
+                  .scale = hd ? (float)(1.0 / sqrt((double)hd)) : 1.0f};
     const bool drop = train && dropout_p > 0.0f;
     if (heads > 0) {
         j.drop = drop;
         if (drop && dropout_p < 1.0f) {
-            tg_check_ptr("tg_sdpa_causal", g, "generator");
+            tg_check_ptr(op, g, "generator");
             const int64_t n = heads * T * T;
             uint64_t *bits = tg_tape_alloc((size_t)((n + 63) / 64) * sizeof *bits);
             const double keep_p = 1.0 - (double)dropout_p;
@@ -222,7 +237,7 @@ tg_tensor *tg_sdpa_causal(tg_tensor *q, tg_tensor *k, tg_tensor *v, float dropou
         memset(out->data, 0, (size_t)out->numel * sizeof(float)); /* T = 0 or hd = 0: nothing to sum */
     }
     tg_tensor *in[3] = {q, k, v};
-    tg_node *node = tg_record("tg_sdpa_causal", out, in, 3, sdpa_backward);
+    tg_node *node = tg_record(op, out, in, 3, sdpa_backward);
     if (node && heads > 0) {
         attn_job *saved = tg_tape_alloc(sizeof *saved);
         *saved = j;
@@ -230,4 +245,16 @@ tg_tensor *tg_sdpa_causal(tg_tensor *q, tg_tensor *k, tg_tensor *v, float dropou
         node->ctx = saved;
     }
     return out;
+}
+
+tg_tensor *tg_sdpa_causal(tg_tensor *q, tg_tensor *k, tg_tensor *v, float dropout_p, bool train, tg_generator *g,
+                          tg_tensor *weights)
+{
+    return sdpa("tg_sdpa_causal", q, k, v, dropout_p, train, g, weights, false);
+}
+
+tg_tensor *tg_sdpa_causal_heads_last(tg_tensor *q, tg_tensor *k, tg_tensor *v, float dropout_p, bool train,
+                                     tg_generator *g, tg_tensor *weights)
+{
+    return sdpa("tg_sdpa_causal_heads_last", q, k, v, dropout_p, train, g, weights, true);
 }

@@ -286,21 +286,17 @@ static tg_tensor *mha_forward(tg_module *base, tg_tensor *x)
     values = tg_view(values, TG_SHAPE(b, num_tokens, H, hd));
     queries = tg_view(queries, TG_SHAPE(b, num_tokens, H, hd));
 
-    /* (b, T, H, hd) -> (b, H, T, hd) */
-    keys = tg_transpose(keys, 1, 2);
-    queries = tg_transpose(queries, 1, 2);
-    values = tg_transpose(values, 1, 2);
-
     /* scaled dot-product attention per head, in one op with the same bits as
-     * the book's steps: attn_scores = queries @ keys^T, masked_fill with -inf
-     * above the diagonal, softmax(attn_scores / sqrt(hd)), dropout, @ values */
+     * the book's steps: (b, T, H, hd) -> (b, H, T, hd), attn_scores = queries
+     * @ keys^T, masked_fill with -inf above the diagonal, softmax(attn_scores
+     * / sqrt(hd)), dropout, @ values, (b, H, T, hd) -> (b, T, H, hd); the op
+     * reads the heads in place, so the transposes cost no copies */
     tg_tensor *weights = m->keep_attn ? attn_weights_buffer(m, b, H, num_tokens) : NULL;
     tg_dropout_mod *drop = m->dropout;
-    tg_tensor *context_vec = tg_sdpa_causal(queries, keys, values, drop->p, drop->base.training,
-                                            tg_nn_gen(drop->g), weights); /* (b, H, T, hd) */
+    tg_tensor *context_vec = tg_sdpa_causal_heads_last(queries, keys, values, drop->p, drop->base.training,
+                                                       tg_nn_gen(drop->g), weights); /* (b, T, H, hd) */
 
-    /* (b, H, T, hd) -> (b, T, H, hd) -> merge heads (b, T, d_out) */
-    context_vec = tg_transpose(context_vec, 1, 2);
+    /* merge heads: (b, T, H, hd) -> (b, T, d_out) */
     context_vec = tg_view(context_vec, TG_SHAPE(b, num_tokens, m->d_out));
     return tg_linear_forward(m->out_proj, context_vec);
 }

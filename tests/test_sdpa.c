@@ -128,6 +128,50 @@ START_TEST(test_equals_composed_every_isa_and_threads)
 }
 END_TEST
 
+/* (B, T, H, hd) inputs: the transposed op's bits, without the transposes */
+START_TEST(test_heads_last_equals_transposed)
+{
+    const int B = 2, T = 33, H = 3, hd = 8;
+    tg_generator gi;
+    tg_manual_seed(&gi, 17);
+    tg_tensor *in[3], *dy = tg_randn(&gi, TG_SHAPE(B, T, H, hd));
+    for (int i = 0; i < 3; i++)
+        in[i] = rand_input(&gi, TG_SHAPE(B, T, H, hd));
+    const int64_t n = dy->numel;
+    float *want[4];
+    tg_tensor *w1 = tg_empty(TG_SHAPE(B, H, T, T)), *w2 = tg_empty(TG_SHAPE(B, H, T, T));
+    tg_generator g1, g2;
+    tg_manual_seed(&g1, 4);
+    tg_manual_seed(&g2, 4);
+    tg_tensor *y = tg_transpose(tg_sdpa_causal(tg_transpose(in[0], 1, 2), tg_transpose(in[1], 1, 2),
+                                               tg_transpose(in[2], 1, 2), 0.2f, true, &g1, w1), 1, 2);
+    tg_backward(y, dy);
+    want[3] = malloc(sizeof(float) * (size_t)n);
+    memcpy(want[3], y->data, sizeof(float) * (size_t)n);
+    for (int i = 0; i < 3; i++) {
+        want[i] = malloc(sizeof(float) * (size_t)n);
+        memcpy(want[i], in[i]->grad, sizeof(float) * (size_t)n);
+        memset(in[i]->grad, 0, sizeof(float) * (size_t)n);
+    }
+    tg_tape_reset(NULL);
+    y = tg_sdpa_causal_heads_last(in[0], in[1], in[2], 0.2f, true, &g2, w2);
+    assert_same_bits(y->data, want[3], n, "heads_last forward", T, hd, 0.2f);
+    assert_same_bits(w2->data, w1->data, w1->numel, "heads_last weights", T, hd, 0.2f);
+    tg_backward(y, dy);
+    for (int i = 0; i < 3; i++)
+        assert_same_bits(in[i]->grad, want[i], n, "heads_last grad", T, hd, 0.2f);
+    ck_assert(tg_random_u32(&g1) == tg_random_u32(&g2));
+    tg_tape_reset(NULL);
+    for (int i = 0; i < 4; i++)
+        free(want[i]);
+    for (int i = 0; i < 3; i++)
+        tg_free(in[i]);
+    tg_free(dy);
+    tg_free(w1);
+    tg_free(w2);
+}
+END_TEST
+
 /* gradcheck, dropout included: each evaluation reseeds, so the mask is fixed */
 static tg_tensor *f_sdpa(tg_tensor **in, void *ctx)
 {
@@ -235,6 +279,7 @@ static Suite *sdpa_suite(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_equals_composed);
     tcase_add_test(tc, test_equals_composed_every_isa_and_threads);
+    tcase_add_test(tc, test_heads_last_equals_transposed);
     tcase_add_test(tc, test_gradcheck);
     tcase_add_test(tc, test_bad_input);
     tcase_add_test(tc, test_gpt_dropout_threads_identical);
