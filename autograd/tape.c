@@ -235,15 +235,18 @@ static char *index_str(char *buf, const tg_tensor *t, int64_t i)
     return tg_shape_str(buf, t->ndim, idx);
 }
 
-/* "[2,3], [3] -> [2]" */
+/* "[2,3], [3](w) -> [2]": shapes, with the names of named leaves, as tg_tape_print */
 static void node_shapes(char *buf, size_t size, const tg_node *n)
 {
     char b[64];
     size_t len = 0;
     buf[0] = '\0';
-    for (int k = 0; k < n->n_in && len < size; k++)
-        len += (size_t)snprintf(buf + len, size - len, "%s%s", k ? ", " : "",
-                                tg_shape_str(b, n->in[k]->ndim, n->in[k]->shape));
+    for (int k = 0; k < n->n_in && len < size; k++) {
+        const tg_tensor *x = n->in[k];
+        const bool named = x->node < 0 && x->name;
+        len += (size_t)snprintf(buf + len, size - len, "%s%s%s%s%s", k ? ", " : "", tg_shape_str(b, x->ndim, x->shape),
+                                named ? "(" : "", named ? x->name : "", named ? ")" : "");
+    }
     if (len < size)
         snprintf(buf + len, size - len, " -> %s", tg_shape_str(b, n->out->ndim, n->out->shape));
 }
@@ -259,7 +262,7 @@ static void check_forward(const tg_tape *t, const char *op, tg_tensor *out, tg_t
     if (i < 0)
         return;
     tg_node tmp = {.op = op, .out = out, .in = in, .n_in = n_in};
-    char shapes[256], ix[64], where[32];
+    char shapes[400], ix[64], where[32];
     node_shapes(shapes, sizeof shapes, &tmp);
     if (entry >= 0)
         snprintf(where, sizeof where, "tape entry #%d", entry);
@@ -280,7 +283,7 @@ static void check_backward(const tg_tape *t, const tg_node *n)
         const int64_t i = first_bad(x->grad, x->numel, true);
         if (i < 0)
             continue;
-        char shapes[256], ix[64], b[64];
+        char shapes[400], ix[64], b[64];
         node_shapes(shapes, sizeof shapes, n);
         tg_error(n->op, "anomaly in backward: tape entry #%d, module %s, %s: the gradient of input %d %s%s%s%s "
                  "at %s (flat %lld) is %s",

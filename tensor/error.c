@@ -30,7 +30,7 @@ tg_error_handler tg_set_error_handler(tg_error_handler h, void *user)
 
 void tg_error(const char *op, const char *fmt, ...)
 {
-    char msg[512];
+    char msg[1024];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);

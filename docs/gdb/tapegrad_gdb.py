@@ -703,7 +703,7 @@ With NAME, only the shortest chain from T to the leaf named NAME (a parameter's 
             else:
                 i, n = ent
                 w("  %s\n" % node_line(i, n))
-        w("%d ops from the tensor to %s\n" % (len(chain) - 1, target))
+        w("%d op%s from the tensor to %s\n" % (len(chain) - 1, "" if len(chain) == 2 else "s", target))
 
 
 def register(objfile=None):

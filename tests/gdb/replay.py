@@ -48,7 +48,10 @@ def normalise(text):
         line = line.rstrip()
         if any(p.match(line) for p in DROP):
             continue
+        line = line.replace(ROOT + "/", "")   # the checkout's absolute path (cores name the program by it)
         line = re.sub(r"0x[0-9a-fA-F]+", "0xADDR", line)
+        line = re.sub(r"<([A-Za-z_][A-Za-z0-9_.]*)\+\d+>", r"<\1+OFF>", line)
+        line = re.sub(r"/proc/\d+/", "/proc/PID/", line)
         line = re.sub(r"\b(process|LWP|Thread 0xADDR \(LWP) \d+", r"\1 PID", line)
         line = re.sub(r"\bpid \d+", "pid PID", line)
         # source line numbers move with every edit of a file; the code shown does not
@@ -120,6 +123,12 @@ def main():
     new_doc, last = [], 0
     for i, (m, args, cmds) in enumerate(found):
         got = run_session(args, cmds)
+        ran = [l for l in got.splitlines() if l.startswith(PROMPT)]
+        if update and len(ran) != len(cmds):
+            # gdb -batch stops at the first failing command: keep the document
+            print("replay: session %d stopped after %d of %d commands; the document is left as it was:\n%s" % (
+                i + 1, len(ran), len(cmds), got))
+            return 1
         if update:
             new_doc.append(doc[last:m.start(2)])
             new_doc.append(got.rstrip("\n") + "\n")
