@@ -151,24 +151,20 @@ def tensor_name(t):
 
 
 def current_tape():
-    """The current thread's tape (tape.c's g_current), else its default one.
-    Only variables are read: no call into the program."""
-    try:
-        sym = gdb.lookup_static_symbol("g_current")
-        if sym is not None:
+    """The selected thread's current tape (tape.c's thread-local g_current),
+    else its default tape (t_default). Only variables are read: no call into
+    the program, so this works on a core file too."""
+    for name in ("g_current", "t_default"):
+        try:
+            sym = gdb.lookup_static_symbol(name)
+            if sym is None:
+                continue
             p = sym.value()
             if int(p) != 0:
                 return p.dereference()
-    except gdb.error:
-        pass
-    # each thread's default tape (tape.c's t_default, a thread-local pointer)
-    sym = gdb.lookup_static_symbol("t_default")
-    if sym is None:
-        raise gdb.GdbError("no tapegrad tape in this program (is it built with make debug?)")
-    p = sym.value()
-    if int(p) == 0:
-        raise gdb.GdbError("this thread has no tape yet (no op has run in it)")
-    return p.dereference()
+        except gdb.error:
+            pass
+    raise gdb.GdbError("this thread has no tapegrad tape yet (or the program is not a make debug build)")
 
 
 def as_tape(val):
