@@ -216,10 +216,10 @@ static tg_tensor *mha_wrapper_forward(tg_module *base, tg_tensor *x)
     check_batch_input("tg_mha_wrapper_forward", x, m->d_in, m->context_length);
     /* torch.cat([head(x) for head in self.heads], dim=-1) */
     tg_tensor **outs = tg_tape_alloc((size_t)m->num_heads * sizeof *outs);
-    tg_scope_push(m->heads->name); /* the ModuleList's scope, as its own forward would */
+    tg_module_enter(m->heads); /* the ModuleList's scope, as its own forward would */
     for (int h = 0; h < m->num_heads; h++)
         outs[h] = tg_module_forward(tg_module_child_at(m->heads, h), x);
-    tg_scope_pop();
+    tg_module_leave(m->heads);
     return m->num_heads == 1 ? outs[0] : tg_concat(outs, m->num_heads, -1);
 }
 

@@ -215,11 +215,14 @@ tg_tensor *tg_gpt_forward(tg_gpt *m, const int32_t *ids, int batch, int tokens)
         if (ids[i] < 0 || ids[i] >= m->cfg.vocab_size)
             tg_error("tg_gpt_forward", "token id %d at %lld outside the vocabulary [0, %d)", ids[i], (long long)i,
                      m->cfg.vocab_size);
+    tg_module_enter(&m->base); /* nothing at the root; a GPT inside a model of yours gets its scope */
     tg_tensor *tok = tg_embedding_mod_forward(m->tok_emb, ids, TG_SHAPE(batch, tokens)); /* (B, T, E) */
     tg_tensor *pos = tg_embedding_mod_forward(m->pos_emb, m->positions, TG_SHAPE(tokens)); /* (T, E) */
     tg_tensor *x = tg_dropout_mod_forward(m->drop_emb, tg_add(tok, pos));
     x = tg_module_forward(m->trf_blocks, x);
-    return tg_linear_forward(m->out_head, tg_module_forward(m->final_norm, x)); /* (B, T, V) */
+    x = tg_linear_forward(m->out_head, tg_module_forward(m->final_norm, x)); /* (B, T, V) */
+    tg_module_leave(&m->base);
+    return x;
 }
 
 tg_gpt_block *tg_gpt_block_at(tg_gpt *m, int i)

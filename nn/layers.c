@@ -150,12 +150,9 @@ tg_tensor *tg_embedding_mod_forward(tg_embedding_mod *m, const int32_t *ids, int
     tg_check_ptr("tg_embedding_mod_forward", m, "module");
     if (ndim > 0 && !shape)
         tg_error("tg_embedding_mod_forward", "ids shape is NULL for %d dimensions", ndim);
-    const bool scoped = m->base.parent != NULL; /* its tape scope, as tg_module_forward enters */
-    if (scoped)
-        tg_scope_push(m->base.name);
+    tg_module_enter(&m->base); /* its tape scope, as tg_module_forward enters */
     tg_tensor *y = tg_embedding(m->weight, ids, ndim, shape);
-    if (scoped)
-        tg_scope_pop();
+    tg_module_leave(&m->base);
     return y;
 }
 

@@ -215,11 +215,11 @@ static void check_new_child(const char *op, const tg_module *m, const tg_module 
 }
 
 static tg_module *add_child(const char *op, tg_module *m, const char *name, tg_module **slot, tg_module *child,
-                            bool replaceable)
+                            bool replaceable, bool needs_forward)
 {
     check_new_name(op, m, name);
     check_new_child(op, m, child);
-    if (replaceable && !child->type->forward) {
+    if (needs_forward && !child->type->forward) {
         char d[256];
         tg_error(op, "slot \"%s\" needs a module with a single-input forward; %s has none", name,
                  describe(d, sizeof d, child));
@@ -230,6 +230,7 @@ static tg_module *add_child(const char *op, tg_module *m, const char *name, tg_m
     c->m = child;
     c->slot = slot;
     c->replaceable = replaceable;
+    c->needs_forward = needs_forward;
     if (slot)
         *slot = child;
     child->parent = m;
@@ -243,12 +244,12 @@ static tg_module *add_child(const char *op, tg_module *m, const char *name, tg_m
 
 tg_module *tg_module_add_child(tg_module *m, const char *name, tg_module *child)
 {
-    return add_child("tg_module_add_child", m, name, NULL, child, false);
+    return add_child("tg_module_add_child", m, name, NULL, child, false, false);
 }
 
 tg_module *tg_module_add_slot(tg_module *m, const char *name, tg_module **slot, tg_module *child)
 {
-    return add_child("tg_module_add_slot", m, name, slot, child, true);
+    return add_child("tg_module_add_slot", m, name, slot, child, true, true);
 }
 
 /* ---------------------------------------------------------------- free */
@@ -363,7 +364,7 @@ void tg_module_replace(tg_module *m, const char *path, tg_module *new_child)
         tg_error(op, "\"%s\" (%s) is a fixed child of %s, not a slot", path, describe(d, sizeof d, c->m),
                  describe(e, sizeof e, parent));
     check_new_child(op, parent, new_child);
-    if (!new_child->type->forward)
+    if (c->needs_forward && !new_child->type->forward)
         tg_error(op, "slot \"%s\" needs a module with a single-input forward; %s has none", path,
                  describe(d, sizeof d, new_child));
     tg_module *old = c->m;
@@ -398,14 +399,23 @@ tg_tensor *tg_module_forward(tg_module *m, tg_tensor *x)
         char d[256];
         tg_error("tg_module_forward", "%s has no single-input forward", describe(d, sizeof d, m));
     }
-    /* the one place a module's forward is entered: its tape scope */
-    const bool scoped = m->parent != NULL;
-    if (scoped)
-        tg_scope_push(m->name);
+    /* the one place a single-input module's forward is entered: its tape scope */
+    tg_module_enter(m);
     tg_tensor *y = m->type->forward(m, x);
-    if (scoped)
-        tg_scope_pop();
+    tg_module_leave(m);
     return y;
+}
+
+void tg_module_enter(const tg_module *m)
+{
+    if (m->parent)
+        tg_scope_push(m->name);
+}
+
+void tg_module_leave(const tg_module *m)
+{
+    if (m->parent)
+        tg_scope_pop();
 }
 
 /* ---------------------------------------------------------------- Sequential, ModuleList */
@@ -433,7 +443,6 @@ void tg_module_append(tg_module *container, tg_module *child)
     }
     char name[16];
     snprintf(name, sizeof name, "%d", container->n_children);
-    /* A ModuleList's entries need no forward, so they go in unchecked. */
-    add_child("tg_module_append", container, name, NULL, child, container->type == &tg_sequential_type);
-    container->children[container->n_children - 1].replaceable = true;
+    /* a Sequential runs its entries; a ModuleList's need no forward */
+    add_child("tg_module_append", container, name, NULL, child, true, container->type == &tg_sequential_type);
 }

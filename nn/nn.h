@@ -98,6 +98,7 @@ typedef struct {
     tg_module *m;           /* owned by the parent */
     tg_module **slot;       /* the parent's field mirroring m (slots), or NULL */
     bool replaceable;       /* a slot: tg_module_replace may swap it */
+    bool needs_forward;     /* what fills it must have a single-input forward */
 } tg_module_child;
 
 struct tg_module {
@@ -148,7 +149,7 @@ tg_module *tg_module_child_at(const tg_module *m, int i);
 void *tg_module_as(tg_module *m, const tg_module_type *t);
 
 /* Replaces the slot at path (relative to m) with new_child, a root with a
- * single-input forward: the old module is freed, new_child takes its name
+ * single-input forward (any module in a ModuleList): the old module is freed, new_child takes its name
  * and its place in the parameter order (its parameters are renamed to their
  * full names), its training flag is set to the parent's, and the
  * generations of the parent and every ancestor are bumped. An optimizer
@@ -174,6 +175,11 @@ void tg_module_train(tg_module *m, bool on);
  * forward is a tg_error naming its type and path. Every typed forward of a
  * single-input module (tg_linear_forward, tg_mha_forward, ...) comes here. */
 tg_tensor *tg_module_forward(tg_module *m, tg_tensor *x);
+/* The scope tg_module_forward enters and leaves, for typed forwards that
+ * take something else (ids, several inputs): enter on entry, leave before
+ * returning. Nothing for a root. */
+void tg_module_enter(const tg_module *m);
+void tg_module_leave(const tg_module *m);
 
 /* Sequential: its children, "0", "1", ..., run one after the other; every
  * entry is a slot. ModuleList: the same container without a forward. */

@@ -45,19 +45,6 @@ static void init_recurrent(tg_module *base, tg_tensor **w, int gates, int input_
         tg_uniform_(w[i], (float)-stdv, (float)stdv, g);
 }
 
-/* A typed forward that takes more than one input enters the module's tape
- * scope itself, as tg_module_forward does for single-input ones. */
-static void scope_enter(const tg_module *m)
-{
-    if (m->parent)
-        tg_scope_push(m->name);
-}
-static void scope_leave(const tg_module *m)
-{
-    if (m->parent)
-        tg_scope_pop();
-}
-
 static void check_sizes(const char *op, int input_size, int hidden_size, int gates)
 {
     if (input_size < 1 || hidden_size < 1 || hidden_size > (1 << 24) / gates)
@@ -141,9 +128,9 @@ tg_rnn_cell *tg_rnn_cell_new(int input_size, int hidden_size, tg_generator *g)
 tg_tensor *tg_rnn_cell_forward(tg_rnn_cell *m, tg_tensor *x, tg_tensor *h)
 {
     tg_check_ptr("tg_rnn_cell_forward", m, "module");
-    scope_enter(&m->base);
+    tg_module_enter(&m->base);
     tg_tensor *y = rnn_cell_step(m, x, h);
-    scope_leave(&m->base);
+    tg_module_leave(&m->base);
     return y;
 }
 
@@ -176,9 +163,9 @@ tg_gru_cell *tg_gru_cell_new(int input_size, int hidden_size, tg_generator *g)
 tg_tensor *tg_gru_cell_forward(tg_gru_cell *m, tg_tensor *x, tg_tensor *h)
 {
     tg_check_ptr("tg_gru_cell_forward", m, "module");
-    scope_enter(&m->base);
+    tg_module_enter(&m->base);
     tg_tensor *y = gru_cell_step(m, x, h);
-    scope_leave(&m->base);
+    tg_module_leave(&m->base);
     return y;
 }
 
@@ -237,9 +224,9 @@ tg_gru *tg_gru_new(int input_size, int hidden_size, tg_generator *g)
 tg_tensor *tg_gru_forward(tg_gru *m, tg_tensor *x, tg_tensor *h0, tg_tensor **h_n)
 {
     tg_check_ptr("tg_gru_forward", m, "module");
-    scope_enter(&m->base);
+    tg_module_enter(&m->base);
     tg_tensor *y = gru_run(m, x, h0, h_n);
-    scope_leave(&m->base);
+    tg_module_leave(&m->base);
     return y;
 }
 
@@ -281,9 +268,9 @@ static void check_values(const char *op, const tg_additive_attention *m, const t
 tg_tensor *tg_additive_attention_keys(tg_additive_attention *m, tg_tensor *values)
 {
     check_values("tg_additive_attention_keys", m, values);
-    scope_enter(&m->base);
+    tg_module_enter(&m->base);
     tg_tensor *k = tg_linear_forward(m->W_key, values); /* (B, T, A) */
-    scope_leave(&m->base);
+    tg_module_leave(&m->base);
     return k;
 }
 
@@ -339,9 +326,9 @@ tg_tensor *tg_additive_attention_attend(tg_additive_attention *m, tg_tensor *que
                                         tg_tensor *values, const tg_tensor *mask)
 {
     check_values("tg_additive_attention_forward", m, values);
-    scope_enter(&m->base);
+    tg_module_enter(&m->base);
     tg_tensor *c = attend(m, query, keys, values, mask);
-    scope_leave(&m->base);
+    tg_module_leave(&m->base);
     return c;
 }
 
@@ -349,9 +336,9 @@ tg_tensor *tg_additive_attention_forward(tg_additive_attention *m, tg_tensor *qu
                                          const tg_tensor *mask)
 {
     check_values("tg_additive_attention_forward", m, values);
-    scope_enter(&m->base);
+    tg_module_enter(&m->base);
     tg_tensor *c = attend(m, query, tg_linear_forward(m->W_key, values), values, mask);
-    scope_leave(&m->base);
+    tg_module_leave(&m->base);
     return c;
 }
 

@@ -306,6 +306,65 @@ START_TEST(test_swapped_checkpoint_round_trip)
 }
 END_TEST
 
+/* Containers and nesting: a ModuleList takes modules without a forward (and
+ * swaps them), a Sequential refuses them; a whole GPT inside a model of the
+ * user's gets its names and tape scopes under its attribute name. */
+static const tg_module_type wrapper_type = {"Wrapper", NULL, NULL};
+
+static void append_to_sequential(void *ctx)
+{
+    tg_module **pair = ctx; /* {sequential, module} */
+    tg_module_append(pair[0], pair[1]);
+}
+
+START_TEST(test_containers_and_nesting)
+{
+    tg_generator g;
+    tg_manual_seed(&g, 9);
+    tg_module *list = tg_module_list_new();
+    tg_module_append(list, &tg_embedding_mod_new(4, 3, &g)->base);
+    tg_module_append(list, &tg_linear_new(3, 2, true, &g)->base);
+    tg_module_replace(list, "0", &tg_embedding_mod_new(5, 3, &g)->base); /* no forward needed here */
+    const tg_params *p = tg_module_params(list);
+    ck_assert_int_eq(p->n, 3);
+    ck_assert_str_eq(p->items[0].name, "0.weight");
+    ck_assert_int_eq(p->items[0].t->shape[0], 5);
+    ck_assert_str_eq(p->items[2].name, "1.bias");
+
+    tg_module *emb = &tg_embedding_mod_new(4, 3, &g)->base, *seq = tg_sequential_new();
+    tg_module *pair[2] = {seq, emb};
+    char msg[512];
+    ck_assert(catch_error(append_to_sequential, pair, msg, sizeof msg));
+    ck_assert_msg(strstr(msg, "tg_module_append: slot \"0\" needs a module with a single-input forward; "
+                              "Embedding (a root) has none"), "%s", msg);
+    ck_assert_int_eq(seq->n_children, 0);
+    tg_module_free(seq);
+    tg_module_free(emb);
+    tg_module_free(list);
+
+    tg_module *outer = tg_module_new(sizeof(tg_module), &wrapper_type);
+    tg_gpt *m = tg_gpt_new(&CFG, &g);
+    tg_module_add_child(outer, "gpt", &m->base);
+    ck_assert_str_eq(tg_module_params(outer)->items[0].name, "gpt.tok_emb.weight");
+    ck_assert_str_eq(tg_gpt_params(m)->items[0].name, "tok_emb.weight"); /* relative to the GPT */
+    ck_assert_str_eq(tg_gpt_params(m)->items[0].t->name, "gpt.tok_emb.weight");
+    tg_tape_reset(NULL);
+    tg_gpt_forward(m, IDS, 2, 5);
+    const tg_tape *tape = tg_tape_current();
+    bool emb_scoped = false, att_scoped = false, top_level = false;
+    for (int i = 0; i < tape->n_nodes; i++) {
+        emb_scoped |= strcmp(tape->nodes[i].path, "gpt.tok_emb") == 0;
+        att_scoped |= strcmp(tape->nodes[i].path, "gpt.trf_blocks.1.att") == 0;
+        top_level |= strcmp(tape->nodes[i].path, "") == 0;
+    }
+    ck_assert(emb_scoped && att_scoped && !top_level);
+    ck_assert_str_eq(tg_scope_path_current(), ""); /* every scope entered was left */
+    tg_tape_reset(NULL);
+    tg_module_free(outer);
+    tg_tape_release_default();
+}
+END_TEST
+
 static Suite *module_suite(void)
 {
     Suite *s = suite_create("module");
@@ -314,6 +373,7 @@ static Suite *module_suite(void)
     tcase_add_test(tc, test_swap_after_optimizer_is_an_error);
     tcase_add_test(tc, test_slot_misuse);
     tcase_add_test(tc, test_swapped_checkpoint_round_trip);
+    tcase_add_test(tc, test_containers_and_nesting);
     suite_add_tcase(s, tc);
     return s;
 }
