@@ -199,6 +199,11 @@ tg_tensor *tg_matmul(tg_tensor *a, tg_tensor *b);
 /* torch.nn.functional.linear: x (..., in) @ weight(out, in)^T + bias (out)
  * -> (..., out); bias may be NULL. One gemm, no transposed copy. */
 tg_tensor *tg_affine(tg_tensor *x, tg_tensor *weight, tg_tensor *bias);
+/* affine(gelu(affine(x, w1, b1)), w2, b2) in one op, the book's FeedForward:
+ *   x (..., d), w1 (h, d), b1 (h) or NULL, w2 (d2, h), b2 (d2) or NULL
+ * The composed ops' values; backward keeps only the hidden pre-activation
+ * and rebuilds gelu of it, so the (..., h) activation is never stored. */
+tg_tensor *tg_feedforward_gelu(tg_tensor *x, tg_tensor *w1, tg_tensor *b1, tg_tensor *w2, tg_tensor *b2);
 
 /* Shape ops. Outputs are contiguous: transpose, permute and concat copy;
  * reshape and view share their input's data (a tensor is always contiguous,

@@ -191,3 +191,96 @@ tg_tensor *tg_affine(tg_tensor *x, tg_tensor *weight, tg_tensor *bias)
     tg_record("tg_affine", y, ins, bias ? 3 : 2, affine_backward);
     return y;
 }
+
+/* ---------------------------------------------------------------- feed-forward
+ * x: (..., d), w1: (h, d), b1: (h) or NULL, w2: (d2, h), b2: (d2) or NULL
+ *   -> (..., d2) = affine(gelu(affine(x, w1, b1)), w2, b2)
+ * The composed ops' values (the same kernels in the same order), keeping
+ * only u = affine(x, w1, b1) for backward: gelu(u) is rebuilt in a per-
+ * thread scratch when needed, so the (..., h) activation is not stored.
+ * backward: a = gelu(u); dw2 += dy^T a; db2; da = dy w2 (in the scratch);
+ *           du = da * gelu'(u) (in place); dx += du w1; dw1 += du^T x; db1 */
+
+static void affine_into(float *y, const float *x, const tg_tensor *w, const tg_tensor *b, int rows)
+{
+    const int out = w->shape[0];
+    if (b)
+        for (int r = 0; r < rows; r++)
+            memcpy(y + (int64_t)r * out, b->data, (size_t)out * sizeof(float));
+    tg_k_gemm(false, true, rows, out, w->shape[1], x, w->data, y, b != NULL);
+}
+
+static void bias_grad(float *gb, const float *dy, int rows, int out)
+{
+    for (int r = 0; r < rows; r++)
+        for (int j = 0; j < out; j++)
+            gb[j] += dy[(int64_t)r * out + j];
+}
+
+static void feedforward_backward(tg_node *n)
+{
+    tg_tensor *x = n->in[0], *w1 = n->in[1], *w2 = n->in[2];
+    tg_tensor *b1 = n->iarg[0] ? n->in[3] : NULL, *b2 = n->iarg[1] ? n->in[3 + n->iarg[0]] : NULL;
+    const float *u = n->ctx, *dy = n->out->grad;
+    const int d = w1->shape[1], h = w1->shape[0], d2 = w2->shape[0];
+    const int rows = (int)(n->out->numel / (d2 ? d2 : 1));
+    float *a = tg_k_scratch(TG_SCRATCH_FF, (size_t)rows * h);
+    float *gx = tg_grad_of(x), *gw1 = tg_grad_of(w1), *gw2 = tg_grad_of(w2);
+    float *gb1 = b1 ? tg_grad_of(b1) : NULL, *gb2 = b2 ? tg_grad_of(b2) : NULL;
+    if (gw2) {
+        tg_k_unary(TG_UN_GELU, (int64_t)rows * h, u, 0.0f, a);
+        tg_k_gemm(true, false, d2, h, rows, dy, a, gw2, true);
+    }
+    if (gb2)
+        bias_grad(gb2, dy, rows, d2);
+    if (!gx && !gw1 && !gb1)
+        return;
+    tg_k_gemm(false, false, rows, h, d2, dy, w2->data, a, false); /* da */
+    tg_k_gelu_backward_inplace((int64_t)rows * h, u, a);           /* du */
+    if (gx)
+        tg_k_gemm(false, false, rows, d, h, a, w1->data, gx, true);
+    if (gw1)
+        tg_k_gemm(true, false, h, d, rows, a, x->data, gw1, true);
+    if (gb1)
+        bias_grad(gb1, a, rows, h);
+}
+
+tg_tensor *tg_feedforward_gelu(tg_tensor *x, tg_tensor *w1, tg_tensor *b1, tg_tensor *w2, tg_tensor *b2)
+{
+    char s1[64], s2[64], s3[64];
+    tg_check_ptr("tg_feedforward_gelu", x, "input");
+    tg_check_ptr("tg_feedforward_gelu", w1, "first weight");
+    tg_check_ptr("tg_feedforward_gelu", w2, "second weight");
+    if (w1->ndim != 2 || w2->ndim != 2 || x->ndim < 1 || x->shape[x->ndim - 1] != w1->shape[1] ||
+        w2->shape[1] != w1->shape[0])
+        tg_error("tg_feedforward_gelu", "input %s, weights %s and %s do not chain (expects (..., d), (h, d), (d2, h))",
+                 SHAPE(s1, x), SHAPE(s2, w1), SHAPE(s3, w2));
+    if ((b1 && (b1->ndim != 1 || b1->shape[0] != w1->shape[0])) ||
+        (b2 && (b2->ndim != 1 || b2->shape[0] != w2->shape[0])))
+        tg_error("tg_feedforward_gelu", "biases %s and %s do not match weights (h=%d) and (d2=%d)",
+                 b1 ? SHAPE(s1, b1) : "none", b2 ? SHAPE(s3, b2) : "none", w1->shape[0], w2->shape[0]);
+    const int rows = (int)tg_shape_numel(x->ndim - 1, x->shape), h = w1->shape[0], d2 = w2->shape[0];
+    int shape[TG_MAX_DIMS];
+    for (int i = 0; i < x->ndim; i++)
+        shape[i] = x->shape[i];
+    shape[x->ndim - 1] = d2;
+    float *u = tg_tape_alloc((size_t)rows * h * sizeof(float));
+    affine_into(u, x->data, w1, b1, rows);
+    float *a = tg_k_scratch(TG_SCRATCH_FF, (size_t)rows * h);
+    tg_k_unary(TG_UN_GELU, (int64_t)rows * h, u, 0.0f, a);
+    tg_tensor *y = tg_new_tensor(x->ndim, shape);
+    affine_into(y->data, a, w2, b2, rows);
+    tg_tensor *ins[5] = {x, w1, w2, NULL, NULL};
+    int n_in = 3;
+    if (b1)
+        ins[n_in++] = b1;
+    if (b2)
+        ins[n_in++] = b2;
+    tg_node *n = tg_record("tg_feedforward_gelu", y, ins, n_in, feedforward_backward);
+    if (n) {
+        n->ctx = u;
+        n->iarg[0] = b1 != NULL;
+        n->iarg[1] = b2 != NULL;
+    }
+    return y;
+}

@@ -211,6 +211,13 @@ static tg_tensor *feedforward_forward(tg_module *base, tg_tensor *x)
     tg_feedforward *m = (tg_feedforward *)base;
     tg_nn_check_forward("tg_feedforward_forward", m, x);
     check_last_dim("tg_feedforward_forward", x, m->emb_dim, "emb_dim");
+    /* while the slots hold the built-in Linear, GELU, Linear, one fused op
+     * with the same values that stores no (..., 4d) activation */
+    tg_module *l = m->layers;
+    tg_linear *up = l->n_children == 3 ? tg_module_as(tg_module_child_at(l, 0), &tg_linear_type) : NULL;
+    tg_linear *down = up ? tg_module_as(tg_module_child_at(l, 2), &tg_linear_type) : NULL;
+    if (down && tg_module_as(tg_module_child_at(l, 1), &tg_gelu_type) && up->out_features == down->in_features)
+        return tg_feedforward_gelu(x, up->weight, up->bias, down->weight, down->bias);
     return tg_module_forward(m->layers, x); /* (..., d) -> (..., 4d) -> (..., d) */
 }
 

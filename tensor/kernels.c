@@ -151,6 +151,18 @@ void tg_k_binary_backward(tg_binop op, int which, const tg_bcast *bc, const floa
 #define GELU_BETA 0.7978845608028654f /* sqrt(2/pi) */
 #define GELU_KAPPA 0.044715f
 
+/* GELU (tanh approximation) and its derivative, torch's GeluBackward
+ * (approximate='tanh'); every GELU kernel goes through these two. */
+static inline float gelu(float v) { return 0.5f * v * (1.0f + tg_fast_tanhf(GELU_BETA * (v + GELU_KAPPA * v * v * v))); }
+static inline float gelu_grad(float v)
+{
+    const float v2 = v * v;
+    const float t = tg_fast_tanhf(GELU_BETA * (v + GELU_KAPPA * v2 * v));
+    const float left_d = 0.5f * (1.0f + t);
+    const float right_d = 0.5f * v * (1.0f - t * t) * GELU_BETA * (1.0f + 3.0f * GELU_KAPPA * v2);
+    return left_d + right_d;
+}
+
 TG_TARGET_CLONES
 static void unary_serial(tg_unop op, int64_t n, const float *x, float s, float *y)
 {
@@ -161,12 +173,7 @@ static void unary_serial(tg_unop op, int64_t n, const float *x, float s, float *
     case TG_UN_SQRT: for (int64_t i = 0; i < n; i++) y[i] = sqrtf(x[i]); break;
     case TG_UN_TANH: for (int64_t i = 0; i < n; i++) y[i] = tg_fast_tanhf(x[i]); break;
     case TG_UN_RELU: for (int64_t i = 0; i < n; i++) y[i] = x[i] < 0.0f ? 0.0f : x[i]; break; /* NaN stays */
-    case TG_UN_GELU:
-        for (int64_t i = 0; i < n; i++) {
-            const float v = x[i];
-            y[i] = 0.5f * v * (1.0f + tg_fast_tanhf(GELU_BETA * (v + GELU_KAPPA * v * v * v)));
-        }
-        break;
+    case TG_UN_GELU: for (int64_t i = 0; i < n; i++) y[i] = gelu(x[i]); break;
     case TG_UN_POW:
         if (s == 2.0f)
             for (int64_t i = 0; i < n; i++) y[i] = x[i] * x[i];
@@ -189,16 +196,7 @@ static void unary_backward_serial(tg_unop op, int64_t n, const float *x, const f
     case TG_UN_SQRT: for (int64_t i = 0; i < n; i++) gx[i] += dy[i] / (2.0f * y[i]); break;
     case TG_UN_TANH: for (int64_t i = 0; i < n; i++) gx[i] += dy[i] * (1.0f - y[i] * y[i]); break;
     case TG_UN_RELU: for (int64_t i = 0; i < n; i++) gx[i] += x[i] > 0.0f ? dy[i] : 0.0f; break;
-    case TG_UN_GELU:
-        /* torch's GeluBackward (approximate='tanh') */
-        for (int64_t i = 0; i < n; i++) {
-            const float v = x[i], v2 = v * v;
-            const float t = tg_fast_tanhf(GELU_BETA * (v + GELU_KAPPA * v2 * v));
-            const float left_d = 0.5f * (1.0f + t);
-            const float right_d = 0.5f * v * (1.0f - t * t) * GELU_BETA * (1.0f + 3.0f * GELU_KAPPA * v2);
-            gx[i] += dy[i] * (left_d + right_d);
-        }
-        break;
+    case TG_UN_GELU: for (int64_t i = 0; i < n; i++) gx[i] += dy[i] * gelu_grad(x[i]); break;
     case TG_UN_POW:
         if (s == 0.0f)
             break;
@@ -211,12 +209,32 @@ static void unary_backward_serial(tg_unop op, int64_t n, const float *x, const f
 }
 
 
+/* g = g * gelu'(x), in place (the GELU backward onto a fresh gradient) */
+TG_TARGET_CLONES
+static void gelu_backward_inplace_serial(int64_t n, const float *x, float *g)
+{
+    for (int64_t i = 0; i < n; i++)
+        g[i] = g[i] * gelu_grad(x[i]);
+}
+
 typedef struct {
     tg_unop op;
     const float *x, *y, *dy;
     float s;
     float *out;
 } unary_job;
+
+static void gelu_backward_inplace_range(void *vctx, int64_t i0, int64_t i1)
+{
+    const unary_job *j = vctx;
+    gelu_backward_inplace_serial(i1 - i0, j->x + i0, j->out + i0);
+}
+
+void tg_k_gelu_backward_inplace(int64_t n, const float *x, float *g)
+{
+    unary_job j = {TG_UN_GELU, x, NULL, NULL, 0.0f, g};
+    tg_parallel_for(n, TG_ELEM_CHUNK, gelu_backward_inplace_range, &j);
+}
 
 static void unary_range(void *vctx, int64_t i0, int64_t i1)
 {

@@ -39,7 +39,7 @@ bool tg_in_parallel_region(void);
 /* Per-thread kernel scratch: at least n floats, 64-byte aligned, grown once
  * and then reused (so warm steps allocate nothing). One slot per user, so
  * a kernel that calls gemm keeps its own buffers. */
-enum { TG_SCRATCH_GEMM_A, TG_SCRATCH_GEMM_B, TG_SCRATCH_ATTN_0, TG_SCRATCH_ATTN_1, TG_SCRATCH_N };
+enum { TG_SCRATCH_GEMM_A, TG_SCRATCH_GEMM_B, TG_SCRATCH_ATTN_0, TG_SCRATCH_ATTN_1, TG_SCRATCH_FF, TG_SCRATCH_N };
 float *tg_k_scratch(int slot, size_t n);
 /* Frees the calling thread's kernel scratch; it regrows on next use. The
  * pool calls it as workers exit and at exit. */
@@ -95,6 +95,9 @@ void tg_k_unary(tg_unop op, int64_t n, const float *x, float s, float *y);
 /* gx += dy * f'(x) (y = f(x) is given for ops whose derivative uses it). */
 void tg_k_unary_backward(tg_unop op, int64_t n, const float *x, const float *y, float s, const float *dy,
                          float *gx);
+/* g = g * gelu'(x) in place: the same values as tg_k_unary_backward(GELU)
+ * adds onto a zero gradient. */
+void tg_k_gelu_backward_inplace(int64_t n, const float *x, float *g);
 
 /* ---------------------------------------------------------------- rows
  * A tensor viewed as [outer, n, inner] around one dim. */

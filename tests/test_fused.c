@@ -1,8 +1,10 @@
-/* tests/test_sdpa.c — the fused causal attention op (tg_sdpa_causal) against
- * the book's composed ops: the same bits in forward, weights and every
- * gradient, the same dropout draws (the generators end in the same state);
- * gradcheck against double-precision finite differences; a GPT with
- * dropout trains to the same losses, bit for bit, on 1 and 2 threads. */
+/* tests/test_fused.c — the fused ops against the composed ops they replace:
+ * causal attention (tg_sdpa_causal, _heads_last) against the book's steps,
+ * the same bits in forward, weights and every gradient and the same dropout
+ * draws (the generators end in the same state); the feed-forward op
+ * (tg_feedforward_gelu) against affine, gelu, affine; gradchecks against
+ * double-precision finite differences; a GPT with dropout trains to the same
+ * losses, bit for bit, on 1 and 2 threads. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -229,6 +231,102 @@ START_TEST(test_bad_input)
 }
 END_TEST
 
+/* ---------------------------------------------------------------- feed-forward */
+
+static void check_ff(int rows, int d, int h, bool bias)
+{
+    tg_generator g;
+    tg_manual_seed(&g, (uint64_t)(rows + d + h));
+    tg_tensor *x = rand_input(&g, TG_SHAPE(rows, d)), *w1 = rand_input(&g, TG_SHAPE(h, d));
+    tg_tensor *w2 = rand_input(&g, TG_SHAPE(d, h)), *dy = tg_randn(&g, TG_SHAPE(rows, d));
+    tg_tensor *b1 = bias ? rand_input(&g, TG_SHAPE(h)) : NULL, *b2 = bias ? rand_input(&g, TG_SHAPE(d)) : NULL;
+    tg_tensor *ins[5] = {x, w1, w2, b1, b2};
+    const int n_in = bias ? 5 : 3;
+    float *want[6];
+    tg_tensor *yc = tg_affine(tg_gelu(tg_affine(x, w1, b1)), w2, b2);
+    tg_backward(yc, dy);
+    want[5] = malloc(sizeof(float) * (size_t)yc->numel);
+    memcpy(want[5], yc->data, sizeof(float) * (size_t)yc->numel);
+    for (int i = 0; i < n_in; i++) {
+        want[i] = malloc(sizeof(float) * (size_t)ins[i]->numel);
+        memcpy(want[i], ins[i]->grad, sizeof(float) * (size_t)ins[i]->numel);
+        memset(ins[i]->grad, 0, sizeof(float) * (size_t)ins[i]->numel);
+    }
+    tg_tape_reset(NULL);
+    tg_tensor *y = tg_feedforward_gelu(x, w1, b1, w2, b2);
+    assert_same_bits(y->data, want[5], y->numel, "feedforward forward", rows, d, 0.0f);
+    tg_backward(y, dy);
+    for (int i = 0; i < n_in; i++)
+        assert_same_bits(ins[i]->grad, want[i], ins[i]->numel, "feedforward grad", rows, d, (float)i);
+    tg_tape_reset(NULL);
+    free(want[5]);
+    for (int i = 0; i < n_in; i++) {
+        free(want[i]);
+        tg_free(ins[i]);
+    }
+    tg_free(dy);
+}
+
+START_TEST(test_feedforward_equals_composed)
+{
+    check_ff(1, 1, 4, true);
+    check_ff(37, 16, 64, true);
+    check_ff(300, 40, 160, false);
+    tg_set_num_threads(2);
+    check_ff(300, 40, 160, true);
+    tg_set_num_threads(1);
+}
+END_TEST
+
+static tg_tensor *f_ff(tg_tensor **in, void *ctx)
+{
+    (void)ctx;
+    return tg_feedforward_gelu(in[0], in[1], in[2], in[3], in[4]);
+}
+
+START_TEST(test_feedforward_gradcheck)
+{
+    tg_generator g;
+    tg_manual_seed(&g, 8);
+    tg_tensor *in[5] = {rand_input(&g, TG_SHAPE(3, 4)), rand_input(&g, TG_SHAPE(6, 4)), rand_input(&g, TG_SHAPE(6)),
+                        rand_input(&g, TG_SHAPE(2, 6)), rand_input(&g, TG_SHAPE(2))};
+    tg_gradcheck_result r = tg_gradcheck(f_ff, NULL, in, 5, 1e-2, 1e-3, 1e-2);
+    ck_assert_int_eq(r.n_inputs, 5);
+    ck_assert_msg(r.ok, "max abs err x %.3g w1 %.3g b1 %.3g w2 %.3g b2 %.3g", r.max_abs_err[0], r.max_abs_err[1],
+                  r.max_abs_err[2], r.max_abs_err[3], r.max_abs_err[4]);
+    for (int i = 0; i < 5; i++)
+        tg_free(in[i]);
+}
+END_TEST
+
+/* FeedForward takes the fused op only while its slots hold Linear, GELU,
+ * Linear: with another activation in layers.1 it runs the slots. */
+START_TEST(test_feedforward_module_fused_and_swapped)
+{
+    tg_generator g;
+    tg_manual_seed(&g, 9);
+    tg_feedforward *ff = tg_feedforward_new(8, &g);
+    tg_tensor *x = tg_randn(&g, TG_SHAPE(2, 3, 8));
+    tg_tensor *y = tg_feedforward_forward(ff, x);
+    tg_tape *tape = tg_tape_current();
+    ck_assert_int_eq(tape->n_nodes, 1);
+    ck_assert_str_eq(tape->nodes[0].op, "tg_feedforward_gelu");
+    tg_tensor *want = tg_module_forward(ff->layers, x); /* the slots one by one */
+    assert_same_bits(y->data, want->data, y->numel, "FeedForward module", 3, 8, 0.0f);
+    tg_tape_reset(NULL);
+    tg_module_replace(&ff->base, "layers.1", &tg_softmax_mod_new(-1)->base);
+    y = tg_feedforward_forward(ff, x);
+    ck_assert_int_gt(tape->n_nodes, 1); /* the slots ran: affine, softmax, affine */
+    tg_linear *first = tg_module_as(tg_module_get(&ff->base, "layers.0"), &tg_linear_type);
+    tg_linear *last = tg_module_as(tg_module_get(&ff->base, "layers.2"), &tg_linear_type);
+    want = tg_affine(tg_softmax(tg_affine(x, first->weight, first->bias), -1), last->weight, last->bias);
+    assert_same_bits(y->data, want->data, y->numel, "FeedForward with Softmax in layers.1", 3, 8, 0.0f);
+    tg_tape_reset(NULL);
+    tg_free(x);
+    tg_module_free(&ff->base);
+}
+END_TEST
+
 /* ---------------------------------------------------------------- GPT, threads */
 
 static void train_losses(int threads, int steps, float *losses)
@@ -272,19 +370,22 @@ START_TEST(test_gpt_dropout_threads_identical)
 }
 END_TEST
 
-static Suite *sdpa_suite(void)
+static Suite *fused_suite(void)
 {
-    Suite *s = suite_create("sdpa");
-    TCase *tc = tcase_create("sdpa");
+    Suite *s = suite_create("fused");
+    TCase *tc = tcase_create("fused");
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_equals_composed);
     tcase_add_test(tc, test_equals_composed_every_isa_and_threads);
     tcase_add_test(tc, test_heads_last_equals_transposed);
     tcase_add_test(tc, test_gradcheck);
     tcase_add_test(tc, test_bad_input);
+    tcase_add_test(tc, test_feedforward_equals_composed);
+    tcase_add_test(tc, test_feedforward_gradcheck);
+    tcase_add_test(tc, test_feedforward_module_fused_and_swapped);
     tcase_add_test(tc, test_gpt_dropout_threads_identical);
     suite_add_tcase(s, tc);
     return s;
 }
 
-int main(void) { return run_suite(sdpa_suite()) ? 1 : 0; }
+int main(void) { return run_suite(fused_suite()) ? 1 : 0; }
