@@ -45,7 +45,8 @@ typedef struct {
     bool set;                   /* given on the command line */
 } flagdef;
 
-#define FL(n, t, f, lo, hi, rule, ch, meta, def, help) {n, t, offsetof(options, f), lo, hi, rule, ch, meta, def, help, 0}
+#define FL(n, t, f, lo, hi, rule, ch, meta, def, help)                                                        \
+    {n, t, offsetof(options, f), lo, hi, rule, ch, meta, def, help, 0}
 #define HEAD(n) {n, F_HEAD, 0, 0, 0, 0, 0, 0, 0, 0, 0}
 #define CH(...) (const char *const[]){__VA_ARGS__, NULL}
 #define L40 1099511627776.0
@@ -154,8 +155,9 @@ static int set_value(const flagdef *f, const char *v, options *o, const char *la
     errno = 0;
     bool num = f->type == F_DBL || f->type == F_LONG, dbl = f->type == F_DBL;
     double x = v && dbl ? strtod(v, &end) : v && num ? (double)strtol(v, &end, 10) : 0;
-    bool bad = num && (errno || end == v || *end || (dbl && !isfinite(x))), in = x >= f->lo && (dbl && f->hi < INFINITY ? x < f->hi : x <= f->hi);
-    in = in && !(f->rule && strncmp(f->rule, "> ", 2) == 0 && x == f->lo);
+    bool bad = num && (errno || end == v || *end || (dbl && !isfinite(x)));
+    bool in = x >= f->lo && (dbl && f->hi < INFINITY ? x < f->hi : x <= f->hi) &&
+              !(f->rule && strncmp(f->rule, "> ", 2) == 0 && x == f->lo); /* "> 0": open at lo */
     int c = 0;
     while (f->type == F_CHOICE && v && f->choices[c] && strcmp(f->choices[c], v) != 0)
         c++;
@@ -288,54 +290,30 @@ static double now_s(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* A sample's tokens; on a terminal, control bytes print as \xNN (tg_write_text). */
-typedef struct {
-    const tg_tokenizer *tok;
-    bool escape;
-} sample_printer;
-
-static void print_token(int32_t id, void *ctx)
-{
-    const sample_printer *sp = ctx;
-    tg_tokenizer_print(sp->tok, id, stdout, sp->escape);
-    fflush(stdout);
-}
-
-/* From the prompt (checked at start-up), else the data's first characters (a sentence start the model saw). */
+/* From the prompt (checked at start-up), else the data's first characters (a sentence start the model saw),
+ * with build/sample's default settings, so that a checkpoint samples alike in both. */
 static void print_sample(run *r, const char *title)
 {
     if (r->o.sample_tokens <= 0 || r->o.quiet)
         return;
-    size_t len = r->o.prompt ? strlen(r->o.prompt) : 0;
+    const size_t len = r->o.prompt ? strlen(r->o.prompt) : 0;
     int64_t np = r->d.n_train < 16 ? r->d.n_train : 16;
-    np = np > r->cfg.context_length ? r->cfg.context_length : np;
-    int32_t *ids = malloc((len + (size_t)np + (size_t)r->o.sample_tokens) * sizeof *ids);
-    if (!ids)
+    int32_t *p = malloc((len > 16 ? len : 16) * sizeof *p);
+    if (!p)
         tg_error("train", "out of memory");
-    if (len > 0 && tg_tokenizer_encode(&r->d.tok, r->o.prompt, len, ids, &np, NULL, 0) != 0)
-        np = 0;
-    else if (len == 0)
-        memcpy(ids, r->d.ids, (size_t)np * sizeof *ids);
-    /* the settings build/sample defaults to, so that a checkpoint samples alike in both */
-    printf("--- %s (temperature %.1f, top-k %d) ---\n", title, (double)TG_SAMPLE_TEMPERATURE, TG_SAMPLE_TOP_K);
-    sample_printer sp = {&r->d.tok, isatty(STDOUT_FILENO) == 1};
-    for (int64_t i = 0; i < np; i++)
-        print_token(ids[i], &sp);
-    tg_generator sg;
-    tg_manual_seed(&sg, r->o.seed + 1);
-    tg_gpt_generate(r->model, ids, (int)np, (int)r->o.sample_tokens, TG_SAMPLE_TEMPERATURE, TG_SAMPLE_TOP_K, &sg,
-                    print_token, &sp);
-    printf("\n---\n");
-    fflush(stdout);
-    free(ids);
+    if (len == 0 || tg_tokenizer_encode(&r->d.tok, r->o.prompt, len, p, &np, NULL, 0) != 0)
+        memcpy(p, r->d.ids, (size_t)(np = np > r->cfg.context_length ? r->cfg.context_length : np) * sizeof *p);
+    const tg_sampling s = {TG_SAMPLE_TEMPERATURE, TG_SAMPLE_TOP_K, 1.0f};
+    tg_gpt_print_sample(stdout, r->model, &r->d.tok, title, p, (int)np, (int)r->o.sample_tokens, &s, r->o.seed + 1,
+                        isatty(STDOUT_FILENO));
+    free(p);
 }
-
-/* ---------------------------------------------------------------- printing */
 
 /* "1.7952 nats = 2.590 bits/char (perplexity 6.02)": a loss per token in both units. */
 static const char *units(const run *r, double nats, bool ppl, char *buf, size_t n)
 {
-    int w = snprintf(buf, n, "%.4f nats = %.3f bits/%s", nats, nats / M_LN2, r->d.tok.kind == TG_TOK_BYTE ? "byte" : "char");
+    const char *unit = r->d.tok.kind == TG_TOK_BYTE ? "byte" : "char";
+    int w = snprintf(buf, n, "%.4f nats = %.3f bits/%s", nats, nats / M_LN2, unit);
     if (ppl)
         snprintf(buf + w, n - (size_t)w, " (perplexity %.2f)", exp(nats));
     return buf;
@@ -357,7 +335,6 @@ static void on_sample(void *user, tg_trainer *tr, int64_t step)
     print_sample(user, tr->steps_done > 0 ? title : step == 0 ? "sample before training" : "sample at resume");
 }
 
-/* Piped: a line every --eval-every steps. On a terminal: one live line, redrawn at most every 0.1 s. */
 /* --dot and --grad-norms: the step's tape and gradients, right after its backward. */
 static void on_backward(void *user, tg_trainer *tr, int64_t step, tg_tensor *loss)
 {
@@ -382,6 +359,7 @@ static void on_backward(void *user, tg_trainer *tr, int64_t step, tg_tensor *los
     fflush(stdout);
 }
 
+/* Piped: a line every --eval-every steps. On a terminal: one live line, redrawn at most every 0.1 s. */
 static void on_step(void *user, tg_trainer *tr, const tg_train_event *e)
 {
     run *r = user;
@@ -397,8 +375,7 @@ static void on_step(void *user, tg_trainer *tr, const tg_train_event *e)
     snprintf(line, sizeof line, "step %" PRId64 "/%ld | batch loss %.4f | val loss %s | lr %.2e | %.0f tok/s | ETA %s",
              e->step, r->o.steps, r->ema, isnan(r->val) ? vbuf : units(r, r->val, false, vbuf, sizeof vbuf), e->lr,
              e->tokens_per_s, eta);
-    if (r->o.quiet) {
-    } else if (tty && (e->evaluated || last || now_s() - r->last_draw >= 0.1)) {
+    if (!r->o.quiet && tty && (e->evaluated || last || now_s() - r->last_draw >= 0.1)) {
         /* the live line must not wrap, or "\r" would leave the wrapped part behind: the short form, then cut */
         struct winsize ws = {0};
         int width = ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) != 0 || ws.ws_col == 0 ? 80 : ws.ws_col < 20 ? 20 : ws.ws_col;
@@ -408,7 +385,7 @@ static void on_step(void *user, tg_trainer *tr, const tg_train_event *e)
                      e->step, r->o.steps, r->ema, r->val, e->lr, e->tokens_per_s);
         line[width - 1 < (int)strlen(line) ? width - 1 : (int)strlen(line)] = '\0';
         printf("\r\033[K%s%s", line, e->evaluated || last ? "\n" : "");
-    } else if (!tty && (e->step % every == 0 || last || e->evaluated)) {
+    } else if (!r->o.quiet && !tty && (e->step % every == 0 || last || e->evaluated)) {
         printf("%s\n", line);
     }
     fflush(stdout);
@@ -454,7 +431,7 @@ static void on_save_meta(void *user, tg_trainer *tr, tg_st_meta *m)
 /* The checkpoint's model config and tokenizer, if it has them; a model flag the user gave must agree. */
 static int adopt_checkpoint_config(run *r, const tg_st_file *f)
 {
-    const char *label = tg_st_label(f), *tk = NULL;
+    const char *label = tg_st_label(f);
     tg_gpt_config c;
     bool has_tok;
     int rc = tg_gpt_checkpoint_config(f, &c, &r->d.tok, &has_tok, g_err, sizeof g_err);
@@ -465,18 +442,17 @@ static int adopt_checkpoint_config(run *r, const tg_st_file *f)
     const struct {
         const char *flag;
         long want, have;
-    } chk[] = {{"--layers", r->o.layers, c.n_layers}, {"--heads", r->o.heads, c.n_heads}, {"--emb", r->o.emb, c.emb_dim},
-               {"--ctx", r->o.ctx, c.context_length}, {"--qkv-bias", r->o.qkv_bias, c.qkv_bias},
-               {"--tokenizer", 0, 0}};
+    } chk[] = {{"--layers", r->o.layers, c.n_layers}, {"--heads", r->o.heads, c.n_heads},
+               {"--emb", r->o.emb, c.emb_dim},         {"--ctx", r->o.ctx, c.context_length},
+               {"--qkv-bias", r->o.qkv_bias, c.qkv_bias}};
     for (size_t i = 0; i < sizeof chk / sizeof *chk; i++)
         if (given(chk[i].flag) && chk[i].want != chk[i].have)
             return fail("%s: checkpoint of another config: it has %s %ld, the command line asks for %ld", label,
                         chk[i].flag, chk[i].have, chk[i].want);
-    if (has_tok)
-        tk = r->d.tok.kind == TG_TOK_BYTE ? "byte" : "char";
-    else if (r->o.resume)
+    const char *tk = r->d.tok.kind == TG_TOK_BYTE ? "byte" : "char";
+    if (!has_tok && r->o.resume)
         return fail("%s: not a tapegrad training checkpoint (no tokenizer in its metadata)", label);
-    if (tk && given("--tokenizer") && strcmp(tk, r->o.tokenizer) != 0)
+    if (has_tok && given("--tokenizer") && strcmp(tk, r->o.tokenizer) != 0)
         return fail("%s: checkpoint of another config: it has --tokenizer %s, the command line asks for %s", label,
                     tk, r->o.tokenizer);
     c.drop_rate = given("--dropout") ? (float)r->o.dropout : c.drop_rate;
@@ -484,22 +460,23 @@ static int adopt_checkpoint_config(run *r, const tg_st_file *f)
     return 0;
 }
 
+/* The data (in the checkpoint's vocabulary, if it has one), long enough for the context. */
 static int load_data(run *r)
 {
     const options *o = &r->o;
-    const int T = r->cfg.context_length;
-    const char *vname = o->val_data ? o->val_data : o->data;
+    const int64_t T1 = r->cfg.context_length + 1;
     if (tg_text_data_load(&r->d, o->data, o->val_data, strcmp(o->tokenizer, "byte") ? TG_TOK_CHAR : TG_TOK_BYTE,
                           o->val_frac, g_err, sizeof g_err))
         return -1;
-    if (r->d.n_ids < (int64_t)T + 1)
-        return fail("%s: %" PRId64 " tokens is shorter than --ctx + 1 = %d", o->data, r->d.n_ids, T + 1);
-    if (r->d.n_train < (int64_t)T + 1)
-        return fail("%s: the training split has %" PRId64 " tokens, fewer than --ctx + 1 = %d (lower --ctx or "
-                    "--val-frac)", o->data, r->d.n_train, T + 1);
-    if (r->d.n_val > 0 && r->d.n_val < (int64_t)T + 1)
-        return fail("%s: the validation %s has %" PRId64 " tokens, fewer than --ctx + 1 = %d (lower --ctx%s)", vname,
-                    o->val_data ? "text" : "split", r->d.n_val, T + 1, o->val_data ? "" : ", raise --val-frac, or 0");
+    if (r->d.n_ids < T1)
+        return fail("%s: %" PRId64 " tokens is shorter than --ctx + 1 = %" PRId64, o->data, r->d.n_ids, T1);
+    if (r->d.n_train < T1)
+        return fail("%s: the training split has %" PRId64 " tokens, fewer than --ctx + 1 = %" PRId64 " (lower --ctx "
+                    "or --val-frac)", o->data, r->d.n_train, T1);
+    if (r->d.n_val > 0 && r->d.n_val < T1)
+        return fail("%s: the validation %s has %" PRId64 " tokens, fewer than --ctx + 1 = %" PRId64 " (lower --ctx%s)",
+                    o->val_data ? o->val_data : o->data, o->val_data ? "text" : "split", r->d.n_val, T1,
+                    o->val_data ? "" : ", raise --val-frac, or --val-frac 0");
     return 0;
 }
 
@@ -509,7 +486,7 @@ static int setup(run *r, tg_st_file **f)
 {
     options *o = &r->o;
     const char *outs[][2] = {{"--save", o->save}, {"--log", o->log}, {"--plot", o->plot}, {"--dot", o->dot}};
-    const char *ck = o->resume ? o->resume : o->init;
+    const char *ck = o->resume ? o->resume : o->init, *h, *bt;
     char why[512];
     tg_st_error err;
     for (int i = 0; i < 4; i++)
@@ -522,12 +499,10 @@ static int setup(run *r, tg_st_file **f)
         return fail("%s", err.msg);
     if ((*f && adopt_checkpoint_config(r, *f)) || (o->resume && adopt_training_settings(o, *f)) || load_data(r))
         return -1;
-    const char *h = o->resume ? tg_st_meta_get(tg_st_metadata(*f), "data_hash") : NULL;
-    const char *bt = o->resume ? tg_st_meta_get(tg_st_metadata(*f), "batches") : NULL;
     snprintf(why, sizeof why, "%016" PRIx64, tg_tokens_hash(r->d.ids, r->d.n_ids));
-    if (h && strcmp(h, why) != 0 && !o->quiet)
+    if (o->resume && (h = tg_st_meta_get(tg_st_metadata(*f), "data_hash")) && strcmp(h, why) != 0 && !o->quiet)
         fprintf(stderr, "train: note: %s holds other data than the run in %s was trained on\n", o->data, o->resume);
-    if (bt && strcmp(bt, o->batches) != 0)
+    if (o->resume && (bt = tg_st_meta_get(tg_st_metadata(*f), "batches")) && strcmp(bt, o->batches) != 0)
         fprintf(stderr, "train: note: the checkpoint was trained with --batches %s, continuing with %s\n", bt,
                 o->batches);
     r->cfg.vocab_size = r->cfg.vocab_size ? r->cfg.vocab_size : r->d.tok.vocab_size;
@@ -573,13 +548,57 @@ static int setup(run *r, tg_st_file **f)
 
 /* ---------------------------------------------------------------- main */
 
+/* The run's end: divergence, a signal, --stop-after or the last step; what was saved, the summary, the plot. */
+static int finish(run *r, tg_train_status st)
+{
+    const options *o = &r->o;
+    tg_trainer *tr = r->tr;
+    const char *ck = tr->cfg.save_path;
+    const int sig = g_signal;
+    char why[512];
+    if (isatty(STDOUT_FILENO) && !o->quiet && (st != TG_TRAIN_DONE || sig))
+        printf("\n");
+    snprintf(why, sizeof why, "; %s keeps the checkpoint of step %" PRId64, ck, tr->saved_step);
+    if (st == TG_TRAIN_ESAVE)
+        return fail("at step %" PRId64 ": %s", tr->step, tr->err);
+    if (st == TG_TRAIN_DIVERGED)
+        return fail("the %s became %g at step %" PRId64 " (try a lower --lr%s); nothing was saved%s",
+                    tr->diverged_in_eval ? "val loss" : "loss", tr->last_loss, tr->step,
+                    o->clip > 0 ? "" : " or --clip 1", tr->saved_step >= 0 ? why : "");
+    if (sig && tr->steps_done == 0) {
+        printf("interrupted before the first step: nothing was trained, so nothing was saved\n");
+        return 128 + sig;
+    }
+    /* a resumed run that trained nothing leaves its checkpoint as it was */
+    const bool keep = tr->steps_done == 0 && o->resume && strcmp(ck, o->resume) == 0;
+    if (sig || tr->step < o->steps) {
+        if ((!keep && tg_trainer_save(tr, ck, why, sizeof why)) ||
+            (o->plot && tg_trainer_plot(tr, o->plot, why, sizeof why)))
+            return fail("%s", why);
+        printf("%s at step %" PRId64 "/%ld: %s %s (continue with --resume %s)\n", sig ? "interrupted" : "stopped",
+               tr->step, o->steps, keep ? "kept" : "saved", ck, ck);
+        return sig ? 128 + sig : 0;
+    }
+    print_sample(r, "sample after training");
+    snprintf(why, sizeof why, "done: %" PRId64 " steps", tr->steps_done);
+    summary(r, why);
+    if (o->save && !keep && tg_trainer_save(tr, o->save, why, sizeof why))
+        return fail("%s", why);
+    if (o->save)
+        printf(keep ? "nothing trained: %s left as it was\n" : "saved %s\n", o->save);
+    if (o->plot && tg_trainer_plot(tr, o->plot, why, sizeof why))
+        return fail("%s", why);
+    if (o->plot)
+        printf("plot %s%s\n", o->plot, r->start > 0 && !tr->history_from_log
+                                            ? " (this run's steps only: with --log the plot shows the whole run)" : "");
+    return 0;
+}
+
 static int train(run *r)
 {
-    options *o = &r->o;
-    tg_trainer *tr = r->tr;
-    const char *ck = tr->cfg.save_path, *unit = r->d.tok.kind == TG_TOK_BYTE ? "byte" : "char";
-    char why[512];
-    r->start = tr->step;
+    const options *o = &r->o;
+    const char *unit = r->d.tok.kind == TG_TOK_BYTE ? "byte" : "char";
+    r->start = r->tr->step;
     r->stop = o->stop_after >= 0 && r->start + o->stop_after < o->steps ? r->start + o->stop_after : o->steps;
     r->ema = r->val = NAN;
     r->t0 = now_s();
@@ -599,46 +618,9 @@ static int train(run *r)
     else if (!o->quiet && !o->eval_only)
         printf("batch loss: the training batches' loss, smoothed (EMA 0.9), dropout on; val loss: the held-out "
                "split, dropout off; in nats per token and bits per %s\n", unit);
-    if (o->eval_only) {
+    if (o->eval_only)
         summary(r, "eval");
-        return 0;
-    }
-    tg_train_status st = tg_trainer_run(tr, r->stop);
-    const int sig = g_signal;
-    if (isatty(STDOUT_FILENO) && !o->quiet && (st != TG_TRAIN_DONE || sig))
-        printf("\n");
-    snprintf(why, sizeof why, "; %s keeps the checkpoint of step %" PRId64, ck, tr->saved_step);
-    if (st == TG_TRAIN_ESAVE || st == TG_TRAIN_DIVERGED)
-        return st == TG_TRAIN_ESAVE ? fail("at step %" PRId64 ": %s", tr->step, tr->err)
-                                    : fail("the %s became %g at step %" PRId64 " (try a lower --lr%s); nothing was "
-                                           "saved%s", tr->diverged_in_eval ? "val loss" : "loss", tr->last_loss,
-                                           tr->step, o->clip > 0 ? "" : " or --clip 1", tr->saved_step >= 0 ? why : "");
-    if (sig && tr->steps_done == 0) {
-        printf("interrupted before the first step: nothing was trained, so nothing was saved\n");
-        return 128 + sig;
-    }
-    /* a resumed run that trained nothing leaves its checkpoint as it was */
-    const bool keep = tr->steps_done == 0 && o->resume && strcmp(ck, o->resume) == 0;
-    if (sig || tr->step < o->steps) {
-        if ((!keep && tg_trainer_save(tr, ck, why, sizeof why)) || (o->plot && tg_trainer_plot(tr, o->plot, why, sizeof why)))
-            return fail("%s", why);
-        printf("%s at step %" PRId64 "/%ld: %s %s (continue with --resume %s)\n", sig ? "interrupted" : "stopped",
-               tr->step, o->steps, keep ? "kept" : "saved", ck, ck);
-        return sig ? 128 + sig : 0;
-    }
-    print_sample(r, "sample after training");
-    snprintf(why, sizeof why, "done: %" PRId64 " steps", tr->steps_done);
-    summary(r, why);
-    if (o->save && !keep && tg_trainer_save(tr, o->save, why, sizeof why))
-        return fail("%s", why);
-    if (o->save)
-        printf(keep ? "nothing trained: %s left as it was\n" : "saved %s\n", o->save);
-    if (o->plot && tg_trainer_plot(tr, o->plot, why, sizeof why))
-        return fail("%s", why);
-    if (o->plot)
-        printf("plot %s%s\n", o->plot, r->start > 0 && !tr->history_from_log
-                                            ? " (this run's steps only: with --log the plot shows the whole run)" : "");
-    return 0;
+    return o->eval_only ? 0 : finish(r, tg_trainer_run(r->tr, r->stop));
 }
 
 /* Bad input below the argument parser goes through tg_error (an invalid config reaching a constructor, say). */

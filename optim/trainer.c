@@ -89,6 +89,38 @@ int tg_gpt_checkpoint_config(const tg_st_file *f, tg_gpt_config *c, tg_tokenizer
     return 1;
 }
 
+typedef struct {
+    FILE *f;
+    const tg_tokenizer *t;
+    bool escape;
+} sample_printer;
+
+static void print_token(int32_t id, void *ctx)
+{
+    const sample_printer *sp = ctx;
+    tg_tokenizer_print(sp->t, id, sp->f, sp->escape);
+    fflush(sp->f);
+}
+
+void tg_gpt_print_sample(FILE *f, tg_gpt *m, const tg_tokenizer *t, const char *title, const int32_t *prompt,
+                         int n_prompt, int n_new, const tg_sampling *s, uint64_t seed, bool escape)
+{
+    int32_t *ids = malloc(((size_t)n_prompt + (size_t)n_new) * sizeof *ids);
+    if (!ids)
+        tg_error("tg_gpt_print_sample", "out of memory");
+    memcpy(ids, prompt, (size_t)n_prompt * sizeof *ids);
+    sample_printer sp = {f, t, escape};
+    fprintf(f, "--- %s (temperature %.1f, top-k %d) ---\n", title, (double)s->temperature, s->top_k);
+    for (int i = 0; i < n_prompt; i++)
+        print_token(ids[i], &sp);
+    tg_generator g;
+    tg_manual_seed(&g, seed);
+    tg_gpt_generate_with(m, ids, n_prompt, n_new, s, &g, print_token, &sp);
+    fprintf(f, "\n---\n");
+    fflush(f);
+    free(ids);
+}
+
 /* ---------------------------------------------------------------- text windows */
 
 static const void *windows_train(void *ctx, int64_t step, tg_generator *g)

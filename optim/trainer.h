@@ -70,6 +70,13 @@ void tg_gpt_checkpoint_meta(const tg_gpt_config *c, const tg_tokenizer *t, tg_st
 int tg_gpt_checkpoint_config(const tg_st_file *f, tg_gpt_config *c, tg_tokenizer *t, bool *has_tok, char *err,
                              size_t errsize);
 
+/* A sample, printed to f: "--- title (temperature T, top-k K) ---", the
+ * prompt's text, n_new tokens of tg_gpt_generate_with (a generator seeded
+ * with seed, so that printing a sample changes no other draw), "---".
+ * With escape (pass isatty), control bytes print as \xNN (tg_write_text). */
+void tg_gpt_print_sample(FILE *f, tg_gpt *m, const tg_tokenizer *t, const char *title, const int32_t *prompt,
+                         int n_prompt, int n_new, const tg_sampling *s, uint64_t seed, bool escape);
+
 /* ---------------------------------------------------------------- batches */
 
 enum { TG_SPLIT_TRAIN = 0, TG_SPLIT_VAL = 1 };
