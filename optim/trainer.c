@@ -231,7 +231,8 @@ int tg_text_data_load(tg_text_data *d, const char *path, const char *val_path, t
     size_t len = 0, vlen = 0;
     const bool given_tok = d->tok.vocab_size > 0;
     d->ids = NULL;
-    if (tg_text_load(path, &text, &len, err, errsize) || (val_path && tg_text_load(val_path, &vtext, &vlen, err, errsize))) {
+    if (tg_text_load(path, &text, &len, err, errsize) ||
+        (val_path && tg_text_load(val_path, &vtext, &vlen, err, errsize))) {
         free(text);
         return -1;
     }
@@ -751,12 +752,14 @@ int tg_trainer_plot(const tg_trainer *tr, const char *path, char *err, size_t er
         x1 = fmax(x1, (double)tr->val_step[i]);
 #define PX(s) (L + ((double)(s)-x0) / (x1 - x0) * (W - L - R))
 #define PY(v) (Tp + (ymax - (double)(v)) / (ymax - ymin) * (H - Tp - Bm))
-    tg_atomic_printf(&f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" font-family=\"sans-serif\" "
+    tg_atomic_printf(&f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
+                         "font-family=\"sans-serif\" "
                "font-size=\"12\">\n<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n", W, H);
     tg_atomic_printf(&f, "<text x=\"%.0f\" y=\"18\" font-size=\"14\">loss (nats/token) vs step</text>\n", L);
     for (int k = 0; k <= 4; k++) {
         double v = ymin + (ymax - ymin) * k / 4.0;
-        tg_atomic_printf(&f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/>", L, PY(v), W - R, PY(v));
+        tg_atomic_printf(&f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/>", L, PY(v), W - R,
+                         PY(v));
         tg_atomic_printf(&f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%.2f</text>\n", L - 5, PY(v) + 4, v);
         double s = x0 + (x1 - x0) * k / 4.0;
         tg_atomic_printf(&f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%.0f</text>\n", PX(s), H - Bm + 18, s);
