@@ -569,23 +569,20 @@ static int finish(run *r, tg_train_status st)
         printf("interrupted before the first step: nothing was trained, so nothing was saved\n");
         return 128 + sig;
     }
-    /* a resumed run that trained nothing leaves its checkpoint as it was */
-    const bool keep = tr->steps_done == 0 && o->resume && strcmp(ck, o->resume) == 0;
-    if (sig || tr->step < o->steps) {
-        if ((!keep && tg_trainer_save(tr, ck, why, sizeof why)) ||
-            (o->plot && tg_trainer_plot(tr, o->plot, why, sizeof why)))
+    if (sig || tr->step < o->steps) { /* (a resumed run that trained nothing leaves its checkpoint as it was) */
+        if (tg_trainer_save(tr, ck, why, sizeof why) || (o->plot && tg_trainer_plot(tr, o->plot, why, sizeof why)))
             return fail("%s", why);
         printf("%s at step %" PRId64 "/%ld: %s %s (continue with --resume %s)\n", sig ? "interrupted" : "stopped",
-               tr->step, o->steps, keep ? "kept" : "saved", ck, ck);
+               tr->step, o->steps, tr->save_skipped ? "kept" : "saved", ck, ck);
         return sig ? 128 + sig : 0;
     }
     print_sample(r, "sample after training");
     snprintf(why, sizeof why, "done: %" PRId64 " steps", tr->steps_done);
     summary(r, why);
-    if (o->save && !keep && tg_trainer_save(tr, o->save, why, sizeof why))
+    if (o->save && tg_trainer_save(tr, o->save, why, sizeof why))
         return fail("%s", why);
     if (o->save)
-        printf(keep ? "nothing trained: %s left as it was\n" : "saved %s\n", o->save);
+        printf(tr->save_skipped ? "nothing trained: %s left as it was\n" : "saved %s\n", o->save);
     if (o->plot && tg_trainer_plot(tr, o->plot, why, sizeof why))
         return fail("%s", why);
     if (o->plot)

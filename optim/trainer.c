@@ -329,6 +329,7 @@ void tg_trainer_free(tg_trainer *tr)
     if (!tr)
         return;
     tg_optim_free(tr->opt);
+    free(tr->restored_from);
     free(tr->train_loss);
     free(tr->val_loss);
     free(tr->val_step);
@@ -559,6 +560,9 @@ static int check_finite(const tg_trainer *tr, const char *path, char *err, size_
 
 int tg_trainer_save(tg_trainer *tr, const char *path, char *err, size_t errsize)
 {
+    tr->save_skipped = tr->restored_from && strcmp(path, tr->restored_from) == 0 && tr->step == tr->restored_step;
+    if (tr->save_skipped) /* nothing trained since it was read: it holds this very state */
+        return 0;
     if (check_finite(tr, path, err, errsize))
         return -1;
     tg_params all;
@@ -630,8 +634,11 @@ int tg_trainer_restore(tg_trainer *tr, const tg_st_file *f, char *err, size_t er
     char why[256];
     if (!tg_optim_state_check(tr->opt, why, sizeof why))
         return fail(err, errsize, "%s: invalid optimizer state: %s", label, why);
-    tr->step = step;
+    tr->step = tr->restored_step = step;
     *tr->gen = g;
+    free(tr->restored_from);
+    if (!(tr->restored_from = strdup(label)))
+        tg_error("tg_trainer_restore", "out of memory");
     return 0;
 }
 

@@ -209,6 +209,9 @@ struct tg_trainer {
     bool history_from_log;       /* the history before this run came from the CSV log */
     FILE *log;
     int64_t saved_step;          /* the step of the last checkpoint this trainer wrote, -1: none */
+    char *restored_from;         /* the checkpoint tg_trainer_restore read (its label), and its step */
+    int64_t restored_step;
+    bool save_skipped;           /* the last tg_trainer_save found nothing to write (see there) */
     bool diverged_in_eval;       /* TG_TRAIN_DIVERGED: the evaluation (in last_loss), not the batch loss */
     char err[512];               /* TG_TRAIN_ESAVE: the reason */
 };
@@ -243,8 +246,10 @@ double tg_trainer_evaluate(tg_trainer *tr, int split);
  * state ("optim.*"), and in __metadata__ the hook's keys, "step" and "rng"
  * (the generator's state). Written atomically, and only when every weight
  * and optimizer moment is finite and so is the last evaluation: NaN or Inf
- * is never written (the file on disk stays as it was). Returns 0, or -1
- * with a one-line reason. */
+ * is never written (the file on disk stays as it was). Saving back to the
+ * checkpoint a resumed run came from, with no step trained since, writes
+ * nothing (save_skipped): the file is left byte for byte as it was. Returns
+ * 0, or -1 with a one-line reason. */
 int tg_trainer_save(tg_trainer *tr, const char *path, char *err, size_t errsize);
 /* Continues a run from a checkpoint saved by tg_trainer_save (the weights
  * are loaded by the caller, who knows the model's format): the optimizer
