@@ -105,7 +105,7 @@ START_TEST(test_scope_table_stops_growing)
     int n_paths = -1;
     for (int step = 0; step < 4; step++) {
         for (int blk = 0; blk < 3; blk++) {
-            char name[16];
+            char name[24];
             snprintf(name, sizeof name, "blocks.%d", blk);
             tg_scope_push(name);
             tg_scope_push("att");
