@@ -64,6 +64,24 @@ START_TEST(test_debugging_md_replays)
 }
 END_TEST
 
+/* `tg tape` (reading memory) prints the very lines tg_tape_print does. */
+START_TEST(test_tg_tape_matches_tg_tape_print)
+{
+#ifdef TG_ASAN
+    printf("test_gdb: skipped under ASan\n");
+    return;
+#else
+    if (system("command -v gdb >/dev/null 2>&1") != 0) {
+        printf("test_gdb: gdb is not installed: the tg tape check is skipped\n");
+        return;
+    }
+    fflush(stdout);
+    int rc = system("bash tests/gdb/check_tape.sh");
+    ck_assert_msg(WIFEXITED(rc) && WEXITSTATUS(rc) == 0, "tg tape differs from tg_tape_print (diff above)");
+#endif
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("gdb");
@@ -71,6 +89,7 @@ static Suite *suite(void)
     tcase_set_timeout(tc, 900);
     tcase_add_test(tc, test_extension_prints_like_torch);
     tcase_add_test(tc, test_debugging_md_replays);
+    tcase_add_test(tc, test_tg_tape_matches_tg_tape_print);
     suite_add_tcase(s, tc);
     return s;
 }
