@@ -22,8 +22,8 @@
 #   tg path T [NAME]             T's graph back to the leaves; with NAME, the
 #                                chain from T to the leaf named NAME
 #   tg stats T [grad]            min, max, mean, norm, NaN and Inf counts
+import array
 import math
-import struct
 
 import gdb
 
@@ -42,7 +42,7 @@ def read_floats(addr, start, count):
     if count <= 0:
         return []
     mem = _inferior().read_memory(int(addr) + 4 * start, 4 * count)
-    return list(struct.unpack("<%df" % count, bytes(mem)))
+    return array.array("f", bytes(mem)).tolist()   # the host's floats: gdb runs where the program ran
 
 
 class FloatReader:
@@ -357,11 +357,16 @@ def norm_of(ptr, n):
     return math.sqrt(s)
 
 
+NORM_MAX = 1 << 22   # the printers read at most this many grad values for a norm
+
+
 def grad_summary(t):
     if int(t["grad"]) == 0:
         if int(t["node"]) >= 0 and t["requires_grad"]:
             return "grad None (released after its own backward; tg_retain_grads(true) keeps it)"
         return "grad None"
+    if numel(t) > NORM_MAX:
+        return "grad present (%d values: tg stats T grad reads them all for the norm)" % numel(t)
     return "grad norm %.4f" % norm_of(t["grad"], numel(t))
 
 
