@@ -167,12 +167,35 @@ static void *grow(void *items, int n, int *cap, size_t size, const char *op)
     return p;
 }
 
+/* The entry holding t somewhere in the tree under m, or NULL. */
+static const tg_module_tensor *find_tensor(const tg_module *m, const tg_tensor *t)
+{
+    for (int i = 0; i < m->n_params; i++)
+        if (m->params[i].t == t)
+            return &m->params[i];
+    for (int i = 0; i < m->n_buffers; i++)
+        if (m->buffers[i].t == t)
+            return &m->buffers[i];
+    for (int i = 0; i < m->n_children; i++) {
+        const tg_module_tensor *e = find_tensor(m->children[i].m, t);
+        if (e)
+            return e;
+    }
+    return NULL;
+}
+
 static tg_tensor *add_tensor(const char *op, tg_module *m, const char *name, tg_tensor *t, bool param)
 {
     check_new_name(op, m, name);
     tg_check_ptr(op, t, "tensor");
     if (t->storage != TG_STORAGE_HEAP)
         tg_error(op, "\"%s\" must be a heap tensor (the module owns and frees it), not a tape tensor", name);
+    const tg_module *root = m;
+    while (root->parent)
+        root = root->parent;
+    const tg_module_tensor *dup = find_tensor(root, t);
+    if (dup) /* a module owns (and frees) its tensors: one tensor cannot be registered twice */
+        tg_error(op, "the tensor for \"%s\" is already registered as \"%s\"", name, dup->full);
     tg_module_tensor *e;
     if (param) {
         m->params = grow(m->params, m->n_params, &m->cap_params, sizeof *m->params, op);

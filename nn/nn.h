@@ -127,7 +127,8 @@ void tg_module_free(tg_module *m);
 
 /* Registers t (a heap tensor; m takes ownership) as parameter name of m:
  * requires_grad on, t->name = its full name. Returns t. Registration order
- * is state_dict order. */
+ * is state_dict order. A tensor already registered in m's tree is an error
+ * (each module frees its own: weights cannot be tied by registering twice). */
 tg_tensor *tg_module_add_param(tg_module *m, const char *name, tg_tensor *t);
 /* A buffer: owned and named like a parameter, but not a parameter (no
  * grad, not in tg_module_params, not in checkpoints), like torch's

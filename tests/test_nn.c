@@ -645,6 +645,7 @@ static void misuse(void *vctx)
     case 35: tg_module_replace(&c->mha->base, "W_value.nope", &c->lin->base); break;
     case 36: tg_module_add_param(&c->lin->base, "a.b", c->x); break;
     case 37: tg_module_replace(&c->wr->base, "heads.1", &c->mha->W_query->base); break;
+    case 38: tg_module_add_param(&c->mha->base, "tied", c->mha->W_key->weight); break;
     }
 }
 
@@ -692,6 +693,7 @@ START_TEST(test_misuse_errors)
         {"tg_module_replace", "has no child at \"W_value.nope\"", 0, {0}},
         {"tg_module_add_param", "name \"a.b\" for Linear (a root) must be non-empty and contain no '.'", 1, {2}},
         {"tg_module_replace", "Linear 'W_query' already has a parent", 0, {0}},
+        {"tg_module_add_param", "the tensor for \"tied\" is already registered as \"W_key.weight\"", 0, {0}},
     };
     misuse_ctx c;
     memset(&c, 0, sizeof c);
