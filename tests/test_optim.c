@@ -491,6 +491,88 @@ START_TEST(test_state_check)
 }
 END_TEST
 
+/* tg_optim_state_check tells what an entry is by the entry itself, not by
+ * its name or its place in the list: here the entries are reversed and
+ * renamed (through the public structs; restored before the free), and a bad
+ * step count, a negative second moment, a NaN first moment are still found
+ * and named, while a negative first moment is fine. */
+START_TEST(test_state_check_any_order_and_name)
+{
+    tg_tensor *w = tg_requires_grad(tg_ones(TG_SHAPE(2, 2)), true);
+    tg_tensor *b = tg_requires_grad(tg_ones(TG_SHAPE(3)), true);
+    tg_params ps;
+    tg_params_init(&ps);
+    tg_params_add(&ps, NULL, "w", w);
+    tg_params_add(&ps, NULL, "b", b);
+    tg_optim_config c = tg_adam_config(0.1);
+    c.amsgrad = true;
+    tg_optim *o = tg_optim_new(&ps, &c);
+    const int n = tg_optim_state_count(o);
+    ck_assert_int_eq(n, 8);
+    float *step_b = tg_optim_state_find(o, "optim.step.b")->data;
+    float *m_w = tg_optim_state_find(o, "optim.exp_avg.w")->data;
+    float *v_b = tg_optim_state_find(o, "optim.exp_avg_sq.b")->data;
+    float *vmax_w = tg_optim_state_find(o, "optim.max_exp_avg_sq.w")->data;
+    /* reverse the entries, and give each a name that says nothing */
+    tg_optim_state *st = (tg_optim_state *)tg_optim_state_get(o, 0);
+    for (int i = 0; i < n / 2; i++) {
+        tg_optim_state tmp = st[i];
+        st[i] = st[n - 1 - i];
+        st[n - 1 - i] = tmp;
+    }
+    const char *orig[8];
+    char names[8][16];
+    for (int i = 0; i < n; i++) {
+        orig[i] = st[i].name;
+        snprintf(names[i], sizeof names[i], "entry%d", i);
+        st[i].name = names[i];
+    }
+    /* where the four views went, by their data */
+    int at_step_b = -1, at_v_b = -1, at_vmax_w = -1, at_m_w = -1;
+    for (int i = 0; i < n; i++) {
+        at_step_b = st[i].data == step_b ? i : at_step_b;
+        at_v_b = st[i].data == v_b ? i : at_v_b;
+        at_vmax_w = st[i].data == vmax_w ? i : at_vmax_w;
+        at_m_w = st[i].data == m_w ? i : at_m_w;
+    }
+    char msg[256], want[32];
+    ck_assert_msg(tg_optim_state_check(o, msg, sizeof msg), "%s", msg);
+
+    step_b[0] = 1.5f;
+    ck_assert(!tg_optim_state_check(o, msg, sizeof msg));
+    snprintf(want, sizeof want, "entry%d: step count 1.5", at_step_b);
+    ck_assert_msg(strstr(msg, want) != NULL, "'%s' should name %s", msg, want);
+    step_b[0] = 2;
+
+    v_b[1] = -0.5f;
+    ck_assert(!tg_optim_state_check(o, msg, sizeof msg));
+    snprintf(want, sizeof want, "entry%d: element 1", at_v_b);
+    ck_assert_msg(strstr(msg, want) && strstr(msg, ">= 0"), "'%s' should name %s", msg, want);
+    v_b[1] = 0.5f;
+
+    vmax_w[3] = -1;
+    ck_assert(!tg_optim_state_check(o, msg, sizeof msg));
+    snprintf(want, sizeof want, "entry%d: element 3", at_vmax_w);
+    ck_assert_msg(strstr(msg, want) != NULL, "'%s' should name %s", msg, want);
+    vmax_w[3] = 1;
+
+    m_w[0] = -0.5f; /* a first moment may be negative */
+    ck_assert_msg(tg_optim_state_check(o, msg, sizeof msg), "%s", msg);
+    m_w[0] = NAN;
+    ck_assert(!tg_optim_state_check(o, msg, sizeof msg));
+    snprintf(want, sizeof want, "entry%d: element 0", at_m_w);
+    ck_assert_msg(strstr(msg, want) != NULL, "'%s' should name %s", msg, want);
+    m_w[0] = 0;
+
+    for (int i = 0; i < n; i++) /* the optimizer frees its own names */
+        st[i].name = orig[i];
+    tg_optim_free(o);
+    tg_params_free(&ps);
+    tg_free(w);
+    tg_free(b);
+}
+END_TEST
+
 /* One Adam step by hand (t = 1: m = (1-b1)g, v = (1-b2)g^2, update = lr*g/(|g|+eps)
  * up to bias correction), and params without grads are skipped. */
 START_TEST(test_skip_and_first_adam_step)
@@ -830,6 +912,7 @@ static Suite *optim_suite(void)
     tcase_add_test(tc, test_resume);
     tcase_add_test(tc, test_state_names);
     tcase_add_test(tc, test_state_check);
+    tcase_add_test(tc, test_state_check_any_order_and_name);
     tcase_add_test(tc, test_skip_and_first_adam_step);
     tcase_add_test(tc, test_tied_once);
     tcase_add_test(tc, test_clip_grad_norm);
