@@ -110,11 +110,13 @@ static char *cat3(const char *a, const char *b, const char *c)
 
 /* Appends one entry per parameter for a view kind ("exp_avg") over buf
  * (steps when buf is the steps array: 0-d entries). */
-static void add_entries(tg_optim *o, const char **names, const char *kind, float *buf, bool is_steps)
+static void add_entries(tg_optim *o, const char **names, const char *kind, float *buf, tg_optim_state_kind what)
 {
+    const bool is_steps = what == TG_STATE_STEP;
     for (int i = 0; i < o->n; i++) {
         tg_optim_state *e = &o->st[o->n_st++];
         e->name = cat3("optim.", kind, names[i]);
+        e->kind = what;
         if (is_steps) {
             e->data = &buf[i];
             e->numel = 1;
@@ -168,9 +170,10 @@ tg_optim *tg_optim_new(const tg_params *params, const tg_optim_config *cfg)
         o->slot[s] = xcalloc((size_t)o->total, sizeof(float));
 
     o->st = xcalloc((size_t)o->n * (size_t)(1 + n_slots), sizeof *o->st);
-    add_entries(o, names, "step.", o->steps, true);
+    add_entries(o, names, "step.", o->steps, TG_STATE_STEP);
     for (int s = 0; s < n_slots; s++)
-        add_entries(o, names, slot_names[s], o->slot[s], false);
+        add_entries(o, names, slot_names[s], o->slot[s],
+                    s == EXP_AVG_SQ || s == MAX_EXP_AVG_SQ ? TG_STATE_SECOND_MOMENT : TG_STATE_MOMENT);
     free(names);
     return o;
 }
@@ -314,16 +317,17 @@ const tg_optim_state *tg_optim_state_find(const tg_optim *o, const char *name)
 
 bool tg_optim_state_check(const tg_optim *o, char *msg, size_t size)
 {
-    for (int i = 0; i < o->n; i++) {
-        float s = o->steps[i];
-        if (!(s >= 0 && s <= 16777216.0f && s == floorf(s))) {
-            snprintf(msg, size, "%s: step count %g is not an integer in [0, 2^24]", o->st[i].name, (double)s);
-            return false;
-        }
-    }
-    for (int k = o->n; k < o->n_st; k++) {
+    for (int k = 0; k < o->n_st; k++) {
         const tg_optim_state *e = &o->st[k];
-        bool second = strncmp(e->name, "optim.exp_avg_sq.", 17) == 0 || strncmp(e->name, "optim.max_exp_avg_sq.", 21) == 0;
+        if (e->kind == TG_STATE_STEP) {
+            float s = e->data[0];
+            if (!(s >= 0 && s <= 16777216.0f && s == floorf(s))) {
+                snprintf(msg, size, "%s: step count %g is not an integer in [0, 2^24]", e->name, (double)s);
+                return false;
+            }
+            continue;
+        }
+        const bool second = e->kind == TG_STATE_SECOND_MOMENT;
         for (int64_t j = 0; j < e->numel; j++) {
             float x = e->data[j];
             if (!isfinite(x) || (second && x < 0)) {

@@ -123,20 +123,27 @@ int tg_optim_num_params(const tg_optim *o);
  * entry's data (same numel) and call tg_optim_state_check(). With the
  * weights restored too, the run then continues bit-identically to the
  * uninterrupted one (tests/test_optim.c checks this). */
+typedef enum {
+    TG_STATE_STEP = 0,         /* a step count: an integer in [0, 2^24] */
+    TG_STATE_MOMENT,           /* exp_avg, momentum_buffer: any finite value */
+    TG_STATE_SECOND_MOMENT     /* exp_avg_sq, max_exp_avg_sq: finite and >= 0 */
+} tg_optim_state_kind;
 typedef struct {
     const char *name;          /* owned by the optimizer */
     float *data;               /* writable view into the flat buffer */
     int64_t numel;
     int ndim;                  /* 0 for steps, else the parameter's */
     int shape[TG_MAX_DIMS];
+    tg_optim_state_kind kind;  /* what the values are (the checks go by it, not by the name) */
 } tg_optim_state;
 
 int tg_optim_state_count(const tg_optim *o);
 const tg_optim_state *tg_optim_state_get(const tg_optim *o, int i);     /* 0 <= i < count */
 const tg_optim_state *tg_optim_state_find(const tg_optim *o, const char *name); /* NULL if absent */
-/* Validates state after a restore: every step count an integer in
- * [0, 2^24], every value finite, second moments >= 0. Returns true if
- * fine; otherwise false with a one-line reason naming the entry in msg. */
+/* Validates state after a restore, entry by entry by its kind (whatever the
+ * order or names): every step count an integer in [0, 2^24], every value
+ * finite, second moments >= 0. Returns true if fine; otherwise false with a
+ * one-line reason naming the entry in msg. */
 bool tg_optim_state_check(const tg_optim *o, char *msg, size_t size);
 /* The largest per-parameter step count (the number of step() calls for a
  * model whose parameters all get grads every step). */
