@@ -13,6 +13,7 @@
 #include "nn/nn.h"
 
 #include <dirent.h>
+#include <math.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -742,6 +743,57 @@ START_TEST(test_text_load)
 }
 END_TEST
 
+/* Loading weights that are not finite is an error naming the tensor, the
+ * element and the value (tg_st_load_params and tg_st_read: the sampler's and
+ * the trainer's load path); the parameters stay as they were. The file itself
+ * is well-formed, so it still opens (for inspection). */
+START_TEST(test_nonfinite_tensors_refused)
+{
+    char p[512];
+    const float bad_values[] = {NAN, INFINITY, -INFINITY};
+    const char *shown[] = {"nan", "inf", "-inf"};
+    for (int k = 0; k < 3; k++) {
+        tg_tensor *a = tg_full(TG_SHAPE(2, 3), 1.0f), *b = tg_arange(0, 8, 1);
+        b->data[6] = bad_values[k];
+        tg_params ps;
+        tg_params_init(&ps);
+        tg_params_add(&ps, NULL, "layer.a", a);
+        tg_params_add(&ps, NULL, "layer.b", b);
+        tg_st_error err;
+        ck_assert_int_eq(tg_st_save(tmp_path(p, "bad.safetensors"), &ps, NULL, &err), 0);
+        tg_st_file *f;
+        ck_assert_msg(tg_st_open(p, &f, &err) == 0, "%s", err.msg);
+        /* into fresh parameters: refused, nothing copied */
+        tg_tensor *a2 = tg_zeros(TG_SHAPE(2, 3)), *b2 = tg_zeros(TG_SHAPE(8));
+        tg_params ps2;
+        tg_params_init(&ps2);
+        tg_params_add(&ps2, NULL, "layer.a", a2);
+        tg_params_add(&ps2, NULL, "layer.b", b2);
+        int rc = tg_st_load_params(f, &ps2, NULL, NULL, &err);
+        ck_assert_str_eq(tg_st_code_name(rc), "tensor not finite");
+        ck_assert_msg(strstr(err.msg, p) && strstr(err.msg, "tensor 'layer.b'") && strstr(err.msg, "element 6") &&
+                          strstr(err.msg, shown[k]),
+                      "'%s'", err.msg);
+        for (int i = 0; i < 6; i++)
+            ck_assert(a2->data[i] == 0.0f);
+        for (int i = 0; i < 8; i++)
+            ck_assert(b2->data[i] == 0.0f);
+        rc = tg_st_read(f, "layer.b", b2, &err);
+        ck_assert_str_eq(tg_st_code_name(rc), "tensor not finite");
+        ck_assert_ptr_nonnull(strstr(err.msg, "tensor 'layer.b'"));
+        ck_assert_int_eq(tg_st_read(f, "layer.a", a2, &err), 0); /* the finite one reads */
+        ck_assert(a2->data[0] == 1.0f);
+        tg_st_close(f);
+        tg_params_free(&ps);
+        tg_params_free(&ps2);
+        tg_free(a);
+        tg_free(b);
+        tg_free(a2);
+        tg_free(b2);
+    }
+}
+END_TEST
+
 /* ---------------------------------------------------------------- lookups scale
  * Every name lookup (the duplicate checks when saving and parsing, tg_st_find,
  * tg_st_load_params, the metadata map) takes O(1) or O(log n) comparisons: on
@@ -903,6 +955,7 @@ static Suite *checkpoint_suite(void)
     tcase_add_test(tc, test_gpt_checkpoint_extras);
     tcase_add_test(tc, test_atomic_failed_writes);
     tcase_add_test(tc, test_mutations_never_crash);
+    tcase_add_test(tc, test_nonfinite_tensors_refused);
     tcase_add_test(tc, test_lookups_scale);
     tcase_add_test(tc, test_lookups_scale_duplicate_in_file);
     suite_add_tcase(s, tc);

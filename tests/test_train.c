@@ -949,6 +949,62 @@ START_TEST(test_custom_layer_example)
 }
 END_TEST
 
+/* ---------------------------------------------------------------- non-finite checkpoints
+ * A checkpoint whose weights hold NaN or Inf is refused when it is loaded,
+ * naming the tensor: by the sampler (which once printed nothing and exited 0)
+ * and by --resume and --init. */
+START_TEST(test_nonfinite_checkpoint)
+{
+    make_good_checkpoint();
+    size_t n;
+    char *ck = read_file("good.safetensors", &n);
+    uint64_t hlen = 0;
+    for (int b = 7; b >= 0; b--)
+        hlen = hlen << 8 | (unsigned char)ck[b];
+    char p[512];
+    tg_st_file *f;
+    tg_st_error e;
+    ck_assert_msg(tg_st_open(path_in(p, "good.safetensors"), &f, &e) == 0, "%s", e.msg);
+    const tg_st_entry *w = tg_st_find(f, "trf_blocks.0.att.W_query.weight");
+    ck_assert_ptr_nonnull(w);
+    const size_t at = 8 + (size_t)hlen + (size_t)w->begin + 4 * 5; /* element 5 */
+    tg_st_close(f);
+    const unsigned char nan_le[4] = {0x00, 0x00, 0xc0, 0x7f}, inf_le[4] = {0x00, 0x00, 0x80, 0xff};
+    memcpy(ck + at, nan_le, 4);
+    write_file("nan.safetensors", ck, n);
+    memcpy(ck + at, inf_le, 4);
+    write_file("inf.safetensors", ck, n);
+    free(ck);
+    write_text("text.txt", 30);
+    const struct {
+        const char *prog;
+        const char *args[16];
+        const char *file;
+    } cases[] = {
+        {"sample", {"--load", "@nan.safetensors", "--prompt", "It", "--tokens", "5", NULL}, "nan.safetensors"},
+        {"sample", {"--load", "@inf.safetensors", "--prompt", "It", "--tokens", "5", NULL}, "inf.safetensors"},
+        {"train", {"--data", "@text.txt", "--threads", "1", "--resume", "@nan.safetensors", NULL},
+         "nan.safetensors"},
+        {"train", {"--data", "@text.txt", "--threads", "1", "--steps", "2", "--init", "@inf.safetensors", NULL},
+         "inf.safetensors"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        int rc = run_prog(cases[i].prog, cases[i].args);
+        char *err = read_file("err.txt", NULL);
+        char *out = read_file("out.txt", NULL);
+        ck_assert_msg(rc == 1, "case %zu (%s): exit %d: %s", i, cases[i].prog, rc, err);
+        ck_assert_msg(count_lines(err) == 1 && strstr(err, cases[i].file) &&
+                          strstr(err, "'trf_blocks.0.att.W_query.weight'") && strstr(err, "element 5") &&
+                          strstr(err, i % 2 ? "-inf" : "nan"),
+                      "case %zu (%s): '%s' should name the file, the tensor, the element and the value", i,
+                      cases[i].prog, err);
+        ck_assert_msg(cases[i].prog[0] != 's' || out[0] == '\0', "case %zu: the sampler printed '%s'", i, out);
+        free(err);
+        free(out);
+    }
+}
+END_TEST
+
 /* ---------------------------------------------------------------- build
  * The Makefile, run from the source tree (the tests' working directory) into
  * a build directory of the test's own. Check is installed on the machines
@@ -1087,6 +1143,7 @@ static Suite *train_suite(void)
     tcase_add_test(tc, test_diverged_run);
     tcase_add_test(tc, test_plot_after_resume);
     tcase_add_test(tc, test_custom_layer_example);
+    tcase_add_test(tc, test_nonfinite_checkpoint);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("build");
