@@ -458,7 +458,8 @@ typedef enum {
     TG_ST_EEXTRA,      /* a tensor the model does not have */
     TG_ST_ESHAPE,      /* a tensor's shape differs from the model's */
     TG_ST_ECONFIG,     /* metadata (config, tokenizer, ...) does not fit */
-    TG_ST_ENOMEM
+    TG_ST_ENOMEM,
+    TG_ST_ENONFINITE   /* a tensor being loaded holds NaN or Inf */
 } tg_st_code;
 
 typedef struct {
@@ -508,12 +509,14 @@ const tg_st_entry *tg_st_entry_at(const tg_st_file *f, int i);
 const tg_st_entry *tg_st_find(const tg_st_file *f, const char *name);    /* NULL if absent */
 const tg_st_meta *tg_st_metadata(const tg_st_file *f);
 const char *tg_st_label(const tg_st_file *f);
-/* Copies tensor name into t (shapes must be equal). */
+/* Copies tensor name into t (shapes must be equal, values finite: NaN or Inf
+ * is TG_ST_ENONFINITE, naming tensor and element, and t is left as it was). */
 int tg_st_read(const tg_st_file *f, const char *name, tg_tensor *t, tg_st_error *err);
 /* Loads every tensor of params (by name; shapes must be equal). A file tensor
  * that is not in params is an error (TG_ST_EEXTRA) unless allow_extra(e, ctx)
- * returns true. Everything is checked before anything is copied: on failure
- * the parameters are unchanged. */
+ * returns true. Every value must be finite (NaN or Inf: TG_ST_ENONFINITE,
+ * naming the tensor). Everything is checked before anything is copied: on
+ * failure the parameters are unchanged. */
 typedef bool (*tg_st_extra_fn)(const tg_st_entry *e, void *ctx);
 int tg_st_load_params(const tg_st_file *f, const tg_params *params, tg_st_extra_fn allow_extra, void *ctx,
                       tg_st_error *err);

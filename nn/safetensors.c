@@ -80,6 +80,7 @@ const char *tg_st_code_name(tg_st_code code)
     case TG_ST_ESHAPE: return "shape mismatch";
     case TG_ST_ECONFIG: return "config mismatch";
     case TG_ST_ENOMEM: return "out of memory";
+    case TG_ST_ENONFINITE: return "tensor not finite";
     }
     return "unknown error";
 }
@@ -291,6 +292,21 @@ static void floats_from_le(float *dst, const unsigned char *src, int64_t n)
                      (uint32_t)src[4 * i + 3] << 24;
         memcpy(&dst[i], &u, 4);
     }
+}
+
+/* Index of the first NaN or Inf among n little-endian floats (exponent bits
+ * all ones), its value in *val; -1 if all are finite. */
+static int64_t first_nonfinite(const unsigned char *src, int64_t n, float *val)
+{
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t u = (uint32_t)src[4 * i] | (uint32_t)src[4 * i + 1] << 8 | (uint32_t)src[4 * i + 2] << 16 |
+                     (uint32_t)src[4 * i + 3] << 24;
+        if ((u & 0x7f800000u) == 0x7f800000u) {
+            memcpy(val, &u, 4);
+            return i;
+        }
+    }
+    return -1;
 }
 
 /* ---------------------------------------------------------------- growable buffer (writer) */
@@ -1152,6 +1168,20 @@ static int shape_error(const tg_st_file *f, const tg_st_entry *e, const tg_tenso
                    b);
 }
 
+/* A model never computes with NaN or Inf weights on purpose: a file holding
+ * them comes from a run that diverged, and would only sample silence. */
+static bool nonfinite_error(const tg_st_file *f, const tg_st_entry *e, tg_st_error *err)
+{
+    float v;
+    int64_t at = first_nonfinite(f->data + e->begin, e->numel, &v);
+    if (at < 0)
+        return false;
+    st_fail(err, TG_ST_ENONFINITE, f->label,
+            "tensor '%.60s' holds %g at element %lld: its values must be finite (saved from a run that diverged?)",
+            e->name, (double)v, (long long)at);
+    return true;
+}
+
 int tg_st_read(const tg_st_file *f, const char *name, tg_tensor *t, tg_st_error *err)
 {
     const tg_st_entry *e = tg_st_find(f, name);
@@ -1159,6 +1189,8 @@ int tg_st_read(const tg_st_file *f, const char *name, tg_tensor *t, tg_st_error 
         return st_fail(err, TG_ST_EMISSING, f->label, "tensor '%.60s' is missing", name);
     if (!entry_matches(e, t))
         return shape_error(f, e, t, err);
+    if (nonfinite_error(f, e, err))
+        return TG_ST_ENONFINITE;
     floats_from_le(t->data, f->data + e->begin, e->numel);
     st_ok(err);
     return 0;
@@ -1174,6 +1206,8 @@ int tg_st_load_params(const tg_st_file *f, const tg_params *params, tg_st_extra_
             return st_fail(err, TG_ST_EMISSING, f->label, "tensor '%.60s' is missing", params->items[i].name);
         if (!entry_matches(e, params->items[i].t))
             return shape_error(f, e, params->items[i].t, err);
+        if (nonfinite_error(f, e, err))
+            return TG_ST_ENONFINITE;
     }
     st_index wanted = {0};
     for (int i = 0; i < params->n; i++)
