@@ -1013,7 +1013,8 @@ END_TEST
  * on PATH that records how it was called and "installs" Check by lifting the
  * mounts. */
 
-/* sh -c script with D = the test directory, out.txt / err.txt there, and no
+/* sh -c script with D = the test directory, B = the build directory holding
+ * the programs, out.txt / err.txt in D, and no
  * make variables of the make running this suite. Returns the exit status. */
 static int run_sh(const char *script)
 {
@@ -1035,6 +1036,7 @@ static int run_sh(const char *script)
         unsetenv("MAKELEVEL");
         unsetenv("MAKEOVERRIDES");
         setenv("D", g_dir, 1);
+        setenv("B", g_bin, 1);
         execl("/bin/sh", "sh", "-c", script, (char *)NULL);
         _exit(127);
     }
@@ -1123,6 +1125,81 @@ START_TEST(test_build_test_gets_check)
 }
 END_TEST
 
+/* ---------------------------------------------------------------- files the programs replace
+ * Through the library's writer (tg_atomic_file): a checkpoint saved back over
+ * its file keeps that file's mode; a file its user may not write is not
+ * replaced ("Permission denied", as cp; the sampler's --dump-logits as
+ * nobody in a mode-1777 directory); a full disk (a small tmpfs, in a mount
+ * namespace) leaves the old checkpoint whole and says so. */
+START_TEST(test_programs_replace_files_safely)
+{
+    make_good_checkpoint();
+    write_text("text.txt", 30);
+    char p[512];
+    /* mode: --resume saves back over a 0600 checkpoint, which stays 0600 */
+    ck_assert_int_eq(chmod(path_in(p, "good.safetensors"), 0600), 0);
+    const char *more[] = {"--data", "@text.txt", "--threads", "1", "--steps", "4", "--eval-every", "0",
+                          "--sample-tokens", "0", "--resume", "@good.safetensors", NULL};
+    ck_assert_int_eq(run_prog("train", more), 0);
+    struct stat st;
+    ck_assert_int_eq(stat(p, &st), 0);
+    ck_assert_uint_eq(st.st_mode & 07777, 0600);
+    if (geteuid() != 0)
+        return; /* the rest needs root: setpriv, chown, mount */
+
+    /* permission: nobody may not replace its own 0444 file, may replace a 0640 one */
+    ck_assert_int_eq(chmod(p, 0644), 0);
+    ck_assert_int_eq(chmod(g_dir, 01777), 0);
+    write_file("ro.txt", "old", 3);
+    ck_assert_int_eq(chown(path_in(p, "ro.txt"), 65534, 65534), 0);
+    ck_assert_int_eq(chmod(p, 0444), 0);
+    write_file("rw.txt", "old", 3);
+    ck_assert_int_eq(chown(path_in(p, "rw.txt"), 65534, 65534), 0);
+    ck_assert_int_eq(chmod(p, 0640), 0);
+    const char *as_nobody = "setpriv --reuid=65534 --regid=65534 --clear-groups \"$B/sample\" --load "
+                            "\"$D/good.safetensors\" --prompt It --dump-logits \"$D/%s\"";
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, as_nobody, "ro.txt");
+    int rc = run_sh(cmd);
+    char *err = read_file("err.txt", NULL);
+    ck_assert_msg(rc == 1 && strstr(err, "ro.txt") && strstr(err, "Permission denied"), "exit %d: %s", rc, err);
+    free(err);
+    char *txt = read_file("ro.txt", NULL);
+    ck_assert_str_eq(txt, "old");
+    free(txt);
+    snprintf(cmd, sizeof cmd, as_nobody, "rw.txt");
+    rc = run_sh(cmd);
+    err = read_file("err.txt", NULL);
+    ck_assert_msg(rc == 0, "exit %d: %s", rc, err);
+    free(err);
+    txt = read_file("rw.txt", NULL);
+    ck_assert_msg(strncmp(txt, "2 22\n", 5) == 0, "rw.txt: %.40s", txt); /* T V, then the logits */
+    free(txt);
+    ck_assert_int_eq(stat(p, &st), 0);
+    ck_assert_uint_eq(st.st_mode & 07777, 0640);
+    ck_assert_uint_eq(st.st_uid, 65534);
+
+    /* a full disk: room for the old checkpoint and half of a new one */
+    ck_assert_int_eq(stat(path_in(p, "good.safetensors"), &st), 0);
+    snprintf(cmd, sizeof cmd,
+             "unshare -m sh -c 'mkdir -p \"$D/full\" && mount -t tmpfs -o size=%lld tmpfs \"$D/full\" && "
+             "cp \"$D/good.safetensors\" \"$D/full/m.safetensors\" && "
+             "\"$B/train\" --data \"$D/text.txt\" --threads 1 --steps 6 --eval-every 0 --sample-tokens 0 "
+             "--resume \"$D/full/m.safetensors\"; echo \"exit $?\"; "
+             "cmp -s \"$D/full/m.safetensors\" \"$D/good.safetensors\" && echo intact; ls -A \"$D/full\"'; "
+             "rmdir \"$D/full\"",
+             (long long)(st.st_size * 3 / 2 / 4096 * 4096 + 4096));
+    rc = run_sh(cmd);
+    char *out = read_file("out.txt", NULL);
+    err = read_file("err.txt", NULL);
+    ck_assert_msg(rc == 0, "exit %d: %s", rc, err);
+    ck_assert_msg(strstr(out, "exit 1\nintact\nm.safetensors\n") != NULL, "%s", out); /* no temp file left */
+    ck_assert_msg(strstr(err, "full/m.safetensors") && strstr(err, "No space left on device"), "%s", err);
+    free(out);
+    free(err);
+}
+END_TEST
+
 static Suite *train_suite(void)
 {
     Suite *s = suite_create("train");
@@ -1151,6 +1228,12 @@ static Suite *train_suite(void)
     tcase_add_checked_fixture(tc, setup_dir, teardown_dir);
     tcase_add_test(tc, test_build_run_needs_no_check);
     tcase_add_test(tc, test_build_test_gets_check);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("files");
+    tcase_set_timeout(tc, 120);
+    tcase_add_checked_fixture(tc, setup_dir, teardown_dir);
+    tcase_add_test(tc, test_programs_replace_files_safely);
     suite_add_tcase(s, tc);
     return s;
 }
