@@ -956,9 +956,14 @@ static Suite *checkpoint_suite(void)
     tcase_add_test(tc, test_atomic_failed_writes);
     tcase_add_test(tc, test_mutations_never_crash);
     tcase_add_test(tc, test_nonfinite_tensors_refused);
-    tcase_add_test(tc, test_lookups_scale);
-    tcase_add_test(tc, test_lookups_scale_duplicate_in_file);
     suite_add_tcase(s, tc);
+    TCase *tl = tcase_create("lookups"); /* 100k entries: slow under ASan and valgrind */
+    tcase_set_timeout(tl, 300);
+    tcase_add_checked_fixture(tl, setup_dir, teardown_dir);
+    tcase_add_test(tl, test_lookups_scale);
+    tcase_add_test(tl, test_lookups_scale_duplicate_in_file);
+    suite_add_tcase(s, tl);
+
     TCase *tt = tcase_create("tokenizers");
     tcase_add_checked_fixture(tt, setup_dir, teardown_dir);
     tcase_add_test(tt, test_char_tokenizer);
