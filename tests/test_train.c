@@ -13,7 +13,7 @@
  */
 #include "testutil.h"
 
-#include "nn/nn.h"
+#include "optim/gpt_run.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -817,6 +817,91 @@ END_TEST
  * it), --grad-norms N prints the ten largest per-parameter grad norms by
  * name every N steps, --detect-anomaly stops at the first NaN naming op,
  * entry and module, and aborts (SIGABRT) instead of exiting. */
+/* The run build/train makes, through the library alone (optim/gpt_run.h): the checkpoint's metadata in its
+ * order, a resume taking the training settings not given from it and keeping those given, a given model
+ * setting that disagrees with it refused, and the settings a run needs. */
+static bool g_given_steps_only(const char *flag) { return strcmp(flag, "--steps") == 0; }
+static bool g_given_emb(const char *flag) { return strcmp(flag, "--emb") == 0; }
+
+START_TEST(test_gpt_run_library)
+{
+    char data[512], ck[512], err[640];
+    write_text("text.txt", 30);
+    path_in(data, "text.txt");
+    path_in(ck, "run.safetensors");
+    const tg_gpt_run_settings base = {
+        .layers = 1, .heads = 2, .emb = 16, .ctx = 16, .dropout = 0.1, .data = data, .tokenizer = "char",
+        .optimizer = "adamw", .schedule = "cosine", .batches = "random", .lr = 3e-3, .weight_decay = 0.1,
+        .min_lr = 3e-4, .clip = 1, .val_frac = 0.1, .steps = 4, .warmup = 1, .batch = 4, .seed = 123,
+        .eval_every = 2, .eval_batches = 2, .save = ck};
+    tg_gpt_run_settings s = base;
+    tg_gpt_run r;
+    const tg_trainer_hooks none = {0};
+    ck_assert_msg(tg_gpt_run_check(&s, err, sizeof err) == 0, "%s", err);
+    ck_assert_msg(tg_gpt_run_setup(&r, &s, &none, NULL, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(r.cfg.vocab_size, r.d.tok.vocab_size);
+    ck_assert_int_eq(tg_trainer_run(r.tr, 2), TG_TRAIN_DONE);
+    ck_assert_msg(tg_trainer_save(r.tr, ck, err, sizeof err) == 0, "%s", err);
+    tg_gpt_run_free(&r);
+
+    tg_st_file *f;
+    tg_st_error e;
+    ck_assert_msg(tg_st_open(ck, &f, &e) == 0, "%s", e.msg);
+    const tg_st_meta *m = tg_st_metadata(f);
+    const char *order[] = {"format", "step", "optimizer", "lr", "lr_schedule", "steps", "seed", "batches",
+                           "weight_decay", "momentum", "warmup", "min_lr", "clip", "batch", "val_frac", "data_hash",
+                           "rng"};
+    int at = -1;
+    for (size_t k = 0; k < sizeof order / sizeof *order; k++) {
+        int i = 0;
+        while (i < m->n && strcmp(m->items[i].key, order[k]) != 0)
+            i++;
+        ck_assert_msg(i < m->n && i > at, "metadata '%s' missing or out of order", order[k]);
+        at = i;
+    }
+    ck_assert_str_eq(tg_st_meta_get(m, "step"), "2");
+    ck_assert_str_eq(tg_st_meta_get(m, "lr"), "0.003");
+    ck_assert_str_eq(tg_st_meta_get(m, "steps"), "4");
+    tg_st_close(f);
+
+    /* resume: lr, optimizer, warmup from the checkpoint (not given), steps as given */
+    s = base;
+    s.resume = ck;
+    s.lr = 0.5;
+    s.optimizer = "sgd";
+    s.warmup = 0;
+    s.steps = 9;
+    s.given = g_given_steps_only;
+    ck_assert_msg(tg_gpt_run_setup(&r, &s, &none, NULL, err, sizeof err) == 0, "%s", err);
+    ck_assert(s.lr == 3e-3 && s.warmup == 1 && s.steps == 9);
+    ck_assert_str_eq(s.optimizer, "adamw");
+    ck_assert_int_eq(r.ck_steps, 4);
+    ck_assert_int_eq(r.tr->step, 2);
+    ck_assert(!r.other_data && !r.ck_batches);
+    tg_gpt_run_free(&r);
+
+    /* a model setting given that the checkpoint contradicts */
+    s = base;
+    s.init = ck;
+    s.emb = 32;
+    s.given = g_given_emb;
+    ck_assert_int_eq(tg_gpt_run_setup(&r, &s, &none, NULL, err, sizeof err), -1);
+    ck_assert_msg(strstr(err, "checkpoint of another config: it has --emb 16") != NULL, "%s", err);
+    tg_gpt_run_free(&r);
+
+    /* what a run needs */
+    s = base;
+    s.data = NULL;
+    ck_assert_int_eq(tg_gpt_run_check(&s, err, sizeof err), -1);
+    ck_assert_msg(strstr(err, "--data FILE is required") != NULL, "%s", err);
+    s = base;
+    s.eval_only = true;
+    ck_assert_int_eq(tg_gpt_run_check(&s, err, sizeof err), -1);
+    ck_assert_msg(strstr(err, "--eval-only needs a checkpoint") != NULL, "%s", err);
+    tg_tape_release_default();
+}
+END_TEST
+
 START_TEST(test_debug_flags)
 {
     write_text("text.txt", 30);
@@ -1219,6 +1304,7 @@ static Suite *train_suite(void)
     tcase_add_test(tc, test_signal_at_startup);
     tcase_add_test(tc, test_diverged_run);
     tcase_add_test(tc, test_plot_after_resume);
+    tcase_add_test(tc, test_gpt_run_library);
     tcase_add_test(tc, test_custom_layer_example);
     tcase_add_test(tc, test_nonfinite_checkpoint);
     suite_add_tcase(s, tc);
