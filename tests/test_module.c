@@ -12,8 +12,10 @@
 #include "testutil.h"
 
 #include "nn/nn.h"
-#include "optim/optim.h"
+#include "optim/trainer.h"
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -190,6 +192,10 @@ START_TEST(test_swap_after_optimizer_is_an_error)
     ck_assert_msg(strstr(msg, "tg_optim_step") && strstr(msg, "changed after this optimizer was built") &&
                       strstr(msg, "GPTModel"),
                   "%s", msg);
+    /* its state no longer fits the model: a checkpoint of it (the trainer's save checks the state first) would
+     * name final_norm.scale beside the model's final_norm.weight and never resume */
+    ck_assert(!tg_optim_state_check(before, msg, sizeof msg));
+    ck_assert_msg(strstr(msg, "changed after this optimizer was built") && strstr(msg, "GPTModel"), "%s", msg);
     tg_optim_free(before);
 
     tg_optim *after = tg_optim_new(tg_gpt_params(m), &oc);
@@ -205,6 +211,60 @@ START_TEST(test_swap_after_optimizer_is_an_error)
     tg_tape_reset(NULL);
     tg_optim_free(after);
     tg_gpt_free(m);
+    tg_tape_release_default();
+}
+END_TEST
+
+/* The whole file at path (malloc'd), its size in *n. */
+static char *slurp(const char *path, size_t *n)
+{
+    FILE *f = fopen(path, "rb");
+    ck_assert_msg(f != NULL, "cannot open %s", path);
+    char *buf = malloc(1 << 20);
+    ck_assert_ptr_nonnull(buf);
+    *n = fread(buf, 1, 1 << 20, f);
+    ck_assert(feof(f));
+    fclose(f);
+    return buf;
+}
+
+/* A trainer whose model had a part swapped after it was built writes no checkpoint (its optimizer state names
+ * the old parameters) and the file on disk stays as it was. */
+START_TEST(test_swap_after_trainer_save_refused)
+{
+    char dir[128], path[256];
+    tmpdir_create(dir, sizeof dir, "tg_module_");
+    snprintf(path, sizeof path, "%s/run.safetensors", dir);
+    tg_generator g;
+    tg_manual_seed(&g, 9);
+    tg_gpt *m = tg_gpt_new(&CFG, &g);
+    int32_t tok[40];
+    for (int i = 0; i < 40; i++)
+        tok[i] = (i * 7) % CFG.vocab_size;
+    tg_text_windows w;
+    char err[512];
+    ck_assert_msg(tg_text_windows_init(&w, tok, 40, NULL, 0, 2, CFG.context_length, TG_WINDOWS_RANDOM, 2, err,
+                                       sizeof err) == 0, "%s", err);
+    tg_batch_source src = tg_text_windows_source(&w);
+    tg_train_model tm = tg_train_model_gpt(m);
+    tg_trainer_config tc = {.optim = tg_adamw_config(1e-3), .sched = {.kind = TG_LR_CONST, .lr = 1e-3}, .steps = 2};
+    tg_trainer *tr = tg_trainer_new(&tm, &src, &g, &tc);
+    ck_assert_int_eq(tg_trainer_run(tr, 1), TG_TRAIN_DONE);
+    ck_assert_msg(tg_trainer_save(tr, path, err, sizeof err) == 0, "%s", err);
+    size_t n0;
+    char *before = slurp(path, &n0);
+    tg_module_replace(&m->base, "trf_blocks.0.norm1", test_norm_new(CFG.emb_dim));
+    ck_assert_int_eq(tg_trainer_save(tr, path, err, sizeof err), -1);
+    ck_assert_msg(strstr(err, "changed after this optimizer was built"), "%s", err);
+    size_t n1;
+    char *after = slurp(path, &n1);
+    ck_assert(n0 == n1 && memcmp(before, after, n0) == 0);
+    free(before);
+    free(after);
+    tg_trainer_free(tr);
+    tg_text_windows_free(&w);
+    tg_gpt_free(m);
+    tmpdir_remove(dir);
     tg_tape_release_default();
 }
 END_TEST
@@ -371,6 +431,7 @@ static Suite *module_suite(void)
     TCase *tc = tcase_create("swap");
     tcase_add_test(tc, test_swap_names_order_and_slots);
     tcase_add_test(tc, test_swap_after_optimizer_is_an_error);
+    tcase_add_test(tc, test_swap_after_trainer_save_refused);
     tcase_add_test(tc, test_slot_misuse);
     tcase_add_test(tc, test_swapped_checkpoint_round_trip);
     tcase_add_test(tc, test_containers_and_nesting);
