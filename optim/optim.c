@@ -7,6 +7,7 @@
 #include "optim.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -250,12 +251,21 @@ static void adam_update(const tg_optim_config *c, float step, int64_t n, float *
 
 /* The tensors an optimizer holds die when a module of its list is replaced:
  * one comparison per call catches that before any of them is touched. */
+static bool changed(const tg_optim *o, char *msg, size_t size)
+{
+    if (!o->module || tg_module_generation(o->module) == o->generation)
+        return false;
+    snprintf(msg, size, "the parameters of %s %s changed after this optimizer was built (a module was replaced or "
+             "added); build the optimizer after the swaps", o->module->type->name,
+             *o->module->path ? o->module->path : "(the root)");
+    return true;
+}
+
 static void check_unchanged(const tg_optim *o, const char *op)
 {
-    if (o->module && tg_module_generation(o->module) != o->generation)
-        tg_error(op, "the parameters of %s %s changed after this optimizer was built (a module was replaced or "
-                 "added); build the optimizer after the swaps", o->module->type->name,
-                 *o->module->path ? o->module->path : "(the root)");
+    char msg[512];
+    if (changed(o, msg, sizeof msg))
+        tg_error(op, "%s", msg);
 }
 
 void tg_optim_step(tg_optim *o)
@@ -317,6 +327,8 @@ const tg_optim_state *tg_optim_state_find(const tg_optim *o, const char *name)
 
 bool tg_optim_state_check(const tg_optim *o, char *msg, size_t size)
 {
+    if (changed(o, msg, size)) /* the state is the old parameters': no checkpoint may hold it */
+        return false;
     for (int k = 0; k < o->n_st; k++) {
         const tg_optim_state *e = &o->st[k];
         if (e->kind == TG_STATE_STEP) {

@@ -142,8 +142,9 @@ const tg_optim_state *tg_optim_state_get(const tg_optim *o, int i);     /* 0 <= 
 const tg_optim_state *tg_optim_state_find(const tg_optim *o, const char *name); /* NULL if absent */
 /* Validates state after a restore, entry by entry by its kind (whatever the
  * order or names): every step count an integer in [0, 2^24], every value
- * finite, second moments >= 0. Returns true if fine; otherwise false with a
- * one-line reason naming the entry in msg. */
+ * finite, second moments >= 0, and the optimizer's module tree unchanged
+ * since it was built (no swap: see tg_module_generation). Returns true if
+ * fine; otherwise false with a one-line reason naming the entry in msg. */
 bool tg_optim_state_check(const tg_optim *o, char *msg, size_t size);
 /* The largest per-parameter step count (the number of step() calls for a
  * model whose parameters all get grads every step). */
