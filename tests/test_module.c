@@ -14,6 +14,7 @@
 #include "nn/nn.h"
 #include "optim/trainer.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -269,6 +270,64 @@ START_TEST(test_swap_after_trainer_save_refused)
 }
 END_TEST
 
+/* The trainer's save writes nothing that is not finite: a NaN in a weight or in an optimizer moment is refused,
+ * naming it, and the good checkpoint on disk stays byte for byte (a diverged run keeps its last one). */
+START_TEST(test_trainer_save_refuses_nonfinite)
+{
+    char dir[128], path[256];
+    tmpdir_create(dir, sizeof dir, "tg_module_");
+    snprintf(path, sizeof path, "%s/run.safetensors", dir);
+    tg_generator g;
+    tg_manual_seed(&g, 10);
+    tg_gpt *m = tg_gpt_new(&CFG, &g);
+    int32_t tok[40];
+    for (int i = 0; i < 40; i++)
+        tok[i] = (i * 5) % CFG.vocab_size;
+    tg_text_windows w;
+    char err[512];
+    ck_assert_msg(tg_text_windows_init(&w, tok, 40, NULL, 0, 2, CFG.context_length, TG_WINDOWS_RANDOM, 2, err,
+                                       sizeof err) == 0, "%s", err);
+    tg_batch_source src = tg_text_windows_source(&w);
+    tg_train_model tm = tg_train_model_gpt(m);
+    tg_trainer_config tc = {.optim = tg_adamw_config(1e-3), .sched = {.kind = TG_LR_CONST, .lr = 1e-3}, .steps = 2};
+    tg_trainer *tr = tg_trainer_new(&tm, &src, &g, &tc);
+    ck_assert_int_eq(tg_trainer_run(tr, 1), TG_TRAIN_DONE);
+    ck_assert_msg(tg_trainer_save(tr, path, err, sizeof err) == 0, "%s", err);
+    size_t n0, n1;
+    char *good = slurp(path, &n0);
+
+    tg_tensor *wq = tg_params_find(tg_gpt_params(m), "trf_blocks.1.att.W_query.weight");
+    const float keep = wq->data[3];
+    wq->data[3] = NAN;
+    ck_assert_int_eq(tg_trainer_save(tr, path, err, sizeof err), -1);
+    ck_assert_msg(strstr(err, "not saving") && strstr(err, "trf_blocks.1.att.W_query.weight") &&
+                      strstr(err, "element 3"), "%s", err);
+    wq->data[3] = keep;
+
+    const tg_optim_state *st = tg_optim_state_find(tr->opt, "optim.exp_avg_sq.final_norm.shift");
+    ck_assert_ptr_nonnull(st);
+    const float keep_sq = st->data[0];
+    st->data[0] = INFINITY;
+    ck_assert_int_eq(tg_trainer_save(tr, path, err, sizeof err), -1);
+    ck_assert_msg(strstr(err, "not saving") && strstr(err, "optim.exp_avg_sq.final_norm.shift"), "%s", err);
+    st->data[0] = keep_sq;
+
+    char *after = slurp(path, &n1);
+    ck_assert(n0 == n1 && memcmp(good, after, n0) == 0);
+    free(after);
+    ck_assert_msg(tg_trainer_save(tr, path, err, sizeof err) == 0, "%s", err); /* finite again: saved */
+    after = slurp(path, &n1);
+    ck_assert(n0 == n1 && memcmp(good, after, n0) == 0); /* the same state as the first save */
+    free(after);
+    free(good);
+    tg_trainer_free(tr);
+    tg_text_windows_free(&w);
+    tg_gpt_free(m);
+    tmpdir_remove(dir);
+    tg_tape_release_default();
+}
+END_TEST
+
 /* Misuse of slots: one clear error each. */
 typedef struct {
     int which;
@@ -432,6 +491,7 @@ static Suite *module_suite(void)
     tcase_add_test(tc, test_swap_names_order_and_slots);
     tcase_add_test(tc, test_swap_after_optimizer_is_an_error);
     tcase_add_test(tc, test_swap_after_trainer_save_refused);
+    tcase_add_test(tc, test_trainer_save_refuses_nonfinite);
     tcase_add_test(tc, test_slot_misuse);
     tcase_add_test(tc, test_swapped_checkpoint_round_trip);
     tcase_add_test(tc, test_containers_and_nesting);
