@@ -31,7 +31,7 @@ TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 TEST_UTIL := $(BUILD)/tests/testutil.o
 BENCH_SRC := $(wildcard tests/bench/*.c)
-BENCH_BIN := $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%)
+BENCH_BIN := $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%) $(BUILD)/bench/bench_train_nomode
 HDRS     := $(wildcard tensor/*.h autograd/*.h nn/*.h optim/*.h examples/*.h)
 TEST_HDRS := $(HDRS) $(wildcard tests/*.h)
 
@@ -57,6 +57,16 @@ $(BUILD)/%: examples/%.c $(LIB) $(HDRS)
 $(BUILD)/bench/%: tests/bench/%.c $(LIB) $(HDRS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $< $(LIB) $(LDLIBS) -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=aligned_alloc -o $@
+
+# make bench's A/B of anomaly mode: bench_train on the mode-free build, where
+# TG_NO_ANOMALY_MODE compiles the mode's branches out of autograd/tape.c (its
+# object comes first, so the archive's tape.o is never pulled in).
+$(BUILD)/bench/tape_nomode.o: autograd/tape.c $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -DTG_NO_ANOMALY_MODE -c $< -o $@
+$(BUILD)/bench/bench_train_nomode: tests/bench/bench_train.c $(BUILD)/bench/tape_nomode.o $(LIB) $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $< $(BUILD)/bench/tape_nomode.o $(LIB) $(LDLIBS) -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=aligned_alloc -o $@
 
 check-framework:
 	@CC="$(CC)" sh tests/need_check.sh

@@ -203,10 +203,22 @@ const char *tg_scope_path_current(void)
     return t->n_paths ? t->paths[t->scope].path : "";
 }
 
-/* ---------------------------------------------------------------- anomaly mode */
+/* ---------------------------------------------------------------- anomaly mode
+ * Off, the mode is one branch per recorded op and per backward entry.
+ * TG_NO_ANOMALY_MODE compiles those branches out: the mode-free build that
+ * make bench measures this one against (bench_train_nomode). */
+#ifdef TG_NO_ANOMALY_MODE
+#define ANOMALY_ON(t) false
+#else
+#define ANOMALY_ON(t) ((t)->detect_anomaly)
+#endif
 
 bool tg_set_detect_anomaly(bool on)
 {
+#ifdef TG_NO_ANOMALY_MODE
+    if (on)
+        tg_error("tg_set_detect_anomaly", "this build has no anomaly mode (compiled with TG_NO_ANOMALY_MODE)");
+#endif
     tg_tape *t = tg_tape_current();
     bool prev = t->detect_anomaly;
     t->detect_anomaly = on;
@@ -440,7 +452,7 @@ tg_node *tg_record(const char *op, tg_tensor *out, tg_tensor **in, int n_in, tg_
     for (int i = 0; i < n_in; i++)
         any |= in[i]->requires_grad;
     if (!t->grad_enabled || !any) {
-        if (t->detect_anomaly)
+        if (ANOMALY_ON(t))
             check_forward(t, op, out, in, n_in, -1);
         return NULL;
     }
@@ -465,7 +477,7 @@ tg_node *tg_record(const char *op, tg_tensor *out, tg_tensor **in, int n_in, tg_
     out->requires_grad = true;
     out->node = t->n_nodes++;
     out->tape = t;
-    if (t->detect_anomaly)
+    if (ANOMALY_ON(t))
         check_forward(t, op, out, in, n_in, out->node);
     return n;
 }
@@ -522,7 +534,7 @@ void tg_backward(tg_tensor *loss, const tg_tensor *seed)
             if (n->out->hooks)
                 run_hooks(n->out);   /* its gradient is complete: every consumer has run */
             n->backward(n);
-            if (t->detect_anomaly)
+            if (ANOMALY_ON(t))
                 check_backward(t, n);
             if (!t->retain_grads && n->out != loss)
                 release_grad(t, n->out);
