@@ -397,6 +397,33 @@ START_TEST(test_hook_on_intermediate_sees_completed_grad)
 }
 END_TEST
 
+/* A leaf two entries use: its hook fires once, when both have sent their
+ * part, with the sum, and what it leaves is what .grad gets.
+ * loss = sum(x * w + exp(x) * w), so d/dw = x + exp(x). */
+START_TEST(test_hook_on_leaf_used_twice_sees_the_sum)
+{
+    tg_tape_reset(NULL);
+    const float xv[3] = {0.5f, -1.0f, 2.0f};
+    tg_tensor *x = tg_from_array(TG_SHAPE(3), xv);
+    tg_tensor *w = tg_requires_grad(tg_from_array(TG_SHAPE(3), (const float[]){1.0f, 2.0f, 3.0f}), true);
+    hook_log log = {.factor = 2.0f};
+    tg_register_hook(w, scale_hook, &log);
+    tg_tensor *a = tg_mul(x, w);                                    /* #0: w's last use in backward */
+    tg_tensor *b = tg_mul(tg_exp(x), w);                            /* #1, #2 */
+    tg_backward(tg_sum(tg_add(a, b)), NULL);
+    ck_assert_int_eq(log.calls, 1);
+    for (int i = 0; i < 3; i++) {
+        const double want = (double)xv[i] + exp((double)xv[i]);
+        ck_assert_msg(fabs(log.seen[i] - want) < 1e-5 * fabs(want), "hook saw w.grad[%d] = %g, want %g", i,
+                      log.seen[i], want);
+        ck_assert(w->grad[i] == 2.0f * log.seen[i]);
+    }
+    tg_tape_reset(NULL);
+    tg_free(x);
+    tg_free(w);
+}
+END_TEST
+
 static void hook_no_grad(void *ctx) { tg_register_hook(ctx, scale_hook, NULL); }
 
 START_TEST(test_hook_needs_requires_grad)
@@ -530,6 +557,7 @@ static Suite *suite(void)
     tc = tcase_create("hooks");
     tcase_add_test(tc, test_hook_scales_leaf_grad_exactly);
     tcase_add_test(tc, test_hook_on_intermediate_sees_completed_grad);
+    tcase_add_test(tc, test_hook_on_leaf_used_twice_sees_the_sum);
     tcase_add_test(tc, test_hook_needs_requires_grad);
     suite_add_tcase(s, tc);
 
