@@ -363,7 +363,7 @@ NORM_MAX = 1 << 22   # the printers read at most this many grad values for a nor
 def grad_summary(t):
     if int(t["grad"]) == 0:
         if int(t["node"]) >= 0 and t["requires_grad"]:
-            return "grad None (released after its own backward; tg_retain_grads(true) keeps it)"
+            return "grad None (not made yet, or released after its own backward; tg_retain_grads(true) keeps it)"
         return "grad None"
     if numel(t) > NORM_MAX:
         return "grad present (%d values: tg stats T grad reads them all for the norm)" % numel(t)
