@@ -7,7 +7,15 @@
 source docs/gdb/tapegrad_gdb.py
 
 define tg-tape
-  tg tape
+  if $argc == 0
+    tg tape
+  end
+  if $argc == 1
+    tg tape $arg0
+  end
+  if $argc == 2
+    tg tape $arg0 $arg1
+  end
 end
 document tg-tape
 Print the current tape: "#i op module-path input-shapes -> output-shape" (tg tape [FROM [TO]]).

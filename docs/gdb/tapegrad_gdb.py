@@ -467,6 +467,11 @@ T is a tg_tensor expression (a struct or a pointer), or @N for the output of ent
     def __init__(self):
         super().__init__("tg", gdb.COMMAND_DATA, gdb.COMPLETE_NONE, True)
 
+    def invoke(self, arg, from_tty):   # a bare `tg` (or an unknown subcommand): the list, not silence
+        if arg.strip():
+            raise gdb.GdbError("tg: no subcommand \"%s\" (help tg lists them)" % arg.strip().split()[0])
+        gdb.execute("help tg")
+
 
 class TgTape(gdb.Command):
     """tg tape [TAPE] [FROM [TO]]: the tape's entries FROM..TO (inclusive), as tg_tape_print writes them.
