@@ -328,6 +328,80 @@ START_TEST(test_trainer_save_refuses_nonfinite)
 }
 END_TEST
 
+/* A checkpoint that fails the restore's final check (a negative second moment: finite, so every read
+ * succeeds) leaves the optimizer's state and the step exactly as they were: nothing changes before
+ * everything is checked (optim/trainer.h). */
+START_TEST(test_trainer_restore_failure_changes_nothing)
+{
+    char dir[128], path[256];
+    tmpdir_create(dir, sizeof dir, "tg_module_");
+    snprintf(path, sizeof path, "%s/run.safetensors", dir);
+    tg_generator g;
+    tg_manual_seed(&g, 11);
+    tg_gpt *m = tg_gpt_new(&CFG, &g);
+    int32_t tok[40];
+    for (int i = 0; i < 40; i++)
+        tok[i] = (i * 7) % CFG.vocab_size;
+    tg_text_windows w;
+    char err[512];
+    ck_assert_msg(tg_text_windows_init(&w, tok, 40, NULL, 0, 2, CFG.context_length, TG_WINDOWS_RANDOM, 2, err,
+                                       sizeof err) == 0, "%s", err);
+    tg_batch_source src = tg_text_windows_source(&w);
+    tg_train_model tm = tg_train_model_gpt(m);
+    tg_trainer_config tc = {.optim = tg_adamw_config(1e-3), .sched = {.kind = TG_LR_CONST, .lr = 1e-3}, .steps = 3};
+    tg_trainer *tr = tg_trainer_new(&tm, &src, &g, &tc);
+    ck_assert_int_eq(tg_trainer_run(tr, 1), TG_TRAIN_DONE);
+    ck_assert_msg(tg_trainer_save(tr, path, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(tg_trainer_run(tr, 2), TG_TRAIN_DONE); /* the live state now differs from the file's */
+
+    /* The file's last second moment made negative, in place (8-byte header length, JSON, data). */
+    tg_st_file *f;
+    tg_st_error se;
+    ck_assert_int_eq(tg_st_open(path, &f, &se), 0);
+    const tg_st_entry *bad = NULL;
+    for (int i = 0; i < tg_st_count(f); i++)
+        if (strncmp(tg_st_entry_at(f, i)->name, "optim.exp_avg_sq.", 17) == 0)
+            bad = tg_st_entry_at(f, i);
+    ck_assert_ptr_nonnull(bad);
+    size_t n;
+    unsigned char *bytes = (unsigned char *)slurp(path, &n);
+    uint64_t hl = 0;
+    for (int i = 7; i >= 0; i--)
+        hl = hl << 8 | bytes[i];
+    const float neg = -1.0f;
+    memcpy(bytes + 8 + hl + bad->begin, &neg, sizeof neg);
+    tg_st_close(f);
+    FILE *out = fopen(path, "wb");
+    ck_assert(out && fwrite(bytes, 1, n, out) == n && fclose(out) == 0);
+    free(bytes);
+
+    int ns = tg_optim_state_count(tr->opt);
+    int64_t total = 0;
+    for (int i = 0; i < ns; i++)
+        total += tg_optim_state_get(tr->opt, i)->numel;
+    float *before = malloc((size_t)total * sizeof(float));
+    for (int i = 0, at = 0; i < ns; at += (int)tg_optim_state_get(tr->opt, i)->numel, i++)
+        memcpy(before + at, tg_optim_state_get(tr->opt, i)->data, (size_t)tg_optim_state_get(tr->opt, i)->numel * 4);
+    const int64_t step = tr->step;
+
+    ck_assert_int_eq(tg_st_open(path, &f, &se), 0);
+    ck_assert_int_eq(tg_trainer_restore(tr, f, err, sizeof err), -1);
+    ck_assert_msg(strstr(err, "invalid optimizer state"), "%s", err);
+    tg_st_close(f);
+    ck_assert_int_eq(tr->step, step);
+    for (int i = 0, at = 0; i < ns; at += (int)tg_optim_state_get(tr->opt, i)->numel, i++)
+        ck_assert_msg(memcmp(before + at, tg_optim_state_get(tr->opt, i)->data,
+                             (size_t)tg_optim_state_get(tr->opt, i)->numel * 4) == 0,
+                      "optimizer state '%s' changed by a restore that failed", tg_optim_state_get(tr->opt, i)->name);
+    free(before);
+    tg_trainer_free(tr);
+    tg_text_windows_free(&w);
+    tg_gpt_free(m);
+    tmpdir_remove(dir);
+    tg_tape_release_default();
+}
+END_TEST
+
 /* Misuse of slots: one clear error each. */
 typedef struct {
     int which;
@@ -492,6 +566,7 @@ static Suite *module_suite(void)
     tcase_add_test(tc, test_swap_after_optimizer_is_an_error);
     tcase_add_test(tc, test_swap_after_trainer_save_refused);
     tcase_add_test(tc, test_trainer_save_refuses_nonfinite);
+    tcase_add_test(tc, test_trainer_restore_failure_changes_nothing);
     tcase_add_test(tc, test_slot_misuse);
     tcase_add_test(tc, test_swapped_checkpoint_round_trip);
     tcase_add_test(tc, test_containers_and_nesting);
