@@ -625,15 +625,36 @@ int tg_trainer_restore(tg_trainer *tr, const tg_st_file *f, char *err, size_t er
     tg_generator g;
     if (!rng_from_meta(&g, tg_st_meta_get(meta, "rng")))
         return fail(err, errsize, "%s: metadata \"rng\" (generator state) is missing or invalid", label);
-    for (int i = 0; i < ns; i++) {
+    /* The values are read straight into the optimizer's buffers and can only be
+     * checked as a whole there, so what they held is kept aside: a read or the
+     * final check that fails puts it back, and nothing has changed. */
+    int64_t total = 0;
+    for (int i = 0; i < ns; i++)
+        total += tg_optim_state_get(tr->opt, i)->numel;
+    float *kept = malloc((size_t)(total > 0 ? total : 1) * sizeof(float));
+    if (!kept)
+        tg_error("tg_trainer_restore", "out of memory");
+    int64_t at = 0;
+    for (int i = 0; i < ns; at += tg_optim_state_get(tr->opt, i)->numel, i++)
+        memcpy(kept + at, tg_optim_state_get(tr->opt, i)->data,
+               (size_t)tg_optim_state_get(tr->opt, i)->numel * sizeof(float));
+    int rc = 0;
+    for (int i = 0; i < ns && rc == 0; i++) {
         tg_tensor view = state_view(tg_optim_state_get(tr->opt, i));
         tg_st_error e;
         if (tg_st_read(f, tg_optim_state_get(tr->opt, i)->name, &view, &e))
-            return fail(err, errsize, "%s", e.msg);
+            rc = fail(err, errsize, "%s", e.msg);
     }
     char why[256];
-    if (!tg_optim_state_check(tr->opt, why, sizeof why))
-        return fail(err, errsize, "%s: invalid optimizer state: %s", label, why);
+    if (rc == 0 && !tg_optim_state_check(tr->opt, why, sizeof why))
+        rc = fail(err, errsize, "%s: invalid optimizer state: %s", label, why);
+    at = 0;
+    for (int i = 0; rc != 0 && i < ns; at += tg_optim_state_get(tr->opt, i)->numel, i++)
+        memcpy(tg_optim_state_get(tr->opt, i)->data, kept + at,
+               (size_t)tg_optim_state_get(tr->opt, i)->numel * sizeof(float));
+    free(kept);
+    if (rc != 0)
+        return rc;
     tr->step = tr->restored_step = step;
     *tr->gen = g;
     free(tr->restored_from);
