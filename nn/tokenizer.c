@@ -269,7 +269,7 @@ int tg_tokenizer_encode(const tg_tokenizer *t, const char *text, size_t len, int
             char r[32];
             char_repr(cp, r, sizeof r);
             return tok_fail(err, errsize,
-                            "character %s at offset %zu is not in the vocabulary (%d characters of the training text)",
+                            "character %s at offset %zu is not in the vocabulary of %d characters",
                             r, i, t->vocab_size);
         }
         ids[k++] = id;

@@ -220,7 +220,7 @@ static int encode_file(const tg_tokenizer *t, const char *path, const char *text
 {
     char why[384];
     if (tg_tokenizer_encode(t, text, len, ids, n, why, sizeof why))
-        return fail(err, errsize, "%s: %s (%s)", path, why, whose);
+        return fail(err, errsize, "%s: %s (the vocabulary is %s)", path, why, whose);
     return 0;
 }
 
@@ -245,10 +245,10 @@ int tg_text_data_load(tg_text_data *d, const char *path, const char *val_path, t
         rc = fail(err, errsize, "%s: out of memory", path);
     int64_t nv = 0;
     if (!rc)
-        rc = encode_file(&d->tok, path, text, len, d->ids, &d->n_ids, "the checkpoint's tokenizer", err, errsize);
+        rc = encode_file(&d->tok, path, text, len, d->ids, &d->n_ids, "the checkpoint's", err, errsize);
     if (!rc && val_path)
         rc = encode_file(&d->tok, val_path, vtext, vlen, d->ids + d->n_ids, &nv,
-                         given_tok ? "the checkpoint's tokenizer" : "the training text's vocabulary", err, errsize);
+                         given_tok ? "the checkpoint's" : "the training text's", err, errsize);
     free(text);
     free(vtext);
     if (rc) {

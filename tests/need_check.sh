@@ -36,7 +36,7 @@ if ! command -v apt-get > /dev/null 2>&1; then
     exit 2
 fi
 echo "== Check (the test framework) is missing: installing it"
-echo "DEBIAN_FRONTEND=noninteractive apt-get update && apt-get install -y check"
+echo "export DEBIAN_FRONTEND=noninteractive; apt-get update && apt-get install -y check"
 export DEBIAN_FRONTEND=noninteractive
 if ! apt-get update || ! apt-get install -y check; then
     echo "apt-get could not install Check; install the Debian package 'check' and run make test again." >&2
