@@ -229,29 +229,57 @@ static char *slurp(const char *path, size_t *n)
     return buf;
 }
 
+/* A small GPT trained through the library trainer for one step and saved: the fixture of the trainer's
+ * save and restore tests (each takes its own seed and token stride). */
+typedef struct {
+    char dir[128], path[256];
+    tg_generator g;
+    tg_gpt *m;
+    int32_t tok[40];
+    tg_text_windows w;
+    tg_batch_source src;
+    tg_train_model tm;
+    tg_trainer *tr;
+} trained_run;
+
+static void trained_run_setup(trained_run *r, uint64_t seed, int stride, int64_t steps)
+{
+    tmpdir_create(r->dir, sizeof r->dir, "tg_module_");
+    snprintf(r->path, sizeof r->path, "%s/run.safetensors", r->dir);
+    tg_manual_seed(&r->g, seed);
+    r->m = tg_gpt_new(&CFG, &r->g);
+    for (int i = 0; i < 40; i++)
+        r->tok[i] = (i * stride) % CFG.vocab_size;
+    char err[512];
+    ck_assert_msg(tg_text_windows_init(&r->w, r->tok, 40, NULL, 0, 2, CFG.context_length, TG_WINDOWS_RANDOM, 2, err,
+                                       sizeof err) == 0, "%s", err);
+    r->src = tg_text_windows_source(&r->w);
+    r->tm = tg_train_model_gpt(r->m);
+    tg_trainer_config tc = {.optim = tg_adamw_config(1e-3), .sched = {.kind = TG_LR_CONST, .lr = 1e-3}, .steps = steps};
+    r->tr = tg_trainer_new(&r->tm, &r->src, &r->g, &tc);
+    ck_assert_int_eq(tg_trainer_run(r->tr, 1), TG_TRAIN_DONE);
+    ck_assert_msg(tg_trainer_save(r->tr, r->path, err, sizeof err) == 0, "%s", err);
+}
+
+static void trained_run_free(trained_run *r)
+{
+    tg_trainer_free(r->tr);
+    tg_text_windows_free(&r->w);
+    tg_gpt_free(r->m);
+    tmpdir_remove(r->dir);
+    tg_tape_release_default();
+}
+
 /* A trainer whose model had a part swapped after it was built writes no checkpoint (its optimizer state names
  * the old parameters) and the file on disk stays as it was. */
 START_TEST(test_swap_after_trainer_save_refused)
 {
-    char dir[128], path[256];
-    tmpdir_create(dir, sizeof dir, "tg_module_");
-    snprintf(path, sizeof path, "%s/run.safetensors", dir);
-    tg_generator g;
-    tg_manual_seed(&g, 9);
-    tg_gpt *m = tg_gpt_new(&CFG, &g);
-    int32_t tok[40];
-    for (int i = 0; i < 40; i++)
-        tok[i] = (i * 7) % CFG.vocab_size;
-    tg_text_windows w;
+    trained_run r;
+    trained_run_setup(&r, 9, 7, 2);
+    tg_gpt *m = r.m;
+    tg_trainer *tr = r.tr;
+    const char *path = r.path;
     char err[512];
-    ck_assert_msg(tg_text_windows_init(&w, tok, 40, NULL, 0, 2, CFG.context_length, TG_WINDOWS_RANDOM, 2, err,
-                                       sizeof err) == 0, "%s", err);
-    tg_batch_source src = tg_text_windows_source(&w);
-    tg_train_model tm = tg_train_model_gpt(m);
-    tg_trainer_config tc = {.optim = tg_adamw_config(1e-3), .sched = {.kind = TG_LR_CONST, .lr = 1e-3}, .steps = 2};
-    tg_trainer *tr = tg_trainer_new(&tm, &src, &g, &tc);
-    ck_assert_int_eq(tg_trainer_run(tr, 1), TG_TRAIN_DONE);
-    ck_assert_msg(tg_trainer_save(tr, path, err, sizeof err) == 0, "%s", err);
     size_t n0;
     char *before = slurp(path, &n0);
     tg_module_replace(&m->base, "trf_blocks.0.norm1", test_norm_new(CFG.emb_dim));
@@ -262,11 +290,7 @@ START_TEST(test_swap_after_trainer_save_refused)
     ck_assert(n0 == n1 && memcmp(before, after, n0) == 0);
     free(before);
     free(after);
-    tg_trainer_free(tr);
-    tg_text_windows_free(&w);
-    tg_gpt_free(m);
-    tmpdir_remove(dir);
-    tg_tape_release_default();
+    trained_run_free(&r);
 }
 END_TEST
 
@@ -274,25 +298,12 @@ END_TEST
  * naming it, and the good checkpoint on disk stays byte for byte (a diverged run keeps its last one). */
 START_TEST(test_trainer_save_refuses_nonfinite)
 {
-    char dir[128], path[256];
-    tmpdir_create(dir, sizeof dir, "tg_module_");
-    snprintf(path, sizeof path, "%s/run.safetensors", dir);
-    tg_generator g;
-    tg_manual_seed(&g, 10);
-    tg_gpt *m = tg_gpt_new(&CFG, &g);
-    int32_t tok[40];
-    for (int i = 0; i < 40; i++)
-        tok[i] = (i * 5) % CFG.vocab_size;
-    tg_text_windows w;
+    trained_run r;
+    trained_run_setup(&r, 10, 5, 2);
+    tg_gpt *m = r.m;
+    tg_trainer *tr = r.tr;
+    const char *path = r.path;
     char err[512];
-    ck_assert_msg(tg_text_windows_init(&w, tok, 40, NULL, 0, 2, CFG.context_length, TG_WINDOWS_RANDOM, 2, err,
-                                       sizeof err) == 0, "%s", err);
-    tg_batch_source src = tg_text_windows_source(&w);
-    tg_train_model tm = tg_train_model_gpt(m);
-    tg_trainer_config tc = {.optim = tg_adamw_config(1e-3), .sched = {.kind = TG_LR_CONST, .lr = 1e-3}, .steps = 2};
-    tg_trainer *tr = tg_trainer_new(&tm, &src, &g, &tc);
-    ck_assert_int_eq(tg_trainer_run(tr, 1), TG_TRAIN_DONE);
-    ck_assert_msg(tg_trainer_save(tr, path, err, sizeof err) == 0, "%s", err);
     size_t n0, n1;
     char *good = slurp(path, &n0);
 
@@ -320,11 +331,7 @@ START_TEST(test_trainer_save_refuses_nonfinite)
     ck_assert(n0 == n1 && memcmp(good, after, n0) == 0); /* the same state as the first save */
     free(after);
     free(good);
-    tg_trainer_free(tr);
-    tg_text_windows_free(&w);
-    tg_gpt_free(m);
-    tmpdir_remove(dir);
-    tg_tape_release_default();
+    trained_run_free(&r);
 }
 END_TEST
 
@@ -333,25 +340,11 @@ END_TEST
  * everything is checked (optim/trainer.h). */
 START_TEST(test_trainer_restore_failure_changes_nothing)
 {
-    char dir[128], path[256];
-    tmpdir_create(dir, sizeof dir, "tg_module_");
-    snprintf(path, sizeof path, "%s/run.safetensors", dir);
-    tg_generator g;
-    tg_manual_seed(&g, 11);
-    tg_gpt *m = tg_gpt_new(&CFG, &g);
-    int32_t tok[40];
-    for (int i = 0; i < 40; i++)
-        tok[i] = (i * 7) % CFG.vocab_size;
-    tg_text_windows w;
+    trained_run r;
+    trained_run_setup(&r, 11, 7, 3);
+    tg_trainer *tr = r.tr;
+    const char *path = r.path;
     char err[512];
-    ck_assert_msg(tg_text_windows_init(&w, tok, 40, NULL, 0, 2, CFG.context_length, TG_WINDOWS_RANDOM, 2, err,
-                                       sizeof err) == 0, "%s", err);
-    tg_batch_source src = tg_text_windows_source(&w);
-    tg_train_model tm = tg_train_model_gpt(m);
-    tg_trainer_config tc = {.optim = tg_adamw_config(1e-3), .sched = {.kind = TG_LR_CONST, .lr = 1e-3}, .steps = 3};
-    tg_trainer *tr = tg_trainer_new(&tm, &src, &g, &tc);
-    ck_assert_int_eq(tg_trainer_run(tr, 1), TG_TRAIN_DONE);
-    ck_assert_msg(tg_trainer_save(tr, path, err, sizeof err) == 0, "%s", err);
     ck_assert_int_eq(tg_trainer_run(tr, 2), TG_TRAIN_DONE); /* the live state now differs from the file's */
 
     /* The file's last second moment made negative, in place (8-byte header length, JSON, data). */
@@ -394,11 +387,7 @@ START_TEST(test_trainer_restore_failure_changes_nothing)
                              (size_t)tg_optim_state_get(tr->opt, i)->numel * 4) == 0,
                       "optimizer state '%s' changed by a restore that failed", tg_optim_state_get(tr->opt, i)->name);
     free(before);
-    tg_trainer_free(tr);
-    tg_text_windows_free(&w);
-    tg_gpt_free(m);
-    tmpdir_remove(dir);
-    tg_tape_release_default();
+    trained_run_free(&r);
 }
 END_TEST
 
