@@ -9,48 +9,33 @@
 
 #include <errno.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
 /* ---------------------------------------------------------------- config */
 
-#if defined(__GNUC__)
-__attribute__((format(printf, 3, 4)))
-#endif
-static int cfg_fail(char *err, size_t size, const char *fmt, ...)
-{
-    if (err && size) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, size, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
-
 int tg_gpt_config_check(const tg_gpt_config *c, char *err, size_t errsize)
 {
     if (c->vocab_size < 1 || c->vocab_size > (1 << 24))
-        return cfg_fail(err, errsize, "vocab_size %d must be in [1, 2^24]", c->vocab_size);
+        return tg_fail(err, errsize, "vocab_size %d must be in [1, 2^24]", c->vocab_size);
     if (c->context_length < 1 || c->context_length > (1 << 16))
-        return cfg_fail(err, errsize, "context_length (--ctx) %d must be in [1, 65536]", c->context_length);
+        return tg_fail(err, errsize, "context_length (--ctx) %d must be in [1, 65536]", c->context_length);
     if (c->emb_dim < 1 || c->emb_dim > (1 << 16))
-        return cfg_fail(err, errsize, "emb_dim (--emb) %d must be in [1, 65536]", c->emb_dim);
+        return tg_fail(err, errsize, "emb_dim (--emb) %d must be in [1, 65536]", c->emb_dim);
     if (c->n_heads < 1 || c->n_heads > c->emb_dim)
-        return cfg_fail(err, errsize, "n_heads (--heads) %d must be in [1, emb_dim=%d]", c->n_heads, c->emb_dim);
+        return tg_fail(err, errsize, "n_heads (--heads) %d must be in [1, emb_dim=%d]", c->n_heads, c->emb_dim);
     if (c->emb_dim % c->n_heads != 0)
-        return cfg_fail(err, errsize, "n_heads (--heads) %d does not divide emb_dim (--emb) %d", c->n_heads,
+        return tg_fail(err, errsize, "n_heads (--heads) %d does not divide emb_dim (--emb) %d", c->n_heads,
                         c->emb_dim);
     if (c->n_layers < 0 || c->n_layers > 1024)
-        return cfg_fail(err, errsize, "n_layers (--layers) %d must be in [0, 1024]", c->n_layers);
+        return tg_fail(err, errsize, "n_layers (--layers) %d must be in [0, 1024]", c->n_layers);
     if (!(c->drop_rate >= 0.0f && c->drop_rate < 1.0f))
-        return cfg_fail(err, errsize, "drop_rate (--dropout) %g must be in [0, 1)", (double)c->drop_rate);
+        return tg_fail(err, errsize, "drop_rate (--dropout) %g must be in [0, 1)", (double)c->drop_rate);
     /* Every tensor must fit tg_tensor's int shapes and int64 numel comfortably. */
     double e = c->emb_dim, n = (double)c->vocab_size * e * 2 + (double)c->context_length * e +
                                (double)c->n_layers * (12 * e * e + 13 * e);
     if (n > 4e9)
-        return cfg_fail(err, errsize, "model too large (%.3g parameters)", n);
+        return tg_fail(err, errsize, "model too large (%.3g parameters)", n);
     return 0;
 }
 

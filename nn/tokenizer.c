@@ -12,28 +12,10 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-#if defined(__GNUC__)
-__attribute__((format(printf, 3, 4)))
-#endif
-static int tok_fail(char *err, size_t size, const char *fmt, ...)
-{
-    if (err && size) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, size, fmt, ap);
-        va_end(ap);
-        for (char *c = err; *c; c++)
-            if (*c == '\n' || *c == '\r')
-                *c = ' ';
-    }
-    return -1;
-}
 
 
 /* ---------------------------------------------------------------- text files */
@@ -46,32 +28,32 @@ int tg_text_load(const char *path, char **text, size_t *len, char *err, size_t e
      * a regular one (a device such as /dev/zero never ends) or is larger than the limit. */
     int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0)
-        return tok_fail(err, errsize, "%s: cannot open: %s", path, strerror(errno));
+        return tg_fail(err, errsize, "%s: cannot open: %s", path, strerror(errno));
     struct stat st;
     if (fstat(fd, &st) != 0) {
         int e = errno;
         close(fd);
-        return tok_fail(err, errsize, "%s: cannot open: %s", path, strerror(e));
+        return tg_fail(err, errsize, "%s: cannot open: %s", path, strerror(e));
     }
     if (!S_ISREG(st.st_mode)) {
         close(fd);
-        return tok_fail(err, errsize, "%s: not a regular file (%s); give a text file", path,
+        return tg_fail(err, errsize, "%s: not a regular file (%s); give a text file", path,
                         S_ISDIR(st.st_mode) ? "a directory" : S_ISFIFO(st.st_mode) ? "a FIFO" : "a device or socket");
     }
     if (st.st_size > TG_TEXT_MAX_BYTES) {
         close(fd);
-        return tok_fail(err, errsize, "%s: %lld bytes is more than the limit of 1 GiB", path, (long long)st.st_size);
+        return tg_fail(err, errsize, "%s: %lld bytes is more than the limit of 1 GiB", path, (long long)st.st_size);
     }
     FILE *f = fdopen(fd, "rb");
     if (!f) {
         close(fd);
-        return tok_fail(err, errsize, "%s: cannot open: %s", path, strerror(errno));
+        return tg_fail(err, errsize, "%s: cannot open: %s", path, strerror(errno));
     }
     size_t cap = 1 << 16, n = 0;
     char *buf = malloc(cap);
     if (!buf) {
         fclose(f);
-        return tok_fail(err, errsize, "%s: out of memory", path);
+        return tg_fail(err, errsize, "%s: out of memory", path);
     }
     for (;;) {
         if (n == cap) {
@@ -79,7 +61,7 @@ int tg_text_load(const char *path, char **text, size_t *len, char *err, size_t e
             if (!nb) {
                 free(buf);
                 fclose(f);
-                return tok_fail(err, errsize, "%s: out of memory", path);
+                return tg_fail(err, errsize, "%s: out of memory", path);
             }
             buf = nb;
             cap *= 2;
@@ -94,21 +76,21 @@ int tg_text_load(const char *path, char **text, size_t *len, char *err, size_t e
     fclose(f);
     if (bad) {
         free(buf);
-        return tok_fail(err, errsize, "%s: read failed: %s", path, strerror(e));
+        return tg_fail(err, errsize, "%s: read failed: %s", path, strerror(e));
     }
     if (n > TG_TEXT_MAX_BYTES) {
         free(buf);
-        return tok_fail(err, errsize, "%s: more than the limit of 1 GiB (the file grew while read)", path);
+        return tg_fail(err, errsize, "%s: more than the limit of 1 GiB (the file grew while read)", path);
     }
     if (n == 0) {
         free(buf);
-        return tok_fail(err, errsize, "%s: the file is empty", path);
+        return tg_fail(err, errsize, "%s: the file is empty", path);
     }
     const char *nul = memchr(buf, '\0', n);
     if (nul) {
         size_t at = (size_t)(nul - buf);
         free(buf);
-        return tok_fail(err, errsize, "%s: looks like a binary file (NUL byte at offset %zu), expected text", path, at);
+        return tg_fail(err, errsize, "%s: looks like a binary file (NUL byte at offset %zu), expected text", path, at);
     }
     *text = buf;
     *len = n;
@@ -157,12 +139,12 @@ int tg_tokenizer_char_build(tg_tokenizer *t, const char *text, size_t len, char 
         size_t k = tg_utf8_decode(s + i, len - i, &cp);
         if (!k) {
             free(other);
-            return tok_fail(err, errsize, "not UTF-8 text (invalid byte 0x%02x at offset %zu); use --tokenizer byte",
+            return tg_fail(err, errsize, "not UTF-8 text (invalid byte 0x%02x at offset %zu); use --tokenizer byte",
                             s[i], i);
         }
         if (cp == 0) {
             free(other);
-            return tok_fail(err, errsize, "NUL character at offset %zu", i);
+            return tg_fail(err, errsize, "NUL character at offset %zu", i);
         }
         if (cp < 128) {
             ascii[cp] = true;
@@ -172,7 +154,7 @@ int tg_tokenizer_char_build(tg_tokenizer *t, const char *text, size_t len, char 
                 uint32_t *o = realloc(other, c * sizeof *o);
                 if (!o) {
                     free(other);
-                    return tok_fail(err, errsize, "out of memory");
+                    return tg_fail(err, errsize, "out of memory");
                 }
                 other = o;
                 cap_other = c;
@@ -191,16 +173,16 @@ int tg_tokenizer_char_build(tg_tokenizer *t, const char *text, size_t len, char 
     size_t total = (size_t)n_ascii + n_other;
     if (total == 0) {
         free(other);
-        return tok_fail(err, errsize, "the text is empty");
+        return tg_fail(err, errsize, "the text is empty");
     }
     if (total > (1u << 20)) {
         free(other);
-        return tok_fail(err, errsize, "too many distinct characters (%zu)", total);
+        return tg_fail(err, errsize, "too many distinct characters (%zu)", total);
     }
     t->chars = malloc(total * sizeof *t->chars);
     if (!t->chars) {
         free(other);
-        return tok_fail(err, errsize, "out of memory");
+        return tg_fail(err, errsize, "out of memory");
     }
     int v = 0;
     for (int c = 0; c < 128; c++)
@@ -263,12 +245,12 @@ int tg_tokenizer_encode(const tg_tokenizer *t, const char *text, size_t len, int
         uint32_t cp;
         size_t step = tg_utf8_decode(s + i, len - i, &cp);
         if (!step)
-            return tok_fail(err, errsize, "invalid UTF-8 byte 0x%02x at offset %zu", s[i], i);
+            return tg_fail(err, errsize, "invalid UTF-8 byte 0x%02x at offset %zu", s[i], i);
         int id = char_id(t, cp);
         if (id < 0) {
             char r[32];
             char_repr(cp, r, sizeof r);
-            return tok_fail(err, errsize,
+            return tg_fail(err, errsize,
                             "character %s at offset %zu is not in the vocabulary of %d characters",
                             r, i, t->vocab_size);
         }

@@ -13,19 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#if defined(__GNUC__)
-__attribute__((format(printf, 3, 4)))
-#endif
-static int fail(char *err, size_t size, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    if (err && size)
-        vsnprintf(err, size, fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
 static bool given(const tg_gpt_run_settings *s, const char *flag) { return s->given && s->given(flag); }
 
 /* ---------------------------------------------------------------- the training settings in the checkpoint */
@@ -104,21 +91,21 @@ static void write_settings(const tg_gpt_run_settings *s, tg_st_meta *m)
 int tg_gpt_run_check(const tg_gpt_run_settings *s, char *err, size_t errsize)
 {
     if (!s->data)
-        return fail(err, errsize, "--data FILE is required (see --help)");
+        return tg_fail(err, errsize, "--data FILE is required (see --help)");
     if (s->resume && s->init)
-        return fail(err, errsize, "--resume and --init cannot be combined (--resume continues a run, --init starts "
+        return tg_fail(err, errsize, "--resume and --init cannot be combined (--resume continues a run, --init starts "
                     "one)");
     if (s->eval_only && !s->resume && !s->init)
-        return fail(err, errsize, "--eval-only needs a checkpoint to evaluate (--init or --resume)");
+        return tg_fail(err, errsize, "--eval-only needs a checkpoint to evaluate (--init or --resume)");
     if (s->val_data && given(s, "--val-frac"))
-        return fail(err, errsize, "--val-data and --val-frac cannot be combined (with --val-data all of --data "
+        return tg_fail(err, errsize, "--val-data and --val-frac cannot be combined (with --val-data all of --data "
                     "trains)");
     if (s->min_lr > s->lr)
-        return fail(err, errsize, "--min-lr %g must not exceed --lr %g", s->min_lr, s->lr);
+        return tg_fail(err, errsize, "--min-lr %g must not exceed --lr %g", s->min_lr, s->lr);
     if (s->momentum > 0.0 && strcmp(s->optimizer, "sgd") != 0)
-        return fail(err, errsize, "--momentum applies to --optimizer sgd only");
+        return tg_fail(err, errsize, "--momentum applies to --optimizer sgd only");
     if (s->heads < 1 || s->emb % s->heads)
-        return fail(err, errsize, "--heads %ld does not divide --emb %ld", s->heads, s->emb);
+        return tg_fail(err, errsize, "--heads %ld does not divide --emb %ld", s->heads, s->emb);
     return 0;
 }
 
@@ -129,7 +116,7 @@ static int adopt_training_settings(tg_gpt_run *r, const tg_st_file *f, char *err
     const tg_st_meta *m = tg_st_metadata(f);
     for (const setting *k = k_settings; k < k_settings + N_SETTINGS; k++)
         if (k->type != 'u' && !given(s, k->flag) && !read_setting(k, tg_st_meta_get(m, k->key), s))
-            return fail(err, errsize, "%s: metadata \"%s\" is missing or invalid", tg_st_label(f), k->key);
+            return tg_fail(err, errsize, "%s: metadata \"%s\" is missing or invalid", tg_st_label(f), k->key);
     const char *v = tg_st_meta_get(m, "steps");
     r->ck_steps = v ? atol(v) : s->steps; /* another total: another cosine schedule (the caller may say so) */
     return tg_gpt_run_check(s, err, errsize);
@@ -156,7 +143,7 @@ static int adopt_checkpoint_config(tg_gpt_run *r, const tg_st_file *f, char *err
     bool has_tok;
     int rc = tg_gpt_checkpoint_config(f, &c, &r->d.tok, &has_tok, err, errsize);
     if (rc == 0 && s->resume)
-        return fail(err, errsize, "%s: not a tapegrad training checkpoint (no model config in its metadata)", label);
+        return tg_fail(err, errsize, "%s: not a tapegrad training checkpoint (no model config in its metadata)", label);
     if (rc <= 0) /* an error, or weights without a config (from PyTorch, say): the settings give the config */
         return rc;
     const struct {
@@ -167,13 +154,13 @@ static int adopt_checkpoint_config(tg_gpt_run *r, const tg_st_file *f, char *err
                {"--qkv-bias", s->qkv_bias, c.qkv_bias}};
     for (size_t i = 0; i < sizeof chk / sizeof *chk; i++)
         if (given(s, chk[i].flag) && chk[i].want != chk[i].have)
-            return fail(err, errsize, "%s: checkpoint of another config: it has %s %ld, the command line asks for %ld",
+            return tg_fail(err, errsize, "%s: checkpoint of another config: it has %s %ld, the command line asks for %ld",
                         label, chk[i].flag, chk[i].have, chk[i].want);
     const char *tk = r->d.tok.kind == TG_TOK_BYTE ? "byte" : "char";
     if (!has_tok && s->resume)
-        return fail(err, errsize, "%s: not a tapegrad training checkpoint (no tokenizer in its metadata)", label);
+        return tg_fail(err, errsize, "%s: not a tapegrad training checkpoint (no tokenizer in its metadata)", label);
     if (has_tok && given(s, "--tokenizer") && strcmp(tk, s->tokenizer) != 0)
-        return fail(err, errsize, "%s: checkpoint of another config: it has --tokenizer %s, the command line asks "
+        return tg_fail(err, errsize, "%s: checkpoint of another config: it has --tokenizer %s, the command line asks "
                     "for %s", label, tk, s->tokenizer);
     c.drop_rate = given(s, "--dropout") ? (float)s->dropout : c.drop_rate;
     r->cfg = c;
@@ -189,13 +176,13 @@ static int load_data(tg_gpt_run *r, char *err, size_t errsize)
                           s->val_frac, err, errsize))
         return -1;
     if (r->d.n_ids < T1)
-        return fail(err, errsize, "%s: %" PRId64 " tokens is shorter than --ctx + 1 = %" PRId64, s->data, r->d.n_ids,
+        return tg_fail(err, errsize, "%s: %" PRId64 " tokens is shorter than --ctx + 1 = %" PRId64, s->data, r->d.n_ids,
                     T1);
     if (r->d.n_train < T1)
-        return fail(err, errsize, "%s: the training split has %" PRId64 " tokens, fewer than --ctx + 1 = %" PRId64
+        return tg_fail(err, errsize, "%s: the training split has %" PRId64 " tokens, fewer than --ctx + 1 = %" PRId64
                     " (lower --ctx or --val-frac)", s->data, r->d.n_train, T1);
     if (r->d.n_val > 0 && r->d.n_val < T1)
-        return fail(err, errsize, "%s: the validation %s has %" PRId64 " tokens, fewer than --ctx + 1 = %" PRId64
+        return tg_fail(err, errsize, "%s: the validation %s has %" PRId64 " tokens, fewer than --ctx + 1 = %" PRId64
                     " (lower --ctx%s)", s->val_data ? s->val_data : s->data, s->val_data ? "text" : "split",
                     r->d.n_val, T1, s->val_data ? "" : ", raise --val-frac, or --val-frac 0");
     return 0;
@@ -209,9 +196,9 @@ static int encode_prompt(tg_gpt_run *r, char *err, size_t errsize)
     int64_t n = r->d.n_train < 16 ? r->d.n_train : 16;
     char why[512];
     if (!(r->prompt = malloc((len > 16 ? len : 16) * sizeof *r->prompt)))
-        return fail(err, errsize, "--prompt: out of memory");
+        return tg_fail(err, errsize, "--prompt: out of memory");
     if (len > 0 && tg_tokenizer_encode(&r->d.tok, r->s->prompt, len, r->prompt, &n, why, sizeof why))
-        return fail(err, errsize, "--prompt: %s", why);
+        return tg_fail(err, errsize, "--prompt: %s", why);
     n = len == 0 && n > r->cfg.context_length ? r->cfg.context_length : n;
     if (len == 0)
         memcpy(r->prompt, r->d.ids, (size_t)n * sizeof *r->prompt);
@@ -233,19 +220,19 @@ static int build(tg_gpt_run *r, const tg_st_file *f, const tg_trainer_hooks *hoo
     r->other_data = s->resume && (h = tg_st_meta_get(tg_st_metadata(f), "data_hash")) && strcmp(h, hash) != 0;
     if (s->resume && (bt = tg_st_meta_get(tg_st_metadata(f), "batches")) && strcmp(bt, s->batches) != 0 &&
         !(r->ck_batches = strdup(bt)))
-        return fail(err, errsize, "out of memory");
+        return tg_fail(err, errsize, "out of memory");
     r->cfg.vocab_size = r->cfg.vocab_size ? r->cfg.vocab_size : r->d.tok.vocab_size;
     if (tg_gpt_config_check(&r->cfg, err, errsize)) {
         char why[512];
         snprintf(why, sizeof why, "%s", err);
-        return fail(err, errsize, "invalid model: %s", why);
+        return tg_fail(err, errsize, "invalid model: %s", why);
     }
     if (encode_prompt(r, err, errsize))
         return -1;
     tg_manual_seed(&r->gen, s->seed);
     r->model = tg_gpt_new(&r->cfg, &r->gen);
     if (f && tg_gpt_load(r->model, f, true, &e))
-        return fail(err, errsize, "%s", e.msg);
+        return tg_fail(err, errsize, "%s", e.msg);
     if (tg_text_windows_init(&r->win, r->d.train, r->d.n_train, r->d.val, r->d.n_val, (int)s->batch,
                              r->cfg.context_length, strcmp(s->batches, "random") ? TG_WINDOWS_SEQUENTIAL
                                                                                  : TG_WINDOWS_RANDOM,
@@ -283,7 +270,7 @@ int tg_gpt_run_setup(tg_gpt_run *r, tg_gpt_run_settings *s, const tg_trainer_hoo
     tg_st_file *f = NULL;
     tg_st_error e;
     if (ck && tg_st_open(ck, &f, &e))
-        return fail(err, errsize, "%s", e.msg);
+        return tg_fail(err, errsize, "%s", e.msg);
     int rc = build(r, f, hooks, stop, err, errsize);
     tg_st_close(f);
     return rc;

@@ -7,25 +7,11 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-
-#if defined(__GNUC__)
-__attribute__((format(printf, 3, 4)))
-#endif
-static int fail(char *err, size_t size, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    if (err && size)
-        vsnprintf(err, size, fmt, ap);
-    va_end(ap);
-    return -1;
-}
 
 static void *xrealloc(void *p, size_t n)
 {
@@ -74,13 +60,13 @@ int tg_gpt_checkpoint_config(const tg_st_file *f, tg_gpt_config *c, tg_tokenizer
     if (!tg_gpt_meta_has_config(meta))
         return 0;
     if (tg_gpt_config_from_meta(c, meta, tg_st_label(f), &e))
-        return fail(err, errsize, "%s", e.msg);
+        return tg_fail(err, errsize, "%s", e.msg);
     if (!tg_st_meta_get(meta, "tokenizer"))
         return 1;
     if (tg_tokenizer_from_meta(t, meta, tg_st_label(f), &e))
-        return fail(err, errsize, "%s", e.msg);
+        return tg_fail(err, errsize, "%s", e.msg);
     if (t->vocab_size != c->vocab_size) {
-        fail(err, errsize, "%s: its tokenizer has %d symbols but vocab_size is %d", tg_st_label(f), t->vocab_size,
+        tg_fail(err, errsize, "%s: its tokenizer has %d symbols but vocab_size is %d", tg_st_label(f), t->vocab_size,
              c->vocab_size);
         tg_tokenizer_free(t);
         return -1;
@@ -180,10 +166,10 @@ int tg_text_windows_init(tg_text_windows *w, const int32_t *train, int64_t n_tra
 {
     memset(w, 0, sizeof *w);
     if (batch < 1 || ctx < 1 || eval_windows < 1)
-        return fail(err, errsize, "text windows: batch %d, ctx %d and eval windows %" PRId64 " must be >= 1", batch,
+        return tg_fail(err, errsize, "text windows: batch %d, ctx %d and eval windows %" PRId64 " must be >= 1", batch,
                     ctx, eval_windows);
     if (n_train < (int64_t)ctx + 1)
-        return fail(err, errsize, "text windows: the training split has %" PRId64 " tokens, fewer than ctx + 1 = %d",
+        return tg_fail(err, errsize, "text windows: the training split has %" PRId64 " tokens, fewer than ctx + 1 = %d",
                     n_train, ctx + 1);
     *w = (tg_text_windows){.tok = {train, val}, .n = {n_train, n_val > 0 ? n_val : 0}, .batch = batch,
                            .ctx = ctx, .kind = kind, .eval_windows = eval_windows};
@@ -191,7 +177,7 @@ int tg_text_windows_init(tg_text_windows *w, const int32_t *train, int64_t n_tra
     w->y = malloc((size_t)batch * (size_t)ctx * sizeof *w->y);
     if (!w->x || !w->y) {
         tg_text_windows_free(w);
-        return fail(err, errsize, "out of memory for a batch of %d x %d", batch, ctx);
+        return tg_fail(err, errsize, "out of memory for a batch of %d x %d", batch, ctx);
     }
     return 0;
 }
@@ -220,7 +206,7 @@ static int encode_file(const tg_tokenizer *t, const char *path, const char *text
 {
     char why[384];
     if (tg_tokenizer_encode(t, text, len, ids, n, why, sizeof why))
-        return fail(err, errsize, "%s: %s (the vocabulary is %s)", path, why, whose);
+        return tg_fail(err, errsize, "%s: %s (the vocabulary is %s)", path, why, whose);
     return 0;
 }
 
@@ -240,9 +226,9 @@ int tg_text_data_load(tg_text_data *d, const char *path, const char *val_path, t
     if (!given_tok && kind == TG_TOK_BYTE)
         tg_tokenizer_byte_init(&d->tok);
     else if (!given_tok && tg_tokenizer_char_build(&d->tok, text, len, why, sizeof why))
-        rc = fail(err, errsize, "%s: %s", path, why);
+        rc = tg_fail(err, errsize, "%s: %s", path, why);
     if (!rc && !(d->ids = malloc((len + vlen + 1) * sizeof *d->ids)))
-        rc = fail(err, errsize, "%s: out of memory", path);
+        rc = tg_fail(err, errsize, "%s: out of memory", path);
     int64_t nv = 0;
     if (!rc)
         rc = encode_file(&d->tok, path, text, len, d->ids, &d->n_ids, "the checkpoint's", err, errsize);
@@ -284,7 +270,7 @@ int tg_output_path_check(const char *path, char *err, size_t errsize)
 {
     char *dir = strdup(path), *slash = dir ? strrchr(dir, '/') : NULL;
     if (!dir)
-        return fail(err, errsize, "%s: out of memory", path);
+        return tg_fail(err, errsize, "%s: out of memory", path);
     const char *d = ".";
     if (slash) {
         slash[slash == dir ? 1 : 0] = '\0';
@@ -293,11 +279,11 @@ int tg_output_path_check(const char *path, char *err, size_t errsize)
     struct stat st;
     int rc = 0;
     if (stat(d, &st) != 0 || !S_ISDIR(st.st_mode))
-        rc = fail(err, errsize, "%s: the directory '%s' does not exist", path, d);
+        rc = tg_fail(err, errsize, "%s: the directory '%s' does not exist", path, d);
     else if (access(d, W_OK) != 0)
-        rc = fail(err, errsize, "%s: the directory '%s' is not writable", path, d);
+        rc = tg_fail(err, errsize, "%s: the directory '%s' is not writable", path, d);
     else if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
-        rc = fail(err, errsize, "%s: is a directory", path);
+        rc = tg_fail(err, errsize, "%s: is a directory", path);
     free(dir);
     return rc;
 }
@@ -547,13 +533,13 @@ static int check_finite(const tg_trainer *tr, const char *path, char *err, size_
     for (int i = 0; i < mp->n; i++)
         for (int64_t k = 0; k < mp->items[i].t->numel; k++)
             if (!isfinite(mp->items[i].t->data[k]))
-                return fail(err, errsize, "not saving %s: parameter '%s' holds %g at element %" PRId64
+                return tg_fail(err, errsize, "not saving %s: parameter '%s' holds %g at element %" PRId64
                             " (the run diverged)", path, mp->items[i].name, (double)mp->items[i].t->data[k], k);
     char why[256];
     if (!tg_optim_state_check(tr->opt, why, sizeof why))
-        return fail(err, errsize, "not saving %s: the optimizer state is not valid: %s", path, why);
+        return tg_fail(err, errsize, "not saving %s: the optimizer state is not valid: %s", path, why);
     if (tr->n_val > 0 && !isfinite(tr->val_loss[tr->n_val - 1]))
-        return fail(err, errsize, "not saving %s: the evaluation at step %" PRId64 " is %g", path,
+        return tg_fail(err, errsize, "not saving %s: the evaluation at step %" PRId64 " is %g", path,
                     tr->val_step[tr->n_val - 1], (double)tr->val_loss[tr->n_val - 1]);
     return 0;
 }
@@ -591,7 +577,7 @@ int tg_trainer_save(tg_trainer *tr, const char *path, char *err, size_t errsize)
     tg_params_free(&all);
     free(views);
     if (rc)
-        return fail(err, errsize, "cannot save checkpoint: %s", e.msg);
+        return tg_fail(err, errsize, "cannot save checkpoint: %s", e.msg);
     tr->saved_step = tr->step;
     return 0;
 }
@@ -606,25 +592,25 @@ int tg_trainer_restore(tg_trainer *tr, const tg_st_file *f, char *err, size_t er
         const tg_optim_state *s = tg_optim_state_get(tr->opt, i);
         const tg_st_entry *e = tg_st_find(f, s->name);
         if (!e)
-            return fail(err, errsize, "%s: no optimizer state '%s' (saved with another optimizer than %s?)", label,
+            return tg_fail(err, errsize, "%s: no optimizer state '%s' (saved with another optimizer than %s?)", label,
                         s->name, kind);
         if (e->numel != s->numel || e->ndim != s->ndim)
-            return fail(err, errsize, "%s: optimizer state '%s' has the wrong shape", label, s->name);
+            return tg_fail(err, errsize, "%s: optimizer state '%s' has the wrong shape", label, s->name);
     }
     for (int i = 0; i < tg_st_count(f); i++) {
         const tg_st_entry *e = tg_st_entry_at(f, i);
         if (strncmp(e->name, "optim.", 6) == 0 && !tg_optim_state_find(tr->opt, e->name))
-            return fail(err, errsize, "%s: optimizer state '%s' does not fit the optimizer %s", label, e->name, kind);
+            return tg_fail(err, errsize, "%s: optimizer state '%s' does not fit the optimizer %s", label, e->name, kind);
     }
     const char *st = tg_st_meta_get(meta, "step");
     char *end;
     errno = 0;
     long long step = st ? strtoll(st, &end, 10) : -1;
     if (!st || errno || end == st || *end || step < 0)
-        return fail(err, errsize, "%s: metadata \"step\" is missing or invalid", label);
+        return tg_fail(err, errsize, "%s: metadata \"step\" is missing or invalid", label);
     tg_generator g;
     if (!rng_from_meta(&g, tg_st_meta_get(meta, "rng")))
-        return fail(err, errsize, "%s: metadata \"rng\" (generator state) is missing or invalid", label);
+        return tg_fail(err, errsize, "%s: metadata \"rng\" (generator state) is missing or invalid", label);
     /* The values are read straight into the optimizer's buffers and can only be
      * checked as a whole there, so what they held is kept aside: a read or the
      * final check that fails puts it back, and nothing has changed. */
@@ -643,11 +629,11 @@ int tg_trainer_restore(tg_trainer *tr, const tg_st_file *f, char *err, size_t er
         tg_tensor view = state_view(tg_optim_state_get(tr->opt, i));
         tg_st_error e;
         if (tg_st_read(f, tg_optim_state_get(tr->opt, i)->name, &view, &e))
-            rc = fail(err, errsize, "%s", e.msg);
+            rc = tg_fail(err, errsize, "%s", e.msg);
     }
     char why[256];
     if (rc == 0 && !tg_optim_state_check(tr->opt, why, sizeof why))
-        rc = fail(err, errsize, "%s: invalid optimizer state: %s", label, why);
+        rc = tg_fail(err, errsize, "%s: invalid optimizer state: %s", label, why);
     at = 0;
     for (int i = 0; rc != 0 && i < ns; at += tg_optim_state_get(tr->opt, i)->numel, i++)
         memcpy(tg_optim_state_get(tr->opt, i)->data, kept + at,
@@ -733,18 +719,18 @@ int tg_trainer_log_open(tg_trainer *tr, const char *path, bool cont, char *err, 
     size_t n = 0, keep = 0;
     char *text = cont ? read_all(path, &n) : NULL;
     if (cont && !text && errno == ENOMEM)
-        return fail(err, errsize, "out of memory reading the log %s", path);
+        return tg_fail(err, errsize, "out of memory reading the log %s", path);
     if (text)
         keep = continue_log(tr, text);
     char msg[512];
     if (keep && keep != n && tg_write_file(path, text, keep, msg, sizeof msg) != 0) {
         free(text);
-        return fail(err, errsize, "cannot rewrite the log to continue it: %s", msg);
+        return tg_fail(err, errsize, "cannot rewrite the log to continue it: %s", msg);
     }
     free(text);
     tr->log = fopen(path, keep ? "a" : "w");
     if (!tr->log)
-        return fail(err, errsize, "%s: cannot write the log: %s", path, strerror(errno));
+        return tg_fail(err, errsize, "%s: cannot write the log: %s", path, strerror(errno));
     if (!keep)
         fprintf(tr->log, "%s\n", LOG_HEADER);
     return 0;
@@ -817,6 +803,6 @@ int tg_trainer_plot(const tg_trainer *tr, const char *path, char *err, size_t er
 #undef PX
 #undef PY
     if (tg_atomic_commit(&f) != 0)
-        return fail(err, errsize, "cannot write the plot: %s", f.msg);
+        return tg_fail(err, errsize, "cannot write the plot: %s", f.msg);
     return 0;
 }

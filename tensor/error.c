@@ -73,3 +73,17 @@ void tg_check_ptr(const char *op, const void *p, const char *what)
     if (!p)
         tg_error(op, "%s is NULL", what);
 }
+
+int tg_fail(char *err, size_t size, const char *fmt, ...)
+{
+    if (err && size) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, size, fmt, ap);
+        va_end(ap);
+        for (char *c = err; *c; c++)
+            if (*c == '\n' || *c == '\r')
+                *c = ' ';
+    }
+    return -1;
+}

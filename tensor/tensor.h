@@ -74,6 +74,16 @@ void tg_error(const char *op, const char *fmt, ...);
 /* tg_error(op, "<what> is NULL") when p is NULL: the check every entry
  * point makes on its pointer arguments. */
 void tg_check_ptr(const char *op, const void *p, const char *what);
+
+/* The error return of every function that reports into a caller's buffer
+ * (char *err, size_t errsize): formats the message into err (when err is not
+ * NULL and size > 0), folds any newline to a space so it stays one line, and
+ * returns -1, so that `return tg_fail(err, errsize, "...", ...);` is the
+ * whole error path. */
+#if defined(__GNUC__)
+__attribute__((format(printf, 3, 4)))
+#endif
+int tg_fail(char *err, size_t size, const char *fmt, ...);
 /* Formats a shape as "[2,6,3]" into buf (TG_SHAPE_STR_LEN bytes); returns
  * buf. Never writes more: a shape too long to fit ends in ",...]". */
 #define TG_SHAPE_STR_LEN 64
