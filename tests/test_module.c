@@ -216,19 +216,6 @@ START_TEST(test_swap_after_optimizer_is_an_error)
 }
 END_TEST
 
-/* The whole file at path (malloc'd), its size in *n. */
-static char *slurp(const char *path, size_t *n)
-{
-    FILE *f = fopen(path, "rb");
-    ck_assert_msg(f != NULL, "cannot open %s", path);
-    char *buf = malloc(1 << 20);
-    ck_assert_ptr_nonnull(buf);
-    *n = fread(buf, 1, 1 << 20, f);
-    ck_assert(feof(f));
-    fclose(f);
-    return buf;
-}
-
 /* A small GPT trained through the library trainer for one step and saved: the fixture of the trainer's
  * save and restore tests (each takes its own seed and token stride). */
 typedef struct {
@@ -281,12 +268,12 @@ START_TEST(test_swap_after_trainer_save_refused)
     const char *path = r.path;
     char err[512];
     size_t n0;
-    char *before = slurp(path, &n0);
+    char *before = read_whole_file(path, &n0);
     tg_module_replace(&m->base, "trf_blocks.0.norm1", test_norm_new(CFG.emb_dim));
     ck_assert_int_eq(tg_trainer_save(tr, path, err, sizeof err), -1);
     ck_assert_msg(strstr(err, "changed after this optimizer was built"), "%s", err);
     size_t n1;
-    char *after = slurp(path, &n1);
+    char *after = read_whole_file(path, &n1);
     ck_assert(n0 == n1 && memcmp(before, after, n0) == 0);
     free(before);
     free(after);
@@ -305,7 +292,7 @@ START_TEST(test_trainer_save_refuses_nonfinite)
     const char *path = r.path;
     char err[512];
     size_t n0, n1;
-    char *good = slurp(path, &n0);
+    char *good = read_whole_file(path, &n0);
 
     tg_tensor *wq = tg_params_find(tg_gpt_params(m), "trf_blocks.1.att.W_query.weight");
     const float keep = wq->data[3];
@@ -323,11 +310,11 @@ START_TEST(test_trainer_save_refuses_nonfinite)
     ck_assert_msg(strstr(err, "not saving") && strstr(err, "optim.exp_avg_sq.final_norm.shift"), "%s", err);
     st->data[0] = keep_sq;
 
-    char *after = slurp(path, &n1);
+    char *after = read_whole_file(path, &n1);
     ck_assert(n0 == n1 && memcmp(good, after, n0) == 0);
     free(after);
     ck_assert_msg(tg_trainer_save(tr, path, err, sizeof err) == 0, "%s", err); /* finite again: saved */
-    after = slurp(path, &n1);
+    after = read_whole_file(path, &n1);
     ck_assert(n0 == n1 && memcmp(good, after, n0) == 0); /* the same state as the first save */
     free(after);
     free(good);
@@ -357,7 +344,7 @@ START_TEST(test_trainer_restore_failure_changes_nothing)
             bad = tg_st_entry_at(f, i);
     ck_assert_ptr_nonnull(bad);
     size_t n;
-    unsigned char *bytes = (unsigned char *)slurp(path, &n);
+    unsigned char *bytes = (unsigned char *)read_whole_file(path, &n);
     uint64_t hl = 0;
     for (int i = 7; i >= 0; i--)
         hl = hl << 8 | bytes[i];

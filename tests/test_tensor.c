@@ -796,23 +796,6 @@ static void put_file(const char *path, const char *text, mode_t mode)
     ck_assert_int_eq(chmod(path, mode), 0);
 }
 
-/* The whole file, NUL-terminated (caller frees); *len its size. */
-static char *slurp(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    ck_assert_msg(f != NULL, "%s: %s", path, strerror(errno));
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)n + 1);
-    ck_assert_uint_eq(fread(b, 1, (size_t)n, f), (size_t)n);
-    fclose(f);
-    b[n] = '\0';
-    if (len)
-        *len = (size_t)n;
-    return b;
-}
-
 static unsigned file_mode(const char *path)
 {
     struct stat st;
@@ -863,7 +846,7 @@ START_TEST(test_file_writer_contents_and_modes)
     write_pattern(&f, want, &nwant);
     ck_assert_int_eq(fdir_entries(), 1); /* only the temp file so far */
     ck_assert_int_eq(tg_atomic_commit(&f), 0);
-    char *got = slurp(p, &ngot);
+    char *got = read_whole_file(p, &ngot);
     ck_assert_uint_eq(ngot, nwant);
     ck_assert(memcmp(got, want, nwant) == 0);
     free(got);
@@ -876,7 +859,7 @@ START_TEST(test_file_writer_contents_and_modes)
     /* an existing target keeps its mode (0604 is no umask's result) */
     put_file(fpath(p, "old.txt"), "old", 0604);
     ck_assert_int_eq(tg_write_file(p, "new contents", 12, NULL, 0), 0);
-    got = slurp(p, &ngot);
+    got = read_whole_file(p, &ngot);
     ck_assert_str_eq(got, "new contents");
     free(got);
     ck_assert_uint_eq(file_mode(p), 0604);
@@ -892,7 +875,7 @@ START_TEST(test_file_writer_contents_and_modes)
     write_pattern(&f, want, &nwant);
     ck_assert_int_eq(tg_atomic_commit(&f), 0);
     ck_assert_int_gt(FAULT.writes, (long)(nwant / 7));
-    got = slurp(p, &ngot);
+    got = read_whole_file(p, &ngot);
     ck_assert_uint_eq(ngot, nwant);
     ck_assert(memcmp(got, want, nwant) == 0);
     free(got);
@@ -904,7 +887,7 @@ START_TEST(test_file_writer_contents_and_modes)
     tg_atomic_open(&f, p);
     tg_atomic_printf(&f, "never seen");
     tg_atomic_abort(&f);
-    got = slurp(p, NULL);
+    got = read_whole_file(p, NULL);
     ck_assert_str_eq(got, "kept");
     free(got);
     ck_assert_int_eq(fdir_entries(), before);
@@ -951,7 +934,7 @@ START_TEST(test_file_writer_faults)
         ck_assert_msg(rc == want_errno, "%s: returned %d, want %d", cases[c].what, rc, want_errno);
         ck_assert_msg(strstr(f.msg, p) && strstr(f.msg, cases[c].step) && strstr(f.msg, strerror(want_errno)),
                       "%s: message '%s'", cases[c].what, f.msg);
-        char *got = slurp(p, NULL);
+        char *got = read_whole_file(p, NULL);
         ck_assert_msg(strcmp(got, "the old checkpoint") == 0, "%s: old file changed", cases[c].what);
         free(got);
         ck_assert_msg(fdir_entries() == 1, "%s: a temp file was left", cases[c].what);
@@ -1034,7 +1017,7 @@ START_TEST(test_file_writer_permission)
         ck_assert_int_eq(tg_write_file(p, "new", 3, msg, sizeof msg), EACCES);
         ck_assert_ptr_nonnull(strstr(msg, p));
         ck_assert_ptr_nonnull(strstr(msg, "Permission denied"));
-        char *got = slurp(p, NULL);
+        char *got = read_whole_file(p, NULL);
         ck_assert_str_eq(got, "read-only");
         free(got);
         ck_assert_int_eq(fdir_entries(), 1);
@@ -1050,20 +1033,20 @@ START_TEST(test_file_writer_permission)
     int rc = write_as_nobody(p, "replaced", msg, sizeof msg);
     ck_assert_msg(rc == EACCES, "nobody replaced a 0444 file (exit %d: %s)", rc, msg);
     ck_assert_msg(strstr(msg, p) && strstr(msg, "Permission denied"), "message '%s'", msg);
-    char *got = slurp(p, NULL);
+    char *got = read_whole_file(p, NULL);
     ck_assert_str_eq(got, "read-only");
     free(got);
     ck_assert_int_eq(fdir_entries(), 2);
     /* the same user replaces a file they may write, and it keeps its mode */
     rc = write_as_nobody(q, "replaced", msg, sizeof msg);
     ck_assert_msg(rc == 0, "nobody could not replace its own 0640 file: %s", msg);
-    got = slurp(q, NULL);
+    got = read_whole_file(q, NULL);
     ck_assert_str_eq(got, "replaced");
     free(got);
     ck_assert_uint_eq(file_mode(q), 0640);
     /* root may replace the read-only file, which stays read-only */
     ck_assert_int_eq(tg_write_file(p, "by root", 7, msg, sizeof msg), 0);
-    got = slurp(p, NULL);
+    got = read_whole_file(p, NULL);
     ck_assert_str_eq(got, "by root");
     free(got);
     ck_assert_uint_eq(file_mode(p), 0444);

@@ -60,27 +60,13 @@ static bool exists(const char *name)
 static void write_file(const char *name, const void *data, size_t n)
 {
     char p[512];
-    FILE *f = fopen(path_in(p, name), "wb");
-    ck_assert_ptr_nonnull(f);
-    ck_assert_uint_eq(fwrite(data, 1, n, f), n);
-    fclose(f);
+    write_whole_file(path_in(p, name), data, n);
 }
 
 static char *read_file(const char *name, size_t *len)
 {
     char p[512];
-    FILE *f = fopen(path_in(p, name), "rb");
-    ck_assert_msg(f != NULL, "%s was not written", name);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)n + 1);
-    ck_assert_uint_eq(fread(b, 1, (size_t)n, f), (size_t)n);
-    b[n] = '\0';
-    fclose(f);
-    if (len)
-        *len = (size_t)n;
-    return b;
+    return read_whole_file(path_in(p, name), len);
 }
 
 /* A text of a few thousand characters with some structure to learn. */

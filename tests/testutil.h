@@ -41,6 +41,11 @@ bool catch_error(void (*fn)(void *ctx), void *ctx, char *msg, size_t size);
  * (at least 64 bytes); tmpdir_remove deletes it and the files in it. */
 void tmpdir_create(char *dir, size_t size, const char *prefix);
 void tmpdir_remove(const char *dir);
+/* The whole file at path, NUL-terminated (caller frees), *len its size (len
+ * may be NULL); fails the test, naming path and errno, when it cannot be read. */
+char *read_whole_file(const char *path, size_t *len);
+/* Writes n bytes to path (created or truncated); fails the test on error. */
+void write_whole_file(const char *path, const void *data, size_t n);
 
 /* Runs the program argv[0] (a path) with argv (NULL-terminated): stdin from
  * /dev/null, stderr into err_path, stdout into out_path, or, with tty, into
