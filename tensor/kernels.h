@@ -124,4 +124,9 @@ void tg_k_permute(const float *x, float *y, int ndim, const int *in_shape, const
 /* Inverse-accumulate: gx += permute^-1(gy). */
 void tg_k_permute_backward(const float *gy, float *gx, int ndim, const int *in_shape, const int *dims);
 
+/* ---------------------------------------------------------------- random
+ * tg_random_bits takes an AVX-512 path when the CPU has it; on sets the
+ * portable path instead (tests compare the two). Returns the old setting. */
+bool tg_k_random_bits_portable(bool on);
+
 #endif /* TG_KERNELS_H */

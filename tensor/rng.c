@@ -19,6 +19,11 @@
 #include <math.h>
 #include <string.h>
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define RNG_X86 1
+#endif
+
 #define TG_PI 3.14159265358979323846
 
 #define MT_N 624
@@ -47,21 +52,27 @@ tg_generator *tg_default_generator(void)
     return &g;
 }
 
+/* One mt19937 twist of the whole state. Branch-free (the lookup table
+ * mag01[y & 1] is -(y & 1) & 0x9908b0df), in three ranges where every read
+ * is independent of the writes of a 16-wide vector, so it vectorises:
+ *   k < 227         reads s[k + 1], s[k + 397]: all still old
+ *   227 <= k < 623  reads s[k - 227]: new, written at least 227 words before
+ *   k = 623         wraps to s[0] (new) and s[396] (new). */
+static inline uint32_t twist_word(uint32_t a, uint32_t b, uint32_t m)
+{
+    const uint32_t y = (a & 0x80000000u) | (b & 0x7fffffffu);
+    return m ^ (y >> 1) ^ (-(y & 1u) & 0x9908b0dfu);
+}
+
+TG_TARGET_CLONES
 static void mt_twist(tg_generator *g)
 {
-    static const uint32_t mag01[2] = {0u, 0x9908b0dfu};
     uint32_t *s = g->state;
-    int k;
-    for (k = 0; k < MT_N - MT_M; k++) {
-        uint32_t y = (s[k] & 0x80000000u) | (s[k + 1] & 0x7fffffffu);
-        s[k] = s[k + MT_M] ^ (y >> 1) ^ mag01[y & 1u];
-    }
-    for (; k < MT_N - 1; k++) {
-        uint32_t y = (s[k] & 0x80000000u) | (s[k + 1] & 0x7fffffffu);
-        s[k] = s[k + (MT_M - MT_N)] ^ (y >> 1) ^ mag01[y & 1u];
-    }
-    uint32_t y = (s[MT_N - 1] & 0x80000000u) | (s[0] & 0x7fffffffu);
-    s[MT_N - 1] = s[MT_M - 1] ^ (y >> 1) ^ mag01[y & 1u];
+    for (int k = 0; k < MT_N - MT_M; k++)
+        s[k] = twist_word(s[k], s[k + 1], s[k + MT_M]);
+    for (int k = MT_N - MT_M; k < MT_N - 1; k++)
+        s[k] = twist_word(s[k], s[k + 1], s[k - (MT_N - MT_M)]);
+    s[MT_N - 1] = twist_word(s[MT_N - 1], s[0], s[MT_M - 1]);
     g->index = 0;
 }
 
@@ -314,6 +325,60 @@ static void bits_block(const uint32_t *restrict s, int64_t k0, int64_t take, uin
         bits[(k0 + k) >> 6] |= (uint64_t)keep_draw(s, k, threshold) << ((k0 + k) & 63);
 }
 
+/* The same with AVX-512, 8 elements (16 words) per vector at any bit offset:
+ * temper 16 lanes, swap the halves of each 64-bit lane (the first word is
+ * the high one), keep 53 bits, one unsigned compare gives 8 keep bits. */
+#ifdef RNG_X86
+#define RNG_AVX512 __attribute__((target("avx512f")))
+
+static inline RNG_AVX512 __m512i temper16(__m512i y)
+{
+    y = _mm512_xor_si512(y, _mm512_srli_epi32(y, 11));
+    y = _mm512_xor_si512(y, _mm512_and_si512(_mm512_slli_epi32(y, 7), _mm512_set1_epi32((int)0x9d2c5680u)));
+    y = _mm512_xor_si512(y, _mm512_and_si512(_mm512_slli_epi32(y, 15), _mm512_set1_epi32((int)0xefc60000u)));
+    return _mm512_xor_si512(y, _mm512_srli_epi32(y, 18));
+}
+
+RNG_AVX512 static void bits_block_avx512(const uint32_t *s, int64_t k0, int64_t take, uint64_t threshold,
+                                         uint64_t *bits)
+{
+    const __m512i th = _mm512_set1_epi64((long long)threshold);
+    const __m512i low53 = _mm512_set1_epi64((long long)((1ull << 53) - 1));
+    int64_t wi = k0 >> 6;
+    uint64_t acc = 0; /* the bits of word wi drawn so far */
+    for (int64_t k = 0; k < take; k += 8) {
+        const int cnt = take - k < 8 ? (int)(take - k) : 8, off = (int)((k0 + k) & 63);
+        const __m512i w = temper16(_mm512_maskz_loadu_epi32((__mmask16)((1u << (2 * cnt)) - 1u), s + 2 * k));
+        const __m512i m = _mm512_and_si512(_mm512_ror_epi64(w, 32), low53);
+        const uint64_t keep = _mm512_mask_cmplt_epu64_mask((__mmask8)((1u << cnt) - 1u), m, th);
+        acc |= keep << off;
+        if (off + cnt >= 64) { /* word wi is complete; the rest starts wi + 1 */
+            bits[wi++] |= acc;
+            acc = keep >> (64 - off);
+        }
+    }
+    if (acc)
+        bits[wi] |= acc;
+}
+#endif
+
+static bool g_bits_portable; /* tests: the portable path on an AVX-512 CPU */
+
+bool tg_k_random_bits_portable(bool on)
+{
+    const bool was = g_bits_portable;
+    g_bits_portable = on;
+    return was;
+}
+
+#ifdef RNG_X86
+static bool bits_avx512(void)
+{
+    __builtin_cpu_init();
+    return !g_bits_portable && __builtin_cpu_supports("avx512f");
+}
+#endif
+
 void tg_random_bits(tg_generator *g, int64_t n, double p, uint64_t *bits)
 {
     g = g ? g : tg_default_generator();
@@ -321,6 +386,9 @@ void tg_random_bits(tg_generator *g, int64_t n, double p, uint64_t *bits)
         return;
     tg_check_ptr("tg_random_bits", bits, "output");
     memset(bits, 0, (size_t)((n + 63) / 64) * sizeof *bits);
+#ifdef RNG_X86
+    const bool fast = bits_avx512();
+#endif
     const uint64_t threshold = (uint64_t)ceil(p * 9007199254740992.0);
     int64_t i = 0;
     while (i < n) {
@@ -328,7 +396,12 @@ void tg_random_bits(tg_generator *g, int64_t n, double p, uint64_t *bits)
             mt_twist(g);
         const int avail = (MT_N - g->index) / 2;
         const int64_t take = n - i < avail ? n - i : avail;
-        bits_block(g->state + g->index, i, take, threshold, bits);
+#ifdef RNG_X86
+        if (fast)
+            bits_block_avx512(g->state + g->index, i, take, threshold, bits);
+        else
+#endif
+            bits_block(g->state + g->index, i, take, threshold, bits);
         g->index += (int)(2 * take);
         i += take;
         if (take == 0 && i < n) { /* one word left in this block: straddle */

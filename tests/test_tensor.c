@@ -10,6 +10,7 @@
  * directory when a test arms them. The permission case runs this binary again
  * as nobody (setpriv), in a mode-1777 directory.
  */
+#include "tensor/kernels.h"
 #include "testutil.h"
 
 #include <dirent.h>
@@ -122,6 +123,97 @@ START_TEST(test_gen_mt19937_reference)
     ck_assert(tg_random_double(&g) == (double)(((hi << 32) | lo) & ((1ull << 53) - 1)) / 9007199254740992.0);
     tg_manual_seed(&g, 5489);
     ck_assert(tg_random_float(&g) == (float)(hi & 0xFFFFFFu) / 16777216.0f);
+}
+END_TEST
+
+/* The plain scalar mt19937 of the C++ standard, one word at a time (the
+ * library's twist is vectorised and its dropout draws temper 16 words per
+ * vector): the reference for the fast paths below. */
+typedef struct {
+    uint32_t s[624];
+    int i;
+} ref_mt;
+
+static void ref_mt_seed(ref_mt *r, uint32_t seed)
+{
+    r->s[0] = seed;
+    for (int j = 1; j < 624; j++)
+        r->s[j] = 1812433253u * (r->s[j - 1] ^ (r->s[j - 1] >> 30)) + (uint32_t)j;
+    r->i = 624;
+}
+
+static uint32_t ref_mt_next(ref_mt *r)
+{
+    if (r->i >= 624) {
+        for (int k = 0; k < 624; k++) {
+            const uint32_t y = (r->s[k] & 0x80000000u) | (r->s[(k + 1) % 624] & 0x7fffffffu);
+            r->s[k] = r->s[(k + 397) % 624] ^ (y >> 1) ^ ((y & 1u) ? 0x9908b0dfu : 0u);
+        }
+        r->i = 0;
+    }
+    uint32_t y = r->s[r->i++];
+    y ^= y >> 11;
+    y ^= (y << 7) & 0x9d2c5680u;
+    y ^= (y << 15) & 0xefc60000u;
+    return y ^ (y >> 18);
+}
+
+/* torch's bernoulli draw: 53 bits of (first << 32 | second) * 2^-53 < p */
+static bool ref_keep(ref_mt *r, double p)
+{
+    const uint64_t hi = ref_mt_next(r), lo = ref_mt_next(r);
+    return (double)(((hi << 32) | lo) & ((1ull << 53) - 1)) * (1.0 / 9007199254740992.0) < p;
+}
+
+START_TEST(test_gen_fast_paths_match_scalar_mt19937)
+{
+    /* odd and even start offsets into the state, lengths around the vector
+     * (8), word (64) and state-block (312 pairs) sizes, and runs over several
+     * twists; tg_random_bits on both of its paths and tg_random_mask */
+    static const int skips[] = {0, 1, 2, 7, 311, 623};
+    static const int64_t lens[] = {1, 5, 8, 9, 63, 64, 65, 129, 311, 312, 313, 1000, 4099};
+    static const double ps[] = {0.9, 0.5, 0.03};
+    uint64_t bits[4099 / 64 + 1];
+    float mask[4099];
+    for (int path = 0; path < 2; path++) {
+        const bool was = tg_k_random_bits_portable(path == 1);
+        for (size_t a = 0; a < sizeof skips / sizeof *skips; a++)
+            for (size_t b = 0; b < sizeof lens / sizeof *lens; b++) {
+                const double p = ps[(a + b) % 3];
+                const int64_t n = lens[b];
+                const uint32_t seed = (uint32_t)(1000 + 17 * a + b);
+                tg_generator g;
+                ref_mt r;
+                tg_manual_seed(&g, seed);
+                ref_mt_seed(&r, seed);
+                for (int i = 0; i < skips[a]; i++)
+                    ck_assert_uint_eq(tg_random_u32(&g), ref_mt_next(&r));
+                /* three calls in a row, so later ones start mid-state */
+                for (int rep = 0; rep < 3; rep++) {
+                    tg_random_bits(&g, n, p, bits);
+                    for (int64_t e = 0; e < n; e++)
+                        ck_assert_msg((bool)(bits[e >> 6] >> (e & 63) & 1) == ref_keep(&r, p),
+                                      "portable=%d skip %d n %lld rep %d: bit %lld", path, skips[a], (long long)n,
+                                      rep, (long long)e);
+                    for (int64_t e = n; e < (n + 63) / 64 * 64; e++)
+                        ck_assert_msg(!(bits[e >> 6] >> (e & 63) & 1), "bit %lld past n = %lld is set",
+                                      (long long)e, (long long)n);
+                    tg_random_mask(&g, n, p, 2.5f, mask);
+                    for (int64_t e = 0; e < n; e++)
+                        ck_assert(mask[e] == (ref_keep(&r, p) ? 2.5f : 0.0f));
+                }
+                ck_assert_uint_eq(tg_random_u32(&g), ref_mt_next(&r));
+            }
+        tg_k_random_bits_portable(was);
+    }
+    /* a long run: thousands of twists of the vectorised state update */
+    tg_generator g;
+    ref_mt r;
+    tg_manual_seed(&g, 42);
+    ref_mt_seed(&r, 42);
+    for (int i = 0; i < 624 * 2000; i++)
+        if (tg_random_u32(&g) != ref_mt_next(&r))
+            ck_abort_msg("word %d differs from the scalar mt19937", i);
 }
 END_TEST
 
@@ -1061,6 +1153,7 @@ static Suite *tensor_suite(void)
     tcase_add_unchecked_fixture(tc, load_goldens, close_goldens);
     tcase_add_test(tc, test_gen_rand_issue_goldens);
     tcase_add_test(tc, test_gen_mt19937_reference);
+    tcase_add_test(tc, test_gen_fast_paths_match_scalar_mt19937);
     tcase_add_test(tc, test_gen_rand_sequence);
     tcase_add_test(tc, test_gen_uniform);
     tcase_add_test(tc, test_gen_randn_small_cached);
