@@ -20,19 +20,20 @@ static void mm_offsets(const mm_plan *p, int bi, int64_t *oa, int64_t *ob)
     *ob = (i0 * p->sb[0] + i1 * p->sb[1]) * (int64_t)p->K * p->N;
 }
 
-/* The batch loop runs on the thread pool when there are several matrices;
- * each gemm is then single-threaded. A gradient is only written in parallel
- * when its operand is not broadcast over the batch (else two batches would
- * add into the same matrix). */
+/* The batch loop runs on the thread pool when there are several matrices
+ * (kernels.h's pattern: an args struct, a range over batch matrices, the
+ * entry that hands it to the pool); each gemm is then single-threaded. A
+ * gradient is only written in parallel when its operand is not broadcast
+ * over the batch (else two batches would add into the same matrix). */
 typedef struct {
     const mm_plan *p;
-    const float *a, *b, *g;
-    float *out, *ga, *gb;
-} mm_batch_job;
+    const float *a, *b;
+    float *out;
+} matmul_args;
 
-static void mm_forward_range(void *vctx, int64_t b0, int64_t b1)
+static void matmul_range(void *ctx, int64_t b0, int64_t b1)
 {
-    const mm_batch_job *j = vctx;
+    const matmul_args *j = ctx;
     const mm_plan *p = j->p;
     for (int64_t bi = b0; bi < b1; bi++) {
         int64_t oa, ob;
@@ -41,14 +42,20 @@ static void mm_forward_range(void *vctx, int64_t b0, int64_t b1)
     }
 }
 
-static void mm_backward_range(void *vctx, int64_t b0, int64_t b1)
+typedef struct {
+    const mm_plan *p;
+    const float *a, *b, *gout;
+    float *ga, *gb; /* either may be NULL */
+} matmul_backward_args;
+
+static void matmul_backward_range(void *ctx, int64_t b0, int64_t b1)
 {
-    const mm_batch_job *j = vctx;
+    const matmul_backward_args *j = ctx;
     const mm_plan *p = j->p;
     for (int64_t bi = b0; bi < b1; bi++) {
         int64_t oa, ob;
         mm_offsets(p, (int)bi, &oa, &ob);
-        const float *gc = j->g + bi * p->M * p->N;
+        const float *gc = j->gout + bi * p->M * p->N;
         if (j->ga) /* dA += dC @ B^T */
             tg_k_gemm(false, true, p->M, p->K, p->N, gc, j->b + ob, j->ga + oa, true);
         if (j->gb) /* dB += A^T @ dC */
@@ -65,12 +72,12 @@ static void matmul_backward(tg_node *n)
 {
     const mm_plan *p = n->ctx;
     tg_tensor *a = n->in[0], *b = n->in[1];
-    mm_batch_job j = {p, a->data, b->data, n->out->grad, NULL, tg_grad_of(a), tg_grad_of(b)};
+    matmul_backward_args j = {p, a->data, b->data, n->out->grad, tg_grad_of(a), tg_grad_of(b)};
     const bool race = (j.ga && batch_broadcast(p->sa, p->bshape)) || (j.gb && batch_broadcast(p->sb, p->bshape));
-    if (p->nbatch > 1 && !race)
-        tg_parallel_for(p->nbatch, 1, mm_backward_range, &j);
+    if (race)
+        matmul_backward_range(&j, 0, p->nbatch);
     else
-        mm_backward_range(&j, 0, p->nbatch);
+        tg_parallel_for(p->nbatch, 1, matmul_backward_range, &j);
 }
 
 tg_tensor *tg_matmul(tg_tensor *a, tg_tensor *b)
@@ -129,11 +136,8 @@ tg_tensor *tg_matmul(tg_tensor *a, tg_tensor *b)
     }
 
     tg_tensor *out = tg_new_tensor(nd, out_shape);
-    mm_batch_job j = {&p, a->data, b->data, NULL, out->data, NULL, NULL};
-    if (p.nbatch > 1)
-        tg_parallel_for(p.nbatch, 1, mm_forward_range, &j);
-    else
-        mm_forward_range(&j, 0, 1);
+    matmul_args j = {&p, a->data, b->data, out->data};
+    tg_parallel_for(p.nbatch, 1, matmul_range, &j);
     tg_tensor *in[2] = {a, b};
     tg_node *n = tg_record("tg_matmul", out, in, 2, matmul_backward);
     if (n) {

@@ -1,5 +1,5 @@
 /* autograd/ops_nn.c — the neural-network ops: masked_fill, triu/tril,
- * dropout, embedding, cross_entropy, layernorm. */
+ * dropout, embedding, softmax/log_softmax, cross_entropy, layernorm. */
 #include "ops_internal.h"
 
 #include <math.h>
@@ -218,6 +218,41 @@ tg_tensor *tg_embedding(tg_tensor *weight, const int32_t *ids, int ndim, const i
     }
     return out;
 }
+
+/* ---------------------------------------------------------------- softmax
+ * a: any shape, dim -> out: same shape; rows along dim sum to 1 (or, for
+ * log_softmax, logsumexp to 0). The max is subtracted first. */
+
+static void softmax_backward(tg_node *n)
+{
+    float *ga = tg_grad_of(n->in[0]);
+    if (!ga)
+        return;
+    int64_t outer, inner;
+    int len;
+    tg_split_dim(n->out, n->iarg[0], &outer, &len, &inner);
+    tg_k_softmax_backward(n->out->data, n->out->grad, ga, outer, len, inner, n->iarg[1]);
+}
+
+static tg_tensor *softmax_impl(const char *opname, tg_tensor *a, int dim, bool log)
+{
+    tg_check_ptr(opname, a, "input");
+    dim = tg_wrap_dim(opname, dim, a);
+    int64_t outer, inner;
+    int len;
+    tg_split_dim(a, dim, &outer, &len, &inner);
+    tg_tensor *out = tg_new_tensor(a->ndim, a->shape);
+    tg_k_softmax(a->data, out->data, outer, len, inner, log);
+    tg_node *n = tg_record(opname, out, &a, 1, softmax_backward);
+    if (n) {
+        n->iarg[0] = dim;
+        n->iarg[1] = log;
+    }
+    return out;
+}
+
+tg_tensor *tg_softmax(tg_tensor *a, int dim) { return softmax_impl("tg_softmax", a, dim, false); }
+tg_tensor *tg_log_softmax(tg_tensor *a, int dim) { return softmax_impl("tg_log_softmax", a, dim, true); }
 
 /* ---------------------------------------------------------------- cross_entropy
  * logits: (..., C); targets: numel/C integers in [0, C) or -100 (ignored, like

@@ -37,7 +37,18 @@ bool tg_bcast_init(tg_bcast *bc, int na, const int *a, int nb, const int *b, int
     return true;
 }
 
-/* One inner row of a binary op: n elements, strides a_s, b_s (0 or 1 mostly). */
+/* ---------------------------------------------------------------- binary
+ * One line per op: the forward out = f(x, y), then what each operand's
+ * gradient gains from g = d out at that element (x is a's element, y b's). */
+#define TG_BINARY_OPS(X)                                \
+    /* op    forward   a's grad += b's grad +=   */     \
+    X(ADD,   x + y,    g,         g)                    \
+    X(SUB,   x - y,    g,         -g)                   \
+    X(MUL,   x * y,    g * y,     g * x)                \
+    X(DIV,   x / y,    g / y,     -g * x / (y * y))
+
+/* One inner row: n elements at strides a_s, b_s (0 or 1 mostly), written
+ * with a loop the compiler vectorises for each common stride pair. */
 #define BIN_ROW(EXPR)                                                                      \
     do {                                                                                   \
         if (a_s == 1 && b_s == 1)                                                          \
@@ -52,107 +63,127 @@ bool tg_bcast_init(tg_bcast *bc, int na, const int *a, int nb, const int *b, int
             for (int i = 0; i < n; i++) { float x = pa[i * a_s], y = pb[i * b_s]; po[i] = (EXPR); } \
     } while (0)
 
-/* The broadcast index space is rows (i0, i1, i2) of S[3] elements; ranges
- * of rows go to the thread pool. */
+/* One inner row of a gradient: gi[i * g_s] += TERM, in element order (so a
+ * broadcast operand, g_s = 0, sums in the same order on every path). */
+#define BIN_GRAD_ROW(TERM)                                                                 \
+    do {                                                                                   \
+        if (a_s == 1 && b_s == 1 && g_s == 1)                                              \
+            for (int i = 0; i < n; i++) {                                                  \
+                const float g = pg[i], x = pa[i], y = pb[i];                               \
+                (void)x, (void)y;                                                          \
+                gi[i] += (TERM);                                                           \
+            }                                                                              \
+        else                                                                               \
+            for (int i = 0; i < n; i++) {                                                  \
+                const float g = pg[i], x = pa[i * a_s], y = pb[i * b_s];                   \
+                (void)x, (void)y;                                                          \
+                gi[i * g_s] += (TERM);                                                     \
+            }                                                                              \
+    } while (0)
+
+/* The broadcast index space is rows (i0, i1, i2) of shape[3] elements. */
+static int64_t bcast_rows(const tg_bcast *bc) { return (int64_t)bc->shape[0] * bc->shape[1] * bc->shape[2]; }
+
+static void bcast_row_offsets(const tg_bcast *bc, int64_t r, int64_t *ao, int64_t *bo)
+{
+    const int *S = bc->shape;
+    const int64_t i2 = r % S[2], i1 = (r / S[2]) % S[1], i0 = r / ((int64_t)S[2] * S[1]);
+    *ao = i0 * bc->sa[0] + i1 * bc->sa[1] + i2 * bc->sa[2];
+    *bo = i0 * bc->sb[0] + i1 * bc->sb[1] + i2 * bc->sb[2];
+}
+
+/* rows of at least TG_ELEM_CHUNK elements per thread */
+static int64_t rows_chunk(int64_t row_len) { return TG_ELEM_CHUNK / (row_len > 0 ? row_len : 1) + 1; }
+
 typedef struct {
     tg_binop op;
-    int which;
     const tg_bcast *bc;
-    const float *a, *b, *g;
+    const float *a, *b;
     float *out;
-} binary_job;
+} binary_args;
 
-static void binary_range(void *vctx, int64_t r0, int64_t r1)
+TG_TARGET_CLONES
+static void binary_range(void *ctx, int64_t r0, int64_t r1)
 {
-    const binary_job *j = vctx;
-    const tg_bcast *bc = j->bc;
-    const int *S = bc->shape;
-    const int n = S[3];
-    const int64_t a_s = bc->sa[3], b_s = bc->sb[3];
+    const binary_args *j = ctx;
+    const int n = j->bc->shape[3];
+    const int64_t a_s = j->bc->sa[3], b_s = j->bc->sb[3];
     for (int64_t r = r0; r < r1; r++) {
-        const int64_t i2 = r % S[2], i1 = (r / S[2]) % S[1], i0 = r / ((int64_t)S[2] * S[1]);
-        const float *pa = j->a + i0 * bc->sa[0] + i1 * bc->sa[1] + i2 * bc->sa[2];
-        const float *pb = j->b + i0 * bc->sb[0] + i1 * bc->sb[1] + i2 * bc->sb[2];
+        int64_t ao, bo;
+        bcast_row_offsets(j->bc, r, &ao, &bo);
+        const float *pa = j->a + ao, *pb = j->b + bo;
         float *po = j->out + r * n;
         switch (j->op) {
-        case TG_BIN_ADD: BIN_ROW(x + y); break;
-        case TG_BIN_SUB: BIN_ROW(x - y); break;
-        case TG_BIN_MUL: BIN_ROW(x * y); break;
-        case TG_BIN_DIV: BIN_ROW(x / y); break;
+#define X(OP, FWD, GA, GB) case TG_BIN_##OP: BIN_ROW(FWD); break;
+            TG_BINARY_OPS(X)
+#undef X
         }
     }
 }
 
-static int64_t bcast_rows(const tg_bcast *bc) { return (int64_t)bc->shape[0] * bc->shape[1] * bc->shape[2]; }
-
 void tg_k_binary(tg_binop op, const tg_bcast *bc, const float *a, const float *b, float *out)
 {
-    binary_job j = {op, 0, bc, a, b, NULL, out};
-    const int64_t n = bc->shape[3] > 0 ? bc->shape[3] : 1;
-    tg_parallel_for(bcast_rows(bc), TG_ELEM_CHUNK / n + 1, binary_range, &j);
+    binary_args j = {op, bc, a, b, out};
+    tg_parallel_for(bcast_rows(bc), rows_chunk(bc->shape[3]), binary_range, &j);
 }
 
-static void binary_backward_range(void *vctx, int64_t r0, int64_t r1)
+typedef struct {
+    tg_binop op;
+    int which; /* the operand whose gradient this is: 0 = a, 1 = b */
+    const tg_bcast *bc;
+    const float *a, *b, *gout;
+    float *gin;
+} binary_backward_args;
+
+TG_TARGET_CLONES
+static void binary_backward_range(void *ctx, int64_t r0, int64_t r1)
 {
-    const binary_job *j = vctx;
+    const binary_backward_args *j = ctx;
     const tg_bcast *bc = j->bc;
-    const int *S = bc->shape;
-    const int which = j->which;
-    const tg_binop op = j->op;
-    const int64_t *s = which ? bc->sb : bc->sa;
+    const int n = bc->shape[3];
+    const int64_t a_s = bc->sa[3], b_s = bc->sb[3], g_s = j->which ? b_s : a_s;
     for (int64_t r = r0; r < r1; r++) {
-        const int64_t i2 = r % S[2], i1 = (r / S[2]) % S[1], i0 = r / ((int64_t)S[2] * S[1]);
-        const int64_t ao = i0 * bc->sa[0] + i1 * bc->sa[1] + i2 * bc->sa[2];
-        const int64_t bo = i0 * bc->sb[0] + i1 * bc->sb[1] + i2 * bc->sb[2];
-        float *gi = j->out + (which ? bo : ao);
-        const float *g = j->g + r * S[3];
-        const float *pa = j->a ? j->a + ao : NULL, *pb = j->b ? j->b + bo : NULL;
-        const int64_t as = bc->sa[3], bs = bc->sb[3], is = s[3];
-        for (int i = 0; i < S[3]; i++) {
-            float d;
-            switch (op) {
-            case TG_BIN_ADD: d = g[i]; break;
-            case TG_BIN_SUB: d = which ? -g[i] : g[i]; break;
-            case TG_BIN_MUL: d = g[i] * (which ? pa[i * as] : pb[i * bs]); break;
-            default: /* DIV */
-                if (!which)
-                    d = g[i] / pb[i * bs];
-                else {
-                    const float y = pb[i * bs];
-                    d = -g[i] * pa[i * as] / (y * y);
-                }
-                break;
+        int64_t ao, bo;
+        bcast_row_offsets(bc, r, &ao, &bo);
+        const float *pa = j->a + ao, *pb = j->b + bo, *pg = j->gout + r * n;
+        float *gi = j->gin + (j->which ? bo : ao);
+        if (j->which)
+            switch (j->op) {
+#define X(OP, FWD, GA, GB) case TG_BIN_##OP: BIN_GRAD_ROW(GB); break;
+                TG_BINARY_OPS(X)
+#undef X
             }
-            gi[i * is] += d;
-        }
+        else
+            switch (j->op) {
+#define X(OP, FWD, GA, GB) case TG_BIN_##OP: BIN_GRAD_ROW(GA); break;
+                TG_BINARY_OPS(X)
+#undef X
+            }
     }
 }
 
 void tg_k_binary_backward(tg_binop op, int which, const tg_bcast *bc, const float *a, const float *b,
                           const float *gout, float *gin)
 {
-    binary_job j = {op, which, bc, a, b, gout, gin};
+    binary_backward_args j = {op, which, bc, a, b, gout, gin};
     /* rows write disjoint parts of gin only when that operand is not
      * broadcast (a zero stride would make rows add into the same place) */
     const int64_t *s = which ? bc->sb : bc->sa;
     bool broadcast = false;
     for (int d = 0; d < TG_MAX_DIMS; d++)
         broadcast |= bc->shape[d] > 1 && s[d] == 0;
-    if (broadcast) {
+    if (broadcast)
         binary_backward_range(&j, 0, bcast_rows(bc));
-        return;
-    }
-    const int64_t n = bc->shape[3] > 0 ? bc->shape[3] : 1;
-    tg_parallel_for(bcast_rows(bc), TG_ELEM_CHUNK / n + 1, binary_backward_range, &j);
+    else
+        tg_parallel_for(bcast_rows(bc), rows_chunk(bc->shape[3]), binary_backward_range, &j);
 }
 
 /* ---------------------------------------------------------------- elementwise */
 
+/* GELU, tanh form (torch's approximate='tanh'), and its derivative as
+ * torch's GeluBackward writes it; every GELU kernel goes through these. */
 #define GELU_BETA 0.7978845608028654f /* sqrt(2/pi) */
 #define GELU_KAPPA 0.044715f
-
-/* GELU (tanh approximation) and its derivative, torch's GeluBackward
- * (approximate='tanh'); every GELU kernel goes through these two. */
 static inline float gelu(float v) { return 0.5f * v * (1.0f + tg_fast_tanhf(GELU_BETA * (v + GELU_KAPPA * v * v * v))); }
 static inline float gelu_grad(float v)
 {
@@ -163,102 +194,132 @@ static inline float gelu_grad(float v)
     return left_d + right_d;
 }
 
+static inline float pow_fwd(float x, float s) { return s == 2.0f ? x * x : powf(x, s); }
+
+/* One line per op: the forward y = f(x), then what the input's gradient
+ * gains from g = dy at that element; both may use s (the exponent of POW,
+ * the scalar of ADDS and MULS) and the gradient may use y = f(x). */
+#define TG_UNARY_OPS(X)                                              \
+    /* op    forward               gx +=                    */       \
+    X(NEG,   -x,                   -g)                               \
+    X(EXP,   tg_fast_expf(x),      g * y)                            \
+    X(LOG,   logf(x),              g / x)                            \
+    X(SQRT,  sqrtf(x),             g / (2.0f * y))                   \
+    X(TANH,  tg_fast_tanhf(x),     g * (1.0f - y * y))               \
+    X(RELU,  x < 0.0f ? 0.0f : x,  x > 0.0f ? g : 0.0f) /* NaN stays */ \
+    X(GELU,  gelu(x),              g * gelu_grad(x))                 \
+    X(POW,   pow_fwd(x, s),        g * (s * powf(x, s - 1.0f)))      \
+    X(ADDS,  x + s,                g)                                \
+    X(MULS,  x * s,                g * s)
+
+typedef struct {
+    tg_unop op;
+    const float *x;
+    float s;
+    float *y;
+} unary_args;
+
 TG_TARGET_CLONES
-static void unary_serial(tg_unop op, int64_t n, const float *x, float s, float *y)
+static void unary_range(void *ctx, int64_t i0, int64_t i1)
 {
-    switch (op) {
-    case TG_UN_NEG: for (int64_t i = 0; i < n; i++) y[i] = -x[i]; break;
-    case TG_UN_EXP: for (int64_t i = 0; i < n; i++) y[i] = tg_fast_expf(x[i]); break;
-    case TG_UN_LOG: for (int64_t i = 0; i < n; i++) y[i] = logf(x[i]); break;
-    case TG_UN_SQRT: for (int64_t i = 0; i < n; i++) y[i] = sqrtf(x[i]); break;
-    case TG_UN_TANH: for (int64_t i = 0; i < n; i++) y[i] = tg_fast_tanhf(x[i]); break;
-    case TG_UN_RELU: for (int64_t i = 0; i < n; i++) y[i] = x[i] < 0.0f ? 0.0f : x[i]; break; /* NaN stays */
-    case TG_UN_GELU: for (int64_t i = 0; i < n; i++) y[i] = gelu(x[i]); break;
-    case TG_UN_POW:
-        if (s == 2.0f)
-            for (int64_t i = 0; i < n; i++) y[i] = x[i] * x[i];
-        else
-            for (int64_t i = 0; i < n; i++) y[i] = powf(x[i], s);
+    const unary_args *j = ctx;
+    const float *px = j->x, s = j->s;
+    float *py = j->y;
+    switch (j->op) {
+#define X(OP, FWD, GRAD)                        \
+    case TG_UN_##OP:                            \
+        for (int64_t i = i0; i < i1; i++) {     \
+            const float x = px[i];              \
+            py[i] = (FWD);                      \
+        }                                       \
         break;
-    case TG_UN_ADDS: for (int64_t i = 0; i < n; i++) y[i] = x[i] + s; break;
-    case TG_UN_MULS: for (int64_t i = 0; i < n; i++) y[i] = x[i] * s; break;
+        TG_UNARY_OPS(X)
+#undef X
     }
 }
 
-TG_TARGET_CLONES
-static void unary_backward_serial(tg_unop op, int64_t n, const float *x, const float *y, float s,
-                                  const float *dy, float *gx)
+void tg_k_unary(tg_unop op, int64_t n, const float *x, float s, float *y)
 {
-    switch (op) {
-    case TG_UN_NEG: for (int64_t i = 0; i < n; i++) gx[i] -= dy[i]; break;
-    case TG_UN_EXP: for (int64_t i = 0; i < n; i++) gx[i] += dy[i] * y[i]; break;
-    case TG_UN_LOG: for (int64_t i = 0; i < n; i++) gx[i] += dy[i] / x[i]; break;
-    case TG_UN_SQRT: for (int64_t i = 0; i < n; i++) gx[i] += dy[i] / (2.0f * y[i]); break;
-    case TG_UN_TANH: for (int64_t i = 0; i < n; i++) gx[i] += dy[i] * (1.0f - y[i] * y[i]); break;
-    case TG_UN_RELU: for (int64_t i = 0; i < n; i++) gx[i] += x[i] > 0.0f ? dy[i] : 0.0f; break;
-    case TG_UN_GELU: for (int64_t i = 0; i < n; i++) gx[i] += dy[i] * gelu_grad(x[i]); break;
-    case TG_UN_POW:
-        if (s == 0.0f)
-            break;
-        for (int64_t i = 0; i < n; i++)
-            gx[i] += dy[i] * (s * powf(x[i], s - 1.0f));
-        break;
-    case TG_UN_ADDS: for (int64_t i = 0; i < n; i++) gx[i] += dy[i]; break;
-    case TG_UN_MULS: for (int64_t i = 0; i < n; i++) gx[i] += dy[i] * s; break;
-    }
-}
-
-
-/* g = g * gelu'(x), in place (the GELU backward onto a fresh gradient) */
-TG_TARGET_CLONES
-static void gelu_backward_inplace_serial(int64_t n, const float *x, float *g)
-{
-    for (int64_t i = 0; i < n; i++)
-        g[i] = g[i] * gelu_grad(x[i]);
+    unary_args j = {op, x, s, y};
+    tg_parallel_for(n, TG_ELEM_CHUNK, unary_range, &j);
 }
 
 typedef struct {
     tg_unop op;
     const float *x, *y, *dy;
     float s;
-    float *out;
-} unary_job;
+    float *gx;
+} unary_backward_args;
 
-static void gelu_backward_inplace_range(void *vctx, int64_t i0, int64_t i1)
+TG_TARGET_CLONES
+static void unary_backward_range(void *ctx, int64_t i0, int64_t i1)
 {
-    const unary_job *j = vctx;
-    gelu_backward_inplace_serial(i1 - i0, j->x + i0, j->out + i0);
-}
-
-void tg_k_gelu_backward_inplace(int64_t n, const float *x, float *g)
-{
-    unary_job j = {TG_UN_GELU, x, NULL, NULL, 0.0f, g};
-    tg_parallel_for(n, TG_ELEM_CHUNK, gelu_backward_inplace_range, &j);
-}
-
-static void unary_range(void *vctx, int64_t i0, int64_t i1)
-{
-    const unary_job *j = vctx;
-    unary_serial(j->op, i1 - i0, j->x + i0, j->s, j->out + i0);
-}
-
-void tg_k_unary(tg_unop op, int64_t n, const float *x, float s, float *y)
-{
-    unary_job j = {op, x, NULL, NULL, s, y};
-    tg_parallel_for(n, TG_ELEM_CHUNK, unary_range, &j);
-}
-
-static void unary_backward_range(void *vctx, int64_t i0, int64_t i1)
-{
-    const unary_job *j = vctx;
-    unary_backward_serial(j->op, i1 - i0, j->x + i0, j->y ? j->y + i0 : NULL, j->s, j->dy + i0, j->out + i0);
+    const unary_backward_args *j = ctx;
+    const float *px = j->x, *py = j->y, *pd = j->dy, s = j->s;
+    float *pg = j->gx;
+    switch (j->op) {
+#define X(OP, FWD, GRAD)                                            \
+    case TG_UN_##OP:                                                \
+        for (int64_t i = i0; i < i1; i++) {                         \
+            const float x = px[i], y = py[i], g = pd[i];            \
+            (void)x, (void)y;                                       \
+            pg[i] += (GRAD);                                        \
+        }                                                           \
+        break;
+        TG_UNARY_OPS(X)
+#undef X
+    }
 }
 
 void tg_k_unary_backward(tg_unop op, int64_t n, const float *x, const float *y, float s, const float *dy,
                          float *gx)
 {
-    unary_job j = {op, x, y, dy, s, gx};
+    if (op == TG_UN_POW && s == 0.0f)
+        return; /* x^0 is constant: nothing flows (not 0 * x^-1, NaN at 0) */
+    unary_backward_args j = {op, x, y, dy, s, gx};
     tg_parallel_for(n, TG_ELEM_CHUNK, unary_backward_range, &j);
+}
+
+typedef struct {
+    const float *x;
+    float *g; /* in: dy; out: dy * gelu'(x) */
+} gelu_backward_inplace_args;
+
+TG_TARGET_CLONES
+static void gelu_backward_inplace_range(void *ctx, int64_t i0, int64_t i1)
+{
+    const gelu_backward_inplace_args *j = ctx;
+    for (int64_t i = i0; i < i1; i++)
+        j->g[i] = j->g[i] * gelu_grad(j->x[i]);
+}
+
+void tg_k_gelu_backward_inplace(int64_t n, const float *x, float *g)
+{
+    gelu_backward_inplace_args j = {x, g};
+    tg_parallel_for(n, TG_ELEM_CHUNK, gelu_backward_inplace_range, &j);
+}
+
+typedef struct {
+    const float *u;
+    float *a; /* out: gelu(u) */
+    float *g; /* in: d a; out: d a * gelu'(u) */
+} gelu_with_grad_args;
+
+TG_TARGET_CLONES
+static void gelu_with_grad_range(void *ctx, int64_t i0, int64_t i1)
+{
+    const gelu_with_grad_args *j = ctx;
+    for (int64_t i = i0; i < i1; i++) {
+        const float v = j->u[i];
+        j->a[i] = gelu(v);
+        j->g[i] = j->g[i] * gelu_grad(v);
+    }
+}
+
+void tg_k_gelu_with_grad(int64_t n, const float *u, float *a, float *g)
+{
+    gelu_with_grad_args j = {u, a, g};
+    tg_parallel_for(n, TG_ELEM_CHUNK, gelu_with_grad_range, &j);
 }
 
 /* ---------------------------------------------------------------- rows */
@@ -287,99 +348,105 @@ static inline void softmax_row(const float *restrict px, float *restrict py, int
     }
 }
 
-TG_TARGET_CLONES
-static void softmax_serial(const float *x, float *y, int64_t outer, int n, int64_t inner, bool log)
+/* One row of n elements at stride inner: the same values as softmax_row. */
+static inline void softmax_row_strided(const float *px, float *py, int n, int64_t inner, bool log)
 {
-    if (inner == 1) {
-        for (int64_t o = 0; o < outer; o++)
-            softmax_row(x + o * n, y + o * n, n, log);
-        return;
+    float mx = -INFINITY;
+    for (int i = 0; i < n; i++)
+        mx = px[i * inner] > mx ? px[i * inner] : mx;
+    if (mx == -INFINITY)
+        mx = 0.0f;
+    float sum = 0.0f;
+    for (int i = 0; i < n; i++)
+        sum += tg_fast_expf(px[i * inner] - mx);
+    if (log) {
+        const float lse = mx + logf(sum);
+        for (int i = 0; i < n; i++)
+            py[i * inner] = px[i * inner] - lse;
+    } else {
+        const float inv = 1.0f / sum;
+        for (int i = 0; i < n; i++)
+            py[i * inner] = tg_fast_expf(px[i * inner] - mx) * inv;
     }
-    for (int64_t o = 0; o < outer; o++)
-        for (int64_t in = 0; in < inner; in++) {
-            const float *px = x + o * n * inner + in;
-            float *py = y + o * n * inner + in;
-            float mx = -INFINITY;
-            for (int i = 0; i < n; i++)
-                mx = px[i * inner] > mx ? px[i * inner] : mx;
-            if (mx == -INFINITY)
-                mx = 0.0f;
-            float sum = 0.0f;
-            for (int i = 0; i < n; i++)
-                sum += tg_fast_expf(px[i * inner] - mx);
-            if (log) {
-                const float lse = mx + logf(sum);
-                for (int i = 0; i < n; i++)
-                    py[i * inner] = px[i * inner] - lse;
-            } else {
-                const float inv = 1.0f / sum;
-                for (int i = 0; i < n; i++)
-                    py[i * inner] = tg_fast_expf(px[i * inner] - mx) * inv;
-            }
-        }
 }
 
-TG_TARGET_CLONES
-static void softmax_backward_serial(const float *y, const float *dy, float *gx, int64_t outer, int n,
-                                    int64_t inner, bool log)
+/* Softmax's backward for one row at stride inner (1 for contiguous rows). */
+static inline void softmax_backward_row(const float *py, const float *pd, float *pg, int n, int64_t inner, bool log)
 {
-    for (int64_t o = 0; o < outer; o++)
-        for (int64_t in = 0; in < inner; in++) {
-            const int64_t base = o * n * inner + in;
-            const float *py = y + base, *pd = dy + base;
-            float *pg = gx + base;
-            float dot = 0.0f;
-            if (log) {
-                for (int i = 0; i < n; i++)
-                    dot += pd[i * inner];
-                for (int i = 0; i < n; i++)
-                    pg[i * inner] += pd[i * inner] - tg_fast_expf(py[i * inner]) * dot;
-            } else {
-                for (int i = 0; i < n; i++)
-                    dot += pd[i * inner] * py[i * inner];
-                for (int i = 0; i < n; i++)
-                    pg[i * inner] += py[i * inner] * (pd[i * inner] - dot);
-            }
-        }
+    float dot = 0.0f;
+    if (log) {
+        for (int i = 0; i < n; i++)
+            dot += pd[i * inner];
+        for (int i = 0; i < n; i++)
+            pg[i * inner] += pd[i * inner] - tg_fast_expf(py[i * inner]) * dot;
+    } else {
+        for (int i = 0; i < n; i++)
+            dot += pd[i * inner] * py[i * inner];
+        for (int i = 0; i < n; i++)
+            pg[i * inner] += py[i * inner] * (pd[i * inner] - dot);
+    }
 }
 
+/* Both go to the thread pool by blocks o of [n, inner]. */
 typedef struct {
-    const float *x, *dy;
+    const float *x;
     float *y;
     int n;
     int64_t inner;
     bool log;
-} softmax_job;
+} softmax_args;
 
-static void softmax_range(void *vctx, int64_t o0, int64_t o1)
+TG_TARGET_CLONES
+static void softmax_range(void *ctx, int64_t o0, int64_t o1)
 {
-    const softmax_job *j = vctx;
-    const int64_t row = j->n * j->inner;
-    softmax_serial(j->x + o0 * row, j->y + o0 * row, o1 - o0, j->n, j->inner, j->log);
+    const softmax_args *j = ctx;
+    const int n = j->n;
+    const int64_t inner = j->inner;
+    for (int64_t o = o0; o < o1; o++)
+        if (inner == 1)
+            softmax_row(j->x + o * n, j->y + o * n, n, j->log);
+        else
+            for (int64_t in = 0; in < inner; in++)
+                softmax_row_strided(j->x + o * n * inner + in, j->y + o * n * inner + in, n, inner, j->log);
 }
 
-/* outer blocks of [n, inner] go to the thread pool */
 void tg_k_softmax(const float *x, float *y, int64_t outer, int n, int64_t inner, bool log)
 {
-    softmax_job j = {x, NULL, y, n, inner, log};
-    const int64_t per = n * inner > 0 ? n * inner : 1;
-    tg_parallel_for(outer, TG_ELEM_CHUNK / per + 1, softmax_range, &j);
+    softmax_args j = {x, y, n, inner, log};
+    tg_parallel_for(outer, rows_chunk(n * inner), softmax_range, &j);
 }
 
-static void softmax_backward_range(void *vctx, int64_t o0, int64_t o1)
+typedef struct {
+    const float *y, *dy;
+    float *gx;
+    int n;
+    int64_t inner;
+    bool log;
+} softmax_backward_args;
+
+TG_TARGET_CLONES
+static void softmax_backward_range(void *ctx, int64_t o0, int64_t o1)
 {
-    const softmax_job *j = vctx; /* x: y (the output), y: gx */
-    const int64_t row = j->n * j->inner;
-    softmax_backward_serial(j->x + o0 * row, j->dy + o0 * row, j->y + o0 * row, o1 - o0, j->n, j->inner, j->log);
+    const softmax_backward_args *j = ctx;
+    const int n = j->n;
+    const int64_t inner = j->inner;
+    for (int64_t o = o0; o < o1; o++)
+        if (inner == 1) /* (the constant stride lets the loops vectorise) */
+            softmax_backward_row(j->y + o * n, j->dy + o * n, j->gx + o * n, n, 1, j->log);
+        else
+            for (int64_t in = 0; in < inner; in++) {
+                const int64_t base = o * n * inner + in;
+                softmax_backward_row(j->y + base, j->dy + base, j->gx + base, n, inner, j->log);
+            }
 }
 
 void tg_k_softmax_backward(const float *y, const float *dy, float *gx, int64_t outer, int n, int64_t inner,
                            bool log)
 {
-    softmax_job j = {y, dy, gx, n, inner, log};
-    const int64_t per = n * inner > 0 ? n * inner : 1;
-    tg_parallel_for(outer, TG_ELEM_CHUNK / per + 1, softmax_backward_range, &j);
+    softmax_backward_args j = {y, dy, gx, n, inner, log};
+    tg_parallel_for(outer, rows_chunk(n * inner), softmax_backward_range, &j);
 }
+
 
 /* ---------------------------------------------------------------- sums
  * torch's cascade sum (ATen's cpu/SumKernel.cpp), in its exact order of
@@ -538,13 +605,25 @@ void tg_k_max_dim(const float *x, float *y, int32_t *idx, int64_t outer, int n, 
         }
 }
 
+/* ---------------------------------------------------------------- layernorm
+ * Rows of n: y = (x - mean) * rstd * scale + shift, mean and rstd saved per
+ * row. In the backward gx is per row, while gscale and gshift sum over rows,
+ * so those go to the pool apart, split by columns. */
+typedef struct {
+    const float *x, *scale, *shift;
+    float *y, *mean, *rstd;
+    int n;
+    float eps;
+} layernorm_args;
+
 TG_TARGET_CLONES
-static void layernorm_serial(const float *x, const float *scale, const float *shift, float *y, float *mean,
-                             float *rstd, int64_t rows, int n, float eps)
+static void layernorm_range(void *ctx, int64_t r0, int64_t r1)
 {
-    for (int64_t r = 0; r < rows; r++) {
-        const float *px = x + r * n;
-        float *py = y + r * n;
+    const layernorm_args *j = ctx;
+    const int n = j->n;
+    for (int64_t r = r0; r < r1; r++) {
+        const float *px = j->x + r * n;
+        float *py = j->y + r * n;
         float m = 0.0f;
         for (int i = 0; i < n; i++)
             m += px[i];
@@ -555,104 +634,80 @@ static void layernorm_serial(const float *x, const float *scale, const float *sh
             v += d * d;
         }
         v /= (float)n;
-        const float s = 1.0f / sqrtf(v + eps);
+        const float s = 1.0f / sqrtf(v + j->eps);
         for (int i = 0; i < n; i++)
-            py[i] = (px[i] - m) * s * scale[i] + shift[i];
-        mean[r] = m;
-        rstd[r] = s;
+            py[i] = (px[i] - m) * s * j->scale[i] + j->shift[i];
+        j->mean[r] = m;
+        j->rstd[r] = s;
     }
 }
 
-TG_TARGET_CLONES
-static void layernorm_backward_serial(const float *x, const float *scale, const float *mean, const float *rstd,
-                                      const float *dy, float *gx, float *gscale, float *gshift, int64_t rows, int n)
+void tg_k_layernorm(const float *x, const float *scale, const float *shift, float *y, float *mean, float *rstd,
+                    int64_t rows, int n, float eps)
 {
-    for (int64_t r = 0; r < rows; r++) {
-        const float *px = x + r * n, *pd = dy + r * n;
-        const float m = mean[r], s = rstd[r];
+    layernorm_args j = {x, scale, shift, y, mean, rstd, n, eps};
+    tg_parallel_for(rows, rows_chunk(n), layernorm_range, &j);
+}
+
+typedef struct {
+    const float *x, *scale, *mean, *rstd, *dy;
+    float *gx, *gscale, *gshift; /* each may be NULL */
+    int64_t rows;
+    int n;
+} layernorm_backward_args;
+
+/* rows r0..r1 of gx */
+TG_TARGET_CLONES
+static void layernorm_backward_range(void *ctx, int64_t r0, int64_t r1)
+{
+    const layernorm_backward_args *j = ctx;
+    const int n = j->n;
+    const float *scale = j->scale;
+    for (int64_t r = r0; r < r1; r++) {
+        const float *px = j->x + r * n, *pd = j->dy + r * n;
+        const float m = j->mean[r], s = j->rstd[r];
         float dn_mean = 0.0f, dn_norm_mean = 0.0f;
         for (int i = 0; i < n; i++) {
             const float norm = (px[i] - m) * s;
             const float dn = pd[i] * scale[i];
             dn_mean += dn;
             dn_norm_mean += dn * norm;
-            if (gscale)
-                gscale[i] += pd[i] * norm;
-            if (gshift)
-                gshift[i] += pd[i];
         }
         dn_mean /= (float)n;
         dn_norm_mean /= (float)n;
-        if (gx) {
-            float *pg = gx + r * n;
-            for (int i = 0; i < n; i++) {
-                const float norm = (px[i] - m) * s;
-                pg[i] += s * (pd[i] * scale[i] - dn_mean - norm * dn_norm_mean);
-            }
+        float *pg = j->gx + r * n;
+        for (int i = 0; i < n; i++) {
+            const float norm = (px[i] - m) * s;
+            pg[i] += s * (pd[i] * scale[i] - dn_mean - norm * dn_norm_mean);
         }
     }
 }
 
-/* Only static functions are multi-versioned (clang resolves clones per
- * translation unit); these are the public entry points. Rows go to the
- * thread pool; in the backward, gx is per row while gscale and gshift sum
- * over rows, so those are done apart, split by columns. */
-typedef struct {
-    const float *x, *scale, *shift, *mean, *rstd, *dy;
-    float *y, *gx, *gscale, *gshift, *mean_out, *rstd_out;
-    int n;
-    float eps;
-    int64_t rows;
-} ln_job;
-
-static void ln_forward_range(void *vctx, int64_t r0, int64_t r1)
+/* columns c0..c1 of gscale and gshift, summed over every row in order */
+TG_TARGET_CLONES
+static void layernorm_param_grad_range(void *ctx, int64_t c0, int64_t c1)
 {
-    const ln_job *j = vctx;
-    const int64_t o = r0 * j->n;
-    layernorm_serial(j->x + o, j->scale, j->shift, j->y + o, j->mean_out + r0, j->rstd_out + r0, r1 - r0, j->n,
-                     j->eps);
-}
-
-void tg_k_layernorm(const float *x, const float *scale, const float *shift, float *y, float *mean, float *rstd,
-                    int64_t rows, int n, float eps)
-{
-    ln_job j = {.x = x, .scale = scale, .shift = shift, .y = y, .mean_out = mean, .rstd_out = rstd, .n = n,
-                .eps = eps, .rows = rows};
-    tg_parallel_for(rows, TG_ELEM_CHUNK / (n > 0 ? n : 1) + 1, ln_forward_range, &j);
-}
-
-static void ln_backward_rows(void *vctx, int64_t r0, int64_t r1)
-{
-    const ln_job *j = vctx;
-    const int64_t o = r0 * j->n;
-    layernorm_backward_serial(j->x + o, j->scale, j->mean + r0, j->rstd + r0, j->dy + o, j->gx + o, NULL, NULL,
-                              r1 - r0, j->n);
-}
-
-static void ln_backward_cols(void *vctx, int64_t c0, int64_t c1)
-{
-    const ln_job *j = vctx;
+    const layernorm_backward_args *j = ctx;
     for (int64_t r = 0; r < j->rows; r++) {
         const float *px = j->x + r * j->n, *pd = j->dy + r * j->n;
         const float m = j->mean[r], s = j->rstd[r];
-        for (int64_t c = c0; c < c1; c++) {
-            if (j->gscale)
+        if (j->gscale)
+            for (int64_t c = c0; c < c1; c++)
                 j->gscale[c] += pd[c] * ((px[c] - m) * s);
-            if (j->gshift)
+        if (j->gshift)
+            for (int64_t c = c0; c < c1; c++)
                 j->gshift[c] += pd[c];
-        }
     }
 }
 
 void tg_k_layernorm_backward(const float *x, const float *scale, const float *mean, const float *rstd,
                              const float *dy, float *gx, float *gscale, float *gshift, int64_t rows, int n)
 {
-    ln_job j = {.x = x, .scale = scale, .mean = mean, .rstd = rstd, .dy = dy, .gx = gx, .gscale = gscale,
-                .gshift = gshift, .n = n, .rows = rows};
+    layernorm_backward_args j = {x, scale, mean, rstd, dy, gx, gscale, gshift, rows, n};
     if (gx)
-        tg_parallel_for(rows, TG_ELEM_CHUNK / (n > 0 ? n : 1) + 1, ln_backward_rows, &j);
+        tg_parallel_for(rows, rows_chunk(n), layernorm_backward_range, &j);
     if (gscale || gshift)
-        tg_parallel_for(n, rows > 0 ? TG_ELEM_CHUNK / rows + 1 : n, ln_backward_cols, &j);
+        tg_parallel_for(n, rows > 0 ? TG_ELEM_CHUNK / rows + 1 : n, layernorm_param_grad_range, &j);
 }
 
 /* ---------------------------------------------------------------- permute */

@@ -28,7 +28,20 @@
 #endif
 
 /* ---------------------------------------------------------------- threads
- * (tg_set_num_threads / tg_get_num_threads are in tensor.h.) */
+ * (tg_set_num_threads / tg_get_num_threads are in tensor.h.)
+ *
+ * Every threaded kernel, here and in autograd/, has the same three parts:
+ *   typedef struct { const float *x; float *y; int n; } X_args;
+ *       its arguments, one field per meaning (a backward has its own
+ *       struct: no field is y in the forward and gx in the backward);
+ *   TG_TARGET_CLONES
+ *   static void X_range(void *ctx, int64_t i0, int64_t i1) { ... }
+ *       the whole loop body, over items [i0, i1) (elements, rows, ...);
+ *   void tg_k_X(...) { X_args a = {...}; tg_parallel_for(n, min, X_range, &a); }
+ *       the entry: fills the struct and hands the range to the pool, which
+ *       runs it inline when the work is small. There is no serial twin: a
+ *       caller that must not split (a broadcast gradient, where two ranges
+ *       would add into one place) calls X_range(&a, 0, n) itself. */
 /* Runs fn(ctx, i0, i1) over [0, n) split into contiguous chunks, one per
  * thread; runs inline when n is below min_chunk * 2 or one thread is set. */
 typedef void (*tg_range_fn)(void *ctx, int64_t i0, int64_t i1);
@@ -85,19 +98,25 @@ void tg_k_binary(tg_binop op, const tg_bcast *bc, const float *a, const float *b
 void tg_k_binary_backward(tg_binop op, int which, const tg_bcast *bc, const float *a, const float *b,
                           const float *gout, float *gin);
 
-/* ---------------------------------------------------------------- elementwise */
+/* ---------------------------------------------------------------- elementwise
+ * Each op's forward and derivative are one line of TG_UNARY_OPS in
+ * kernels.c (the binary ops': TG_BINARY_OPS). */
 typedef enum {
     TG_UN_NEG, TG_UN_EXP, TG_UN_LOG, TG_UN_SQRT, TG_UN_TANH, TG_UN_RELU, TG_UN_GELU,
     TG_UN_POW, TG_UN_ADDS, TG_UN_MULS
 } tg_unop;
 /* y = f(x) (s: exponent for POW, the scalar for ADDS/MULS). */
 void tg_k_unary(tg_unop op, int64_t n, const float *x, float s, float *y);
-/* gx += dy * f'(x) (y = f(x) is given for ops whose derivative uses it). */
+/* gx += dy * f'(x); y = f(x), the forward's output (EXP, SQRT and TANH's
+ * derivatives are written with it). */
 void tg_k_unary_backward(tg_unop op, int64_t n, const float *x, const float *y, float s, const float *dy,
                          float *gx);
 /* g = g * gelu'(x) in place: the same values as tg_k_unary_backward(GELU)
  * adds onto a zero gradient. */
 void tg_k_gelu_backward_inplace(int64_t n, const float *x, float *g);
+/* Both in one pass over u: a = gelu(u), and g = g * gelu'(u) in place (the
+ * values of tg_k_unary(GELU) and tg_k_gelu_backward_inplace). */
+void tg_k_gelu_with_grad(int64_t n, const float *u, float *a, float *g);
 
 /* ---------------------------------------------------------------- rows
  * A tensor viewed as [outer, n, inner] around one dim. */
