@@ -200,10 +200,15 @@ tg_tensor *tg_affine(tg_tensor *x, tg_tensor *weight, tg_tensor *bias)
  * x: (..., d), w1: (h, d), b1: (h) or NULL, w2: (d2, h), b2: (d2) or NULL
  *   -> (..., d2) = affine(gelu(affine(x, w1, b1)), w2, b2)
  * The composed ops' values (the same kernels in the same order), keeping
- * only u = affine(x, w1, b1) for backward: gelu(u) is rebuilt in a per-
- * thread scratch when needed, so the (..., h) activation is not stored.
- * backward: a = gelu(u); dw2 += dy^T a; db2; da = dy w2 (in the scratch);
- *           du = da * gelu'(u) (in place); dx += du w1; dw1 += du^T x; db1 */
+ * only u = affine(x, w1, b1) for backward: gelu(u) is rebuilt when needed,
+ * so the (..., h) activation is not stored.
+ * backward, per block of rows: da = dy w2; a = gelu(u) and du = da * gelu'(u)
+ *           in one pass; dw2 += dy^T a; db2; dx += du w1; dw1 += du^T x; db1
+ * Both run over blocks of FF_ROWS rows, so a and da are per-thread scratch
+ * of FF_ROWS x h, not (..., h): the blocks are whole TG_GEMM_KC blocks of
+ * the weight gradients' k (rows), which therefore get the bits of one gemm
+ * over all rows (kernels.h), and the bias gradients sum rows in order. */
+#define FF_ROWS TG_GEMM_KC
 
 static void affine_into(float *y, const float *x, const tg_tensor *w, const tg_tensor *b, int rows)
 {
@@ -228,25 +233,34 @@ static void feedforward_backward(tg_node *n)
     const float *u = n->ctx, *dy = n->out->grad;
     const int d = w1->shape[1], h = w1->shape[0], d2 = w2->shape[0];
     const int rows = (int)(n->out->numel / (d2 ? d2 : 1));
-    float *a = tg_k_scratch(TG_SCRATCH_FF, (size_t)rows * h);
+    const int blk = rows < FF_ROWS ? rows : FF_ROWS;
     float *gx = tg_grad_of(x), *gw1 = tg_grad_of(w1), *gw2 = tg_grad_of(w2);
     float *gb1 = b1 ? tg_grad_of(b1) : NULL, *gb2 = b2 ? tg_grad_of(b2) : NULL;
-    if (gw2) {
-        tg_k_unary(TG_UN_GELU, (int64_t)rows * h, u, 0.0f, a);
-        tg_k_gemm(true, false, d2, h, rows, dy, a, gw2, true);
+    const bool need_du = gx || gw1 || gb1;
+    float *a = gw2 ? tg_k_scratch(TG_SCRATCH_FF, (size_t)blk * h) : NULL;
+    float *du = need_du ? tg_k_scratch(TG_SCRATCH_FF_GRAD, (size_t)blk * h) : NULL;
+    for (int r0 = 0; r0 < rows; r0 += FF_ROWS) {
+        const int nr = rows - r0 < FF_ROWS ? rows - r0 : FF_ROWS;
+        const float *ub = u + (int64_t)r0 * h, *dyb = dy + (int64_t)r0 * d2;
+        if (need_du)
+            tg_k_gemm(false, false, nr, h, d2, dyb, w2->data, du, false); /* da */
+        if (gw2 && need_du)
+            tg_k_gelu_with_grad((int64_t)nr * h, ub, a, du); /* a, du */
+        else if (gw2)
+            tg_k_unary(TG_UN_GELU, (int64_t)nr * h, ub, 0.0f, a);
+        else if (need_du)
+            tg_k_gelu_backward_inplace((int64_t)nr * h, ub, du);
+        if (gw2)
+            tg_k_gemm(true, false, d2, h, nr, dyb, a, gw2, true);
+        if (gb2)
+            bias_grad(gb2, dyb, nr, d2);
+        if (gx)
+            tg_k_gemm(false, false, nr, d, h, du, w1->data, gx + (int64_t)r0 * d, true);
+        if (gw1)
+            tg_k_gemm(true, false, h, d, nr, du, x->data + (int64_t)r0 * d, gw1, true);
+        if (gb1)
+            bias_grad(gb1, du, nr, h);
     }
-    if (gb2)
-        bias_grad(gb2, dy, rows, d2);
-    if (!gx && !gw1 && !gb1)
-        return;
-    tg_k_gemm(false, false, rows, h, d2, dy, w2->data, a, false); /* da */
-    tg_k_gelu_backward_inplace((int64_t)rows * h, u, a);           /* du */
-    if (gx)
-        tg_k_gemm(false, false, rows, d, h, a, w1->data, gx, true);
-    if (gw1)
-        tg_k_gemm(true, false, h, d, rows, a, x->data, gw1, true);
-    if (gb1)
-        bias_grad(gb1, a, rows, h);
 }
 
 tg_tensor *tg_feedforward_gelu(tg_tensor *x, tg_tensor *w1, tg_tensor *b1, tg_tensor *w2, tg_tensor *b2)
@@ -270,10 +284,13 @@ tg_tensor *tg_feedforward_gelu(tg_tensor *x, tg_tensor *w1, tg_tensor *b1, tg_te
     shape[x->ndim - 1] = d2;
     float *u = tg_tape_alloc((size_t)rows * h * sizeof(float));
     affine_into(u, x->data, w1, b1, rows);
-    float *a = tg_k_scratch(TG_SCRATCH_FF, (size_t)rows * h);
-    tg_k_unary(TG_UN_GELU, (int64_t)rows * h, u, 0.0f, a);
+    float *a = tg_k_scratch(TG_SCRATCH_FF, (size_t)(rows < FF_ROWS ? rows : FF_ROWS) * h);
     tg_tensor *y = tg_new_tensor(x->ndim, shape);
-    affine_into(y->data, a, w2, b2, rows);
+    for (int r0 = 0; r0 < rows; r0 += FF_ROWS) { /* (a row of y takes all of h: any blocks give its bits) */
+        const int nr = rows - r0 < FF_ROWS ? rows - r0 : FF_ROWS;
+        tg_k_unary(TG_UN_GELU, (int64_t)nr * h, u + (int64_t)r0 * h, 0.0f, a);
+        affine_into(y->data + (int64_t)r0 * d2, a, w2, b2, nr);
+    }
     tg_tensor *ins[5] = {x, w1, w2, NULL, NULL};
     int n_in = 3;
     if (b1)

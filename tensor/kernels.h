@@ -52,7 +52,8 @@ bool tg_in_parallel_region(void);
 /* Per-thread kernel scratch: at least n floats, 64-byte aligned, grown once
  * and then reused (so warm steps allocate nothing). One slot per user, so
  * a kernel that calls gemm keeps its own buffers. */
-enum { TG_SCRATCH_GEMM_A, TG_SCRATCH_GEMM_B, TG_SCRATCH_ATTN_0, TG_SCRATCH_ATTN_1, TG_SCRATCH_FF, TG_SCRATCH_N };
+enum { TG_SCRATCH_GEMM_A, TG_SCRATCH_GEMM_B, TG_SCRATCH_ATTN_0, TG_SCRATCH_ATTN_1, TG_SCRATCH_FF, TG_SCRATCH_FF_GRAD,
+       TG_SCRATCH_N };
 float *tg_k_scratch(int slot, size_t n);
 /* Frees the calling thread's kernel scratch; it regrows on next use. The
  * pool calls it as workers exit and at exit. */

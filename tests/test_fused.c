@@ -272,8 +272,10 @@ START_TEST(test_feedforward_equals_composed)
     check_ff(1, 1, 4, true);
     check_ff(37, 16, 64, true);
     check_ff(300, 40, 160, false);
+    check_ff(3 * TG_GEMM_KC + 37, 24, 96, true); /* the op's row blocks: three whole and a part */
     tg_set_num_threads(2);
     check_ff(300, 40, 160, true);
+    check_ff(2 * TG_GEMM_KC, 24, 96, true);
     tg_set_num_threads(1);
 }
 END_TEST
