@@ -45,6 +45,11 @@ $(BUILD)/%.o: %.c $(HDRS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
+# The optimizer's loops vectorise only when sqrtf need not set errno (its
+# value is the same: sqrt is correctly rounded); fp-contract=off keeps every
+# multiply and add rounded apart, as torch's kernels round them.
+$(BUILD)/optim/optim.o: CFLAGS += -fno-math-errno -ffp-contract=off
+
 $(LIB): $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^

@@ -6,6 +6,8 @@
  */
 #include "optim.h"
 
+#include "../tensor/kernels.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +17,14 @@
  * AdamW use 0 (exp_avg), 1 (exp_avg_sq) and 2 (max_exp_avg_sq, amsgrad). */
 enum { MOM_BUF = 0, EXP_AVG = 0, EXP_AVG_SQ = 1, MAX_EXP_AVG_SQ = 2, N_SLOTS = 3 };
 
+/* The per-parameter constants of one step, computed once before the loop. */
+typedef struct {
+    bool active;         /* requires grad and has one */
+    bool first;          /* SGD: the momentum buffer starts from d_p */
+    float neg_step_size; /* Adam: -(lr / bias_correction1) */
+    float bc2_sqrt;      /* Adam: sqrt(bias_correction2) */
+} param_step;
+
 struct tg_optim {
     tg_optim_config cfg;
     int n;                 /* parameters */
@@ -22,6 +32,7 @@ struct tg_optim {
     int64_t *off;          /* [n] offset of parameter i in every flat buffer */
     int64_t total;         /* sum of numel */
     float *steps;          /* [n] per-parameter step count (torch's state['step']) */
+    param_step *ps;        /* [n] the current step's per-parameter constants */
     float *slot[N_SLOTS];  /* flat [total] buffers, NULL when unused */
     tg_optim_state *st;    /* state entries (views), names owned */
     int n_st;
@@ -140,6 +151,7 @@ tg_optim *tg_optim_new(const tg_params *params, const tg_optim_config *cfg)
     o->t = xcalloc((size_t)params->n, sizeof *o->t);
     o->off = xcalloc((size_t)params->n, sizeof *o->off);
     o->steps = xcalloc((size_t)params->n, sizeof *o->steps);
+    o->ps = xcalloc((size_t)params->n, sizeof *o->ps);
     o->module = params->module;
     o->generation = params->generation;
     const char **names = xcalloc((size_t)params->n, sizeof *names);
@@ -189,15 +201,26 @@ void tg_optim_free(tg_optim *o)
     for (int s = 0; s < N_SLOTS; s++)
         free(o->slot[s]);
     free(o->steps);
+    free(o->ps);
     free(o->off);
     free(o->t);
     free(o);
 }
 
-/* ---------------------------------------------------------------- updates */
+/* ---------------------------------------------------------------- updates
+ * One step is one loop over the flat index space [0, total) of the state
+ * buffers, split over the threads in contiguous chunks; a chunk walks the
+ * parameters it overlaps. Each element's arithmetic is the same whatever the
+ * split, so the values do not depend on the thread count. The loop bodies
+ * are branch-free (the branches are loop-invariant) and this file is built
+ * with -fno-math-errno, so sqrtf vectorises (it is correctly rounded either
+ * way), and with -ffp-contract=off, so no build fuses a multiply-add that
+ * torch rounds twice. */
 
-/* torch's _single_tensor_sgd for one parameter (n elements). */
-static void sgd_update(const tg_optim_config *c, bool first, int64_t n, float *p, const float *g, float *buf)
+/* torch's _single_tensor_sgd on elements [0, n) of one parameter. */
+TG_TARGET_CLONES
+static void sgd_update(const tg_optim_config *c, bool first, int64_t n, float *restrict p, const float *restrict g,
+                       float *restrict buf)
 {
     const float wd = (float)c->weight_decay, m = (float)c->momentum;
     const float damp = (float)(1.0 - c->dampening), neg_lr = (float)(-c->lr);
@@ -215,16 +238,14 @@ static void sgd_update(const tg_optim_config *c, bool first, int64_t n, float *p
     }
 }
 
-/* torch's _single_tensor_adam / _single_tensor_adamw for one parameter;
- * step is the parameter's step count after the increment. */
-static void adam_update(const tg_optim_config *c, float step, int64_t n, float *p, const float *g, float *m,
-                        float *v, float *vmax)
+/* torch's _single_tensor_adam / _single_tensor_adamw on elements [0, n) of
+ * one parameter. */
+TG_TARGET_CLONES
+static void adam_update(const tg_optim_config *c, const param_step *ps, int64_t n, float *restrict p,
+                        const float *restrict g, float *restrict m, float *restrict v, float *restrict vmax)
 {
     const bool decoupled = c->kind == TG_OPTIM_ADAMW;
-    const double bc1 = 1.0 - pow(c->beta1, (double)step);
-    const double bc2 = 1.0 - pow(c->beta2, (double)step);
-    const float neg_step_size = (float)-(c->lr / bc1);
-    const float bc2_sqrt = (float)sqrt(bc2);
+    const float neg_step_size = ps->neg_step_size, bc2_sqrt = ps->bc2_sqrt;
     const float b1 = (float)c->beta1, omb1 = (float)(1.0 - c->beta1);
     const float b2 = (float)c->beta2, omb2 = (float)(1.0 - c->beta2);
     const float eps = (float)c->eps, wd = (float)c->weight_decay;
@@ -234,18 +255,71 @@ static void adam_update(const tg_optim_config *c, float step, int64_t n, float *
         float gj = g[j];
         if (coupled_wd)
             gj = gj + wd * p[j];                     /* grad.add(param, alpha=wd) */
+        float pj = p[j];
         if (decoupled)
-            p[j] = p[j] * decay;                     /* param.mul_(1 - lr*wd) */
-        m[j] = m[j] * b1 + omb1 * gj;                /* exp_avg.mul_(b1).add_(g, alpha=1-b1) */
-        v[j] = v[j] * b2 + omb2 * gj * gj;           /* exp_avg_sq.mul_(b2).addcmul_(g, g, value=1-b2) */
-        float vv = v[j];
+            pj = pj * decay;                         /* param.mul_(1 - lr*wd) */
+        const float mj = m[j] * b1 + omb1 * gj;      /* exp_avg.mul_(b1).add_(g, alpha=1-b1) */
+        float vv = v[j] * b2 + omb2 * gj * gj;       /* exp_avg_sq.mul_(b2).addcmul_(g, g, value=1-b2) */
+        m[j] = mj;
+        v[j] = vv;
         if (vmax) {
-            if (vv > vmax[j] || vv != vv)            /* torch.maximum (NaN propagates) */
-                vmax[j] = vv;
-            vv = vmax[j];
+            const float vm = vmax[j];
+            vv = vv > vm || vv != vv ? vv : vm;      /* torch.maximum (NaN propagates) */
+            vmax[j] = vv;
         }
-        float denom = sqrtf(vv) / bc2_sqrt + eps;    /* (sqrt() / bc2_sqrt).add_(eps) */
-        p[j] = p[j] + neg_step_size * m[j] / denom;  /* addcdiv_(m, denom, value=-step_size) */
+        const float denom = sqrtf(vv) / bc2_sqrt + eps; /* (sqrt() / bc2_sqrt).add_(eps) */
+        p[j] = pj + neg_step_size * mj / denom;      /* addcdiv_(m, denom, value=-step_size) */
+    }
+}
+
+/* The parameter holding flat element i0: the last with off <= i0. */
+static int param_at(const tg_optim *o, int64_t i0)
+{
+    int lo = 0, hi = o->n - 1;
+    while (lo < hi) {
+        const int mid = (lo + hi + 1) / 2;
+        if (o->off[mid] <= i0)
+            lo = mid;
+        else
+            hi = mid - 1;
+    }
+    return lo;
+}
+
+/* Elements [i0, i1) of the flat index space: the parameters they overlap. */
+static void step_range(void *vctx, int64_t i0, int64_t i1)
+{
+    const tg_optim *o = vctx;
+    const tg_optim_config *c = &o->cfg;
+    for (int i = param_at(o, i0); i < o->n && o->off[i] < i1; i++) {
+        const param_step *ps = &o->ps[i];
+        if (!ps->active)
+            continue;
+        tg_tensor *t = o->t[i];
+        const int64_t a = i0 > o->off[i] ? i0 - o->off[i] : 0;
+        const int64_t b = i1 < o->off[i] + t->numel ? i1 - o->off[i] : t->numel;
+        const int64_t at = o->off[i] + a;
+        if (a >= b) /* an empty parameter */
+            continue;
+        if (c->kind == TG_OPTIM_SGD)
+            sgd_update(c, ps->first, b - a, t->data + a, t->grad + a,
+                       o->slot[MOM_BUF] ? o->slot[MOM_BUF] + at : NULL);
+        else
+            adam_update(c, ps, b - a, t->data + a, t->grad + a, o->slot[EXP_AVG] + at, o->slot[EXP_AVG_SQ] + at,
+                        o->slot[MAX_EXP_AVG_SQ] ? o->slot[MAX_EXP_AVG_SQ] + at : NULL);
+    }
+}
+
+/* zero_grad on elements [i0, i1) of the flat index space */
+static void zero_range(void *vctx, int64_t i0, int64_t i1)
+{
+    const tg_optim *o = vctx;
+    for (int i = param_at(o, i0); i < o->n && o->off[i] < i1; i++) {
+        tg_tensor *t = o->t[i];
+        const int64_t a = i0 > o->off[i] ? i0 - o->off[i] : 0;
+        const int64_t b = i1 < o->off[i] + t->numel ? i1 - o->off[i] : t->numel;
+        if (t->grad && a < b)
+            memset(t->grad + a, 0, (size_t)(b - a) * sizeof(float));
     }
 }
 
@@ -268,31 +342,34 @@ static void check_unchanged(const tg_optim *o, const char *op)
         tg_error(op, "%s", msg);
 }
 
+/* below this many elements per thread a hand-off costs more than it saves */
+#define STEP_CHUNK 32768
+
 void tg_optim_step(tg_optim *o)
 {
     check_unchanged(o, "tg_optim_step");
     const tg_optim_config *c = &o->cfg;
     for (int i = 0; i < o->n; i++) {
         tg_tensor *t = o->t[i];
-        if (!t->requires_grad || !t->grad)
+        param_step *ps = &o->ps[i];
+        ps->active = t->requires_grad && t->grad;
+        if (!ps->active)
             continue;
-        const int64_t off = o->off[i];
-        const bool first = o->steps[i] == 0;
+        ps->first = o->steps[i] == 0;
         o->steps[i] += 1;
-        if (c->kind == TG_OPTIM_SGD)
-            sgd_update(c, first, t->numel, t->data, t->grad, o->slot[MOM_BUF] ? o->slot[MOM_BUF] + off : NULL);
-        else
-            adam_update(c, o->steps[i], t->numel, t->data, t->grad, o->slot[EXP_AVG] + off,
-                        o->slot[EXP_AVG_SQ] + off, o->slot[MAX_EXP_AVG_SQ] ? o->slot[MAX_EXP_AVG_SQ] + off : NULL);
+        /* step is the parameter's step count after the increment */
+        const double bc1 = 1.0 - pow(c->beta1, (double)o->steps[i]);
+        const double bc2 = 1.0 - pow(c->beta2, (double)o->steps[i]);
+        ps->neg_step_size = (float)-(c->lr / bc1);
+        ps->bc2_sqrt = (float)sqrt(bc2);
     }
+    tg_parallel_for(o->total, STEP_CHUNK, step_range, o);
 }
 
 void tg_optim_zero_grad(tg_optim *o)
 {
     check_unchanged(o, "tg_optim_zero_grad");
-    for (int i = 0; i < o->n; i++)
-        if (o->t[i]->grad)
-            tg_zero_grad_tensor(o->t[i]);
+    tg_parallel_for(o->total, STEP_CHUNK, zero_range, o);
 }
 
 void tg_optim_set_lr(tg_optim *o, double lr)

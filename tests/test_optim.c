@@ -657,6 +657,119 @@ START_TEST(test_tied_once)
 }
 END_TEST
 
+/* One step runs as a single loop over the flat state, split over threads
+ * in chunks that cut through parameters. Three large parameters (and a
+ * frozen one between them), four steps of every optimizer: 1 and 2 threads
+ * give the same bits, and AdamW's equal the torch formula evaluated one
+ * element at a time in float (each multiply and add rounded on its own). */
+static void run_big(const tg_optim_config *c, int threads, tg_tensor **t, int n)
+{
+    tg_generator gen;
+    tg_manual_seed(&gen, 7);
+    tg_params ps;
+    tg_params_init(&ps);
+    static const char *const names[] = {"w0", "frozen", "w1", "w2"};
+    for (int i = 0; i < n; i++) {
+        tg_tensor *init = tg_randn(&gen, TG_SHAPE((int)t[i]->numel));
+        tg_copy_data(t[i], init);
+        tg_free(init);
+        tg_params_add(&ps, NULL, names[i], t[i]);
+    }
+    tg_set_num_threads(threads);
+    tg_optim *o = tg_optim_new(&ps, c);
+    for (int s = 0; s < 4; s++) {
+        for (int i = 0; i < n; i++) {
+            if (!t[i]->requires_grad)
+                continue;
+            tg_tensor *g = tg_randn(&gen, TG_SHAPE((int)t[i]->numel));
+            memcpy(tg_grad_buffer(t[i], NULL), g->data, (size_t)g->numel * sizeof(float));
+            tg_free(g);
+        }
+        tg_optim_step(o);
+    }
+    tg_optim_zero_grad(o); /* on the same threads: every grad element, across the chunk cuts */
+    for (int i = 0; i < n; i++)
+        for (int64_t j = 0; t[i]->grad && j < t[i]->numel; j++)
+            ck_assert_msg(t[i]->grad[j] == 0.0f, "grad %d[%lld] not zeroed", i, (long long)j);
+    tg_set_num_threads(1);
+    tg_optim_free(o);
+    tg_params_free(&ps);
+}
+
+START_TEST(test_step_threads_identical)
+{
+    static const int sizes[] = {70001, 4099, 40000, 33};
+    const int n = 4;
+    tg_optim_config cfgs[4] = {tg_sgd_config(0.1), tg_adam_config(1e-2), tg_adamw_config(1e-2), tg_adam_config(1e-2)};
+    cfgs[0].momentum = 0.9, cfgs[0].nesterov = true, cfgs[0].weight_decay = 0.01;
+    cfgs[1].weight_decay = 0.1;
+    cfgs[3].amsgrad = true;
+    for (int k = 0; k < 4; k++) {
+        tg_tensor *a[4], *b[4];
+        for (int i = 0; i < n; i++) {
+            a[i] = tg_requires_grad(tg_zeros(TG_SHAPE(sizes[i])), i != 1);
+            b[i] = tg_requires_grad(tg_zeros(TG_SHAPE(sizes[i])), i != 1);
+        }
+        run_big(&cfgs[k], 1, a, n);
+        run_big(&cfgs[k], 2, b, n);
+        for (int i = 0; i < n; i++) {
+            ck_assert_msg(memcmp(a[i]->data, b[i]->data, (size_t)sizes[i] * sizeof(float)) == 0,
+                          "%s: parameter %d differs between 1 and 2 threads", tg_optim_kind_name(cfgs[k].kind), i);
+            tg_free(a[i]);
+            tg_free(b[i]);
+        }
+    }
+    /* AdamW by hand, element by element, from the same draws */
+    tg_tensor *t[4];
+    for (int i = 0; i < n; i++)
+        t[i] = tg_requires_grad(tg_zeros(TG_SHAPE(sizes[i])), i != 1);
+    run_big(&cfgs[2], 2, t, n);
+    tg_generator gen;
+    tg_manual_seed(&gen, 7);
+    tg_tensor *p[4], *m[4], *v[4];
+    for (int i = 0; i < n; i++) {
+        p[i] = tg_randn(&gen, TG_SHAPE(sizes[i]));
+        m[i] = tg_zeros(TG_SHAPE(sizes[i]));
+        v[i] = tg_zeros(TG_SHAPE(sizes[i]));
+    }
+    const tg_optim_config *c = &cfgs[2];
+    const float b1 = (float)c->beta1, omb1 = (float)(1.0 - c->beta1), b2 = (float)c->beta2;
+    const float omb2 = (float)(1.0 - c->beta2), eps = (float)c->eps, decay = (float)(1.0 - c->lr * c->weight_decay);
+    for (int s = 1; s <= 4; s++) {
+        const float neg_step_size = (float)-(c->lr / (1.0 - pow(c->beta1, s)));
+        const float bc2_sqrt = (float)sqrt(1.0 - pow(c->beta2, s));
+        for (int i = 0; i < n; i++) {
+            if (i == 1)
+                continue;
+            tg_tensor *g = tg_randn(&gen, TG_SHAPE(sizes[i]));
+            for (int j = 0; j < sizes[i]; j++) {
+                volatile float pj = p[i]->data[j] * decay, gj = g->data[j];
+                volatile float mj = m[i]->data[j] * b1, vj = v[i]->data[j] * b2, gg = omb2 * gj;
+                mj = mj + omb1 * gj;
+                gg = gg * gj;
+                vj = vj + gg;
+                volatile float denom = sqrtf(vj) / bc2_sqrt;
+                denom = denom + eps;
+                volatile float q = neg_step_size * mj;
+                q = q / denom;
+                p[i]->data[j] = pj + q;
+                m[i]->data[j] = mj;
+                v[i]->data[j] = vj;
+            }
+            tg_free(g);
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        ck_assert_msg(memcmp(t[i]->data, p[i]->data, (size_t)sizes[i] * sizeof(float)) == 0,
+                      "adamw parameter %d differs from the formula", i);
+        tg_free(t[i]);
+        tg_free(p[i]);
+        tg_free(m[i]);
+        tg_free(v[i]);
+    }
+}
+END_TEST
+
 /* ---------------------------------------------------------------- clipping */
 
 START_TEST(test_clip_grad_norm)
@@ -915,6 +1028,7 @@ static Suite *optim_suite(void)
     tcase_add_test(tc, test_state_check_any_order_and_name);
     tcase_add_test(tc, test_skip_and_first_adam_step);
     tcase_add_test(tc, test_tied_once);
+    tcase_add_test(tc, test_step_threads_identical);
     tcase_add_test(tc, test_clip_grad_norm);
     tcase_add_test(tc, test_grad_norms_top);
     tcase_add_test(tc, test_schedules);
