@@ -19,7 +19,7 @@
  * 1-bit mask; the composed form keeps six (T, T) tensors and their grads.
  */
 #include "ops_internal.h"
-#include "../tensor/fastmath.h"
+#include "../tensor/rowmath.h"
 
 #include <math.h>
 #include <string.h>
@@ -48,12 +48,16 @@ static inline int64_t head_offset(const attn_job *j, int64_t h)
     return (h / j->H) * j->T * j->ld + (h % j->H) * j->hd;
 }
 
-/* what dropout keeps of x at element e of the (..., T, T) tensor */
-static inline float dropped(const attn_job *j, int64_t e, float x)
+/* y[0:n] = dropout(x[0:n]) at elements e0.. of the (..., T, T) tensor, in
+ * place when x is NULL; no bits with dropout on is p = 1: nothing kept. */
+static inline void row_dropout(const attn_job *j, int64_t e0, const float *x, float *y, int n)
 {
-    if (!j->drop)
-        return x;
-    return j->bits && (j->bits[e >> 6] >> (e & 63) & 1) ? x * j->keep_scale : 0.0f;
+    if (!j->bits)
+        memset(y, 0, (size_t)n * sizeof(float));
+    else if (x)
+        tg_row_dropout(j->bits, e0, j->keep_scale, x, y, n);
+    else
+        tg_row_dropout_inplace(j->bits, e0, j->keep_scale, y, n);
 }
 
 /* ---------------------------------------------------------------- backward
@@ -94,15 +98,15 @@ static void attn_backward_heads(void *vctx, int64_t h0, int64_t h1)
                 float *ds = dS + (int64_t)i * T, *pd = Pd + (int64_t)i * T;
                 const float *p = P + tri(i);
                 const int64_t e0 = (h * T + i) * T;
-                float dot = 0.0f;
-                for (int c = 0; c <= i; c++) {
-                    ds[c] = dropped(j, e0 + c, ds[c]);
-                    dot += ds[c] * p[c];
+                if (j->drop) { /* dP = dropout's backward of dPd; Pd = dropout(P) */
+                    row_dropout(j, e0, NULL, ds, i + 1);
+                    row_dropout(j, e0, p, pd, i + 1);
+                } else {
+                    memcpy(pd, p, (size_t)(i + 1) * sizeof(float));
                 }
-                for (int c = 0; c <= i; c++) {
+                const float dot = tg_row_dot(ds, p, i + 1); /* as softmax's backward rows */
+                for (int c = 0; c <= i; c++)
                     ds[c] = p[c] * (ds[c] - dot) * j->scale;
-                    pd[c] = dropped(j, e0 + c, p[c]);
-                }
                 /* zeros up to the block edge: the column gemms read them */
                 for (int c = i + 1; c < i1; c++)
                     ds[c] = pd[c] = 0.0f;
@@ -154,24 +158,14 @@ static void attn_forward_heads(void *vctx, int64_t h0, int64_t h1)
             tg_k_gemm_ld(false, true, i1 - i0, n, hd, q + i0 * ld, ld, k, ld, S, n, false);
             for (int i = i0; i < i1; i++) {
                 float *s = S + (int64_t)(i - i0) * n, *p = P + tri(i);
-                float mx = -INFINITY;
-                for (int c = 0; c <= i; c++) {
+                for (int c = 0; c <= i; c++)
                     s[c] *= j->scale;
-                    mx = s[c] > mx ? s[c] : mx;
-                }
-                if (mx == -INFINITY)
-                    mx = 0.0f; /* as tg_softmax: an all -inf row gives nan */
-                float sum = 0.0f;
-                for (int c = 0; c <= i; c++) {
-                    s[c] = tg_fast_expf(s[c] - mx);
-                    sum += s[c];
-                }
-                const float inv = 1.0f / sum;
+                tg_row_softmax(s, p, i + 1); /* tg_softmax's rows: the masked j > i only add zeros */
                 const int64_t e0 = (h * T + i) * T;
-                for (int c = 0; c <= i; c++) {
-                    p[c] = s[c] * inv;
-                    s[c] = dropped(j, e0 + c, p[c]);
-                }
+                if (j->drop)
+                    row_dropout(j, e0, p, s, i + 1);
+                else
+                    memcpy(s, p, (size_t)(i + 1) * sizeof(float));
                 for (int c = i + 1; c < n; c++)
                     s[c] = 0.0f;
                 if (j->weights) {

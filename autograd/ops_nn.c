@@ -1,6 +1,7 @@
 /* autograd/ops_nn.c — the neural-network ops: masked_fill, triu/tril,
  * dropout, embedding, softmax/log_softmax, cross_entropy, layernorm. */
 #include "ops_internal.h"
+#include "../tensor/rowmath.h"
 
 #include <math.h>
 #include <string.h>
@@ -116,16 +117,44 @@ tg_tensor *tg_tril(tg_tensor *a, int diagonal) { return tri("tg_tril", a, diagon
  * a * noise. Eval mode, p = 0 or an empty tensor return a itself and draw
  * nothing; p = 1 returns zeros and draws nothing. */
 
+#define DROPOUT_CHUNK 32768 /* elements per thread chunk at least, and per row call */
+
+typedef struct {
+    const uint64_t *keep; /* one bit per element (tg_random_bits) */
+    const float *x;
+    float *y;
+    float scale;
+} dropout_job;
+
+/* y[i] (+)= x[i] * noise(i), noise = keep ? scale : 0, over one range */
+TG_TARGET_CLONES
+static void dropout_range(void *vctx, int64_t i0, int64_t i1)
+{
+    const dropout_job *j = vctx;
+    for (int64_t i = i0; i < i1; i += DROPOUT_CHUNK) {
+        const int n = i1 - i < DROPOUT_CHUNK ? (int)(i1 - i) : DROPOUT_CHUNK;
+        tg_row_dropout(j->keep, i, j->scale, j->x + i, j->y + i, n);
+    }
+}
+
+TG_TARGET_CLONES
+static void dropout_backward_range(void *vctx, int64_t i0, int64_t i1)
+{
+    const dropout_job *j = vctx;
+    for (int64_t i = i0; i < i1; i += DROPOUT_CHUNK) {
+        const int n = i1 - i < DROPOUT_CHUNK ? (int)(i1 - i) : DROPOUT_CHUNK;
+        tg_row_dropout_backward(j->keep, i, j->scale, j->x + i, j->y + i, n);
+    }
+}
+
 static void dropout_backward(tg_node *n)
 {
     float *ga = tg_grad_of(n->in[0]);
-    if (!ga)
+    const uint64_t *keep = n->ctx; /* NULL for p = 1: nothing kept */
+    if (!ga || !keep)
         return;
-    const uint8_t *keep = n->ctx; /* NULL for p = 1: nothing kept */
-    const float scale = n->farg[0];
-    if (keep)
-        for (int64_t i = 0; i < n->out->numel; i++)
-            ga[i] += keep[i] ? n->out->grad[i] * scale : 0.0f;
+    dropout_job j = {keep, n->out->grad, ga, n->farg[0]}; /* ga += gout * noise */
+    tg_parallel_for(n->out->numel, DROPOUT_CHUNK, dropout_backward_range, &j);
 }
 
 tg_tensor *tg_dropout(tg_tensor *a, float p, bool train, tg_generator *g)
@@ -136,7 +165,7 @@ tg_tensor *tg_dropout(tg_tensor *a, float p, bool train, tg_generator *g)
     if (!train || p == 0.0f || a->numel == 0)
         return a;
     tg_tensor *out = tg_new_tensor(a->ndim, a->shape);
-    uint8_t *keep = NULL;
+    uint64_t *keep = NULL;
     float scale = 0.0f;
     if (p == 1.0f) {
         memset(out->data, 0, (size_t)a->numel * sizeof(float));
@@ -145,13 +174,10 @@ tg_tensor *tg_dropout(tg_tensor *a, float p, bool train, tg_generator *g)
         /* the noise torch multiplies by: bernoulli(1-p) / (1-p), in float */
         const double keep_p = 1.0 - (double)p;
         scale = 1.0f / (float)keep_p;
-        float *noise = out->data; /* drawn in place, then applied */
-        tg_random_mask(g, a->numel, keep_p, scale, noise);
-        keep = tg_tape_alloc((size_t)a->numel);
-        for (int64_t i = 0; i < a->numel; i++) {
-            keep[i] = noise[i] != 0.0f;
-            out->data[i] = a->data[i] * noise[i];
-        }
+        keep = tg_tape_alloc((size_t)((a->numel + 63) / 64) * sizeof *keep);
+        tg_random_bits(g, a->numel, keep_p, keep);
+        dropout_job j = {keep, a->data, out->data, scale};
+        tg_parallel_for(a->numel, DROPOUT_CHUNK, dropout_range, &j);
     }
     tg_node *n = tg_record("tg_dropout", out, &a, 1, dropout_backward);
     if (n) {

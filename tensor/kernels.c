@@ -3,6 +3,7 @@
 #include "kernels.h"
 
 #include "fastmath.h"
+#include "rowmath.h"
 
 /* Elementwise work is split into ranges of about this many elements on the
  * thread pool. */
@@ -324,31 +325,22 @@ void tg_k_gelu_with_grad(int64_t n, const float *u, float *a, float *g)
 
 /* ---------------------------------------------------------------- rows */
 
-/* One row of n elements with stride 1: y = softmax(x) or log_softmax(x). */
-static inline void softmax_row(const float *restrict px, float *restrict py, int n, bool log)
+/* One row of n elements with stride 1: y = softmax(x) or log_softmax(x),
+ * in tensor/rowmath.h's lane sums (the fused attention's rows share them). */
+TG_ROW void softmax_row(const float *restrict px, float *restrict py, int n, bool log)
 {
-    float mx = -INFINITY;
-    for (int i = 0; i < n; i++)
-        mx = px[i] > mx ? px[i] : mx;
-    if (mx == -INFINITY)
-        mx = 0.0f; /* an all -inf row: exp gives 0s, 0/0 = nan as in torch */
-    for (int i = 0; i < n; i++)
-        py[i] = tg_fast_expf(px[i] - mx);
-    float sum = 0.0f;
-    for (int i = 0; i < n; i++)
-        sum += py[i];
-    if (log) {
-        const float lse = mx + logf(sum);
-        for (int i = 0; i < n; i++)
-            py[i] = px[i] - lse;
-    } else {
-        const float inv = 1.0f / sum;
-        for (int i = 0; i < n; i++)
-            py[i] *= inv;
+    if (!log) {
+        tg_row_softmax(px, py, n);
+        return;
     }
+    float sum;
+    const float lse = tg_row_softmax_exp(px, py, n, &sum) + logf(sum);
+    for (int i = 0; i < n; i++)
+        py[i] = px[i] - lse;
 }
 
-/* One row of n elements at stride inner: the same values as softmax_row. */
+/* One row of n elements at stride inner (one running sum, so its last bits
+ * may differ from softmax_row's lane sums). */
 static inline void softmax_row_strided(const float *px, float *py, int n, int64_t inner, bool log)
 {
     float mx = -INFINITY;
@@ -374,7 +366,11 @@ static inline void softmax_row_strided(const float *px, float *py, int n, int64_
 static inline void softmax_backward_row(const float *py, const float *pd, float *pg, int n, int64_t inner, bool log)
 {
     float dot = 0.0f;
-    if (log) {
+    if (inner == 1 && !log) { /* the fused attention's rows: tensor/rowmath.h */
+        dot = tg_row_dot(pd, py, n);
+        for (int i = 0; i < n; i++)
+            pg[i] += py[i] * (pd[i] - dot);
+    } else if (log) {
         for (int i = 0; i < n; i++)
             dot += pd[i * inner];
         for (int i = 0; i < n; i++)

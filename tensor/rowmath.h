@@ -1,0 +1,157 @@
+/* tensor/rowmath.h — row bodies shared by the composed kernels and the fused
+ * attention, so both give the same bits (private to tensor/ and autograd/):
+ *   tensor/kernels.c         softmax rows (forward and backward, stride 1)
+ *   autograd/ops_nn.c        tg_dropout and its backward
+ *   autograd/ops_attention.c the fused attention's rows
+ *
+ * Sums run in TG_ROW_LANES partial sums, element c into lane c % 16, added
+ * at the end in a fixed tree: plain C whose result does not depend on the
+ * vector width the compiler picks, so every target clone and every caller
+ * gets the same float. A row that continues with zeros (the masked half of a
+ * causal row after exp) sums to the same bits as the row cut before them.
+ * Call them from TG_TARGET_CLONES functions so they vectorise.
+ */
+#ifndef TG_ROWMATH_H
+#define TG_ROWMATH_H
+
+#include <math.h>
+#include <stdint.h>
+
+#include "fastmath.h"
+
+#define TG_ROW_LANES 16
+
+/* inlined into each caller, so every target clone gets its own vector code */
+#if defined(__GNUC__)
+#define TG_ROW static inline __attribute__((always_inline))
+#else
+#define TG_ROW static inline
+#endif
+
+TG_ROW float tg_row_lanes_total(float acc[TG_ROW_LANES])
+{
+    for (int w = TG_ROW_LANES / 2; w >= 1; w /= 2)
+        for (int l = 0; l < w; l++)
+            acc[l] += acc[l + w];
+    return acc[0];
+}
+
+/* sum of x[0:n] */
+TG_ROW float tg_row_sum(const float *restrict x, int n)
+{
+    float acc[TG_ROW_LANES] = {0};
+    int c = 0;
+    for (; c + TG_ROW_LANES <= n; c += TG_ROW_LANES)
+        for (int l = 0; l < TG_ROW_LANES; l++)
+            acc[l] += x[c + l];
+    for (int l = 0; c + l < n; l++)
+        acc[l] += x[c + l];
+    return tg_row_lanes_total(acc);
+}
+
+/* sum of x[c] * y[c] over c < n */
+TG_ROW float tg_row_dot(const float *restrict x, const float *restrict y, int n)
+{
+    float acc[TG_ROW_LANES] = {0};
+    int c = 0;
+    for (; c + TG_ROW_LANES <= n; c += TG_ROW_LANES)
+        for (int l = 0; l < TG_ROW_LANES; l++)
+            acc[l] += x[c + l] * y[c + l];
+    for (int l = 0; c + l < n; l++)
+        acc[l] += x[c + l] * y[c + l];
+    return tg_row_lanes_total(acc);
+}
+
+/* max of x[0:n] (NaNs skipped), -inf for n = 0: exact in any order */
+TG_ROW float tg_row_max(const float *restrict x, int n)
+{
+    float acc[TG_ROW_LANES];
+    for (int l = 0; l < TG_ROW_LANES; l++)
+        acc[l] = -INFINITY;
+    int c = 0;
+    for (; c + TG_ROW_LANES <= n; c += TG_ROW_LANES)
+        for (int l = 0; l < TG_ROW_LANES; l++)
+            acc[l] = x[c + l] > acc[l] ? x[c + l] : acc[l];
+    for (int l = 0; c + l < n; l++)
+        acc[l] = x[c + l] > acc[l] ? x[c + l] : acc[l];
+    for (int w = TG_ROW_LANES / 2; w >= 1; w /= 2)
+        for (int l = 0; l < w; l++)
+            acc[l] = acc[l + w] > acc[l] ? acc[l + w] : acc[l];
+    return acc[0];
+}
+
+/* y = exp(x - max), *sum = their sum; returns the max (0 for an all -inf
+ * row, whose exps are 0s: softmax's 0/0 = nan then, as torch's). */
+TG_ROW float tg_row_softmax_exp(const float *restrict x, float *restrict y, int n, float *sum)
+{
+    float mx = tg_row_max(x, n);
+    if (mx == -INFINITY)
+        mx = 0.0f;
+    for (int c = 0; c < n; c++)
+        y[c] = tg_fast_expf(x[c] - mx);
+    *sum = tg_row_sum(y, n);
+    return mx;
+}
+
+/* y = softmax(x) over the row */
+TG_ROW void tg_row_softmax(const float *restrict x, float *restrict y, int n)
+{
+    float sum;
+    tg_row_softmax_exp(x, y, n, &sum);
+    const float inv = 1.0f / sum;
+    for (int c = 0; c < n; c++)
+        y[c] *= inv;
+}
+
+/* ---------------------------------------------------------------- dropout bits
+ * bit e % 64 of bits[e / 64] set: element e is kept (tg_random_bits). The
+ * dropout factor is torch's noise, keep ? 1/(1-p) : 0, and outputs are
+ * x * noise as torch's (so an inf dropped gives nan, as there). */
+
+/* the bits of elements e .. e + cnt - 1 (cnt <= 32) in the low bits */
+TG_ROW uint32_t tg_bits_window(const uint64_t *bits, int64_t e, int cnt)
+{
+    const int64_t w = e >> 6;
+    const int o = (int)(e & 63);
+    uint64_t v = bits[w] >> o;
+    if (o + cnt > 64)
+        v |= bits[w + 1] << (64 - o);
+    return (uint32_t)v;
+}
+
+/* y[c] = x[c] * noise(e0 + c) for c < n */
+TG_ROW void tg_row_dropout(const uint64_t *bits, int64_t e0, float scale, const float *restrict x,
+                                  float *restrict y, int n)
+{
+    for (int c = 0; c < n; c += 32) {
+        const int cnt = n - c < 32 ? n - c : 32;
+        const uint32_t m = tg_bits_window(bits, e0 + c, cnt);
+        for (int l = 0; l < cnt; l++)
+            y[c + l] = x[c + l] * ((m >> l & 1u) ? scale : 0.0f);
+    }
+}
+
+/* the same in place: y[c] *= noise(e0 + c) */
+TG_ROW void tg_row_dropout_inplace(const uint64_t *bits, int64_t e0, float scale, float *y, int n)
+{
+    for (int c = 0; c < n; c += 32) {
+        const int cnt = n - c < 32 ? n - c : 32;
+        const uint32_t m = tg_bits_window(bits, e0 + c, cnt);
+        for (int l = 0; l < cnt; l++)
+            y[c + l] = y[c + l] * ((m >> l & 1u) ? scale : 0.0f);
+    }
+}
+
+/* gx[c] += gy[c] * noise(e0 + c) for c < n: dropout's backward */
+TG_ROW void tg_row_dropout_backward(const uint64_t *bits, int64_t e0, float scale,
+                                           const float *restrict gy, float *restrict gx, int n)
+{
+    for (int c = 0; c < n; c += 32) {
+        const int cnt = n - c < 32 ? n - c : 32;
+        const uint32_t m = tg_bits_window(bits, e0 + c, cnt);
+        for (int l = 0; l < cnt; l++)
+            gx[c + l] += gy[c + l] * ((m >> l & 1u) ? scale : 0.0f);
+    }
+}
+
+#endif /* TG_ROWMATH_H */
