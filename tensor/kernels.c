@@ -612,29 +612,61 @@ typedef struct {
     float eps;
 } layernorm_args;
 
+/* Rows are taken LN_ROWS at a time, their sums interleaved: each row still
+ * adds its elements one after another in index order (the same bits as one
+ * row at a time), but LN_ROWS independent chains of adds overlap. */
+#define LN_ROWS 8
+
+/* GCC would vectorise the sums along i as in-order (fold-left) reductions,
+ * slower than the plain interleaved scalar chains: it is told not to. */
+#if defined(__GNUC__) && !defined(__clang__)
+#define LN_SCALAR_ILP __attribute__((noinline, optimize("no-tree-vectorize")))
+#else
+#define LN_SCALAR_ILP
+#endif
+
+/* mean and rstd of nr <= LN_ROWS contiguous rows of n at px */
+LN_SCALAR_ILP
+static void layernorm_stats(const float *px, int nr, int n, float eps, float *mean, float *rstd)
+{
+    float m[LN_ROWS], v[LN_ROWS];
+    for (int k = 0; k < nr; k++)
+        m[k] = v[k] = 0.0f;
+    for (int i = 0; i < n; i++)
+        for (int k = 0; k < nr; k++)
+            m[k] += px[(int64_t)k * n + i];
+    for (int k = 0; k < nr; k++)
+        m[k] /= (float)n;
+    for (int i = 0; i < n; i++)
+        for (int k = 0; k < nr; k++) {
+            const float d = px[(int64_t)k * n + i] - m[k];
+            v[k] += d * d;
+        }
+    for (int k = 0; k < nr; k++) {
+        mean[k] = m[k];
+        rstd[k] = 1.0f / sqrtf(v[k] / (float)n + eps);
+    }
+}
+
 TG_TARGET_CLONES
 static void layernorm_range(void *ctx, int64_t r0, int64_t r1)
 {
     const layernorm_args *j = ctx;
     const int n = j->n;
-    for (int64_t r = r0; r < r1; r++) {
-        const float *px = j->x + r * n;
-        float *py = j->y + r * n;
-        float m = 0.0f;
-        for (int i = 0; i < n; i++)
-            m += px[i];
-        m /= (float)n;
-        float v = 0.0f;
-        for (int i = 0; i < n; i++) {
-            const float d = px[i] - m;
-            v += d * d;
+    for (int64_t r = r0; r < r1; r += LN_ROWS) {
+        const int nr = r1 - r < LN_ROWS ? (int)(r1 - r) : LN_ROWS;
+        if (nr == LN_ROWS) /* (a constant count: the interleaved loops unroll) */
+            layernorm_stats(j->x + r * n, LN_ROWS, n, j->eps, j->mean + r, j->rstd + r);
+        else
+            for (int k = 0; k < nr; k++)
+                layernorm_stats(j->x + (r + k) * n, 1, n, j->eps, j->mean + r + k, j->rstd + r + k);
+        for (int k = 0; k < nr; k++) {
+            const float *px = j->x + (r + k) * n;
+            float *py = j->y + (r + k) * n;
+            const float m = j->mean[r + k], s = j->rstd[r + k];
+            for (int i = 0; i < n; i++)
+                py[i] = (px[i] - m) * s * j->scale[i] + j->shift[i];
         }
-        v /= (float)n;
-        const float s = 1.0f / sqrtf(v + j->eps);
-        for (int i = 0; i < n; i++)
-            py[i] = (px[i] - m) * s * j->scale[i] + j->shift[i];
-        j->mean[r] = m;
-        j->rstd[r] = s;
     }
 }
 
@@ -652,6 +684,33 @@ typedef struct {
     int n;
 } layernorm_backward_args;
 
+/* dn_mean and dn_norm_mean (the means of dy * scale and of that times the
+ * normalised x) of nr <= LN_ROWS rows at r, interleaved as in the forward */
+LN_SCALAR_ILP
+static void layernorm_backward_stats(const layernorm_backward_args *j, int64_t r, int nr, float *dn_mean,
+                                            float *dn_norm_mean)
+{
+    const int n = j->n;
+    const float *px = j->x + r * n, *pd = j->dy + r * n;
+    float m[LN_ROWS], s[LN_ROWS], a[LN_ROWS], b[LN_ROWS];
+    for (int k = 0; k < nr; k++) {
+        m[k] = j->mean[r + k];
+        s[k] = j->rstd[r + k];
+        a[k] = b[k] = 0.0f;
+    }
+    for (int i = 0; i < n; i++)
+        for (int k = 0; k < nr; k++) {
+            const float norm = (px[(int64_t)k * n + i] - m[k]) * s[k];
+            const float dn = pd[(int64_t)k * n + i] * j->scale[i];
+            a[k] += dn;
+            b[k] += dn * norm;
+        }
+    for (int k = 0; k < nr; k++) {
+        dn_mean[k] = a[k] / (float)n;
+        dn_norm_mean[k] = b[k] / (float)n;
+    }
+}
+
 /* rows r0..r1 of gx */
 TG_TARGET_CLONES
 static void layernorm_backward_range(void *ctx, int64_t r0, int64_t r1)
@@ -659,22 +718,22 @@ static void layernorm_backward_range(void *ctx, int64_t r0, int64_t r1)
     const layernorm_backward_args *j = ctx;
     const int n = j->n;
     const float *scale = j->scale;
-    for (int64_t r = r0; r < r1; r++) {
-        const float *px = j->x + r * n, *pd = j->dy + r * n;
-        const float m = j->mean[r], s = j->rstd[r];
-        float dn_mean = 0.0f, dn_norm_mean = 0.0f;
-        for (int i = 0; i < n; i++) {
-            const float norm = (px[i] - m) * s;
-            const float dn = pd[i] * scale[i];
-            dn_mean += dn;
-            dn_norm_mean += dn * norm;
-        }
-        dn_mean /= (float)n;
-        dn_norm_mean /= (float)n;
-        float *pg = j->gx + r * n;
-        for (int i = 0; i < n; i++) {
-            const float norm = (px[i] - m) * s;
-            pg[i] += s * (pd[i] * scale[i] - dn_mean - norm * dn_norm_mean);
+    for (int64_t r = r0; r < r1; r += LN_ROWS) {
+        const int nr = r1 - r < LN_ROWS ? (int)(r1 - r) : LN_ROWS;
+        float dn_mean[LN_ROWS], dn_norm_mean[LN_ROWS];
+        if (nr == LN_ROWS)
+            layernorm_backward_stats(j, r, LN_ROWS, dn_mean, dn_norm_mean);
+        else
+            for (int k = 0; k < nr; k++)
+                layernorm_backward_stats(j, r + k, 1, dn_mean + k, dn_norm_mean + k);
+        for (int k = 0; k < nr; k++) {
+            const float *px = j->x + (r + k) * n, *pd = j->dy + (r + k) * n;
+            const float m = j->mean[r + k], s = j->rstd[r + k];
+            float *pg = j->gx + (r + k) * n;
+            for (int i = 0; i < n; i++) {
+                const float norm = (px[i] - m) * s;
+                pg[i] += s * (pd[i] * scale[i] - dn_mean[k] - norm * dn_norm_mean[k]);
+            }
         }
     }
 }
