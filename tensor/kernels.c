@@ -1,5 +1,17 @@
 /* tensor/kernels.c — elementwise, broadcast, row-wise and permute kernels.
  * (gemm lives in tensor/gemm.c.) */
+
+/* GCC, by default, assumes a float operation may trap and so will not
+ * evaluate both sides of a select: the range clamps of tg_fast_expf get
+ * jump-threaded into constant paths whose products overflow, and the AVX2
+ * clones of every loop using expf/tanhf/GELU stay scalar (AVX-512's masks
+ * hide it). This changes no value: the same IEEE operations, in the same
+ * order; only the floating-point exception flags, which nothing reads, may
+ * be raised differently. Not -ffast-math. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("no-trapping-math")
+#endif
+
 #include "kernels.h"
 
 #include "fastmath.h"
