@@ -142,30 +142,37 @@ static void sdpa_backward(tg_node *n)
  * scale, max, exp, sum and normalise over j <= i (as tg_softmax's rows),
  * dropout, and out[i0:i1] = dropout(P) v[0:i1]. */
 
+/* a row length rounded up to whole vectors of the row helpers */
+static inline int lanes_up(int n) { return (n + TG_ROW_LANES - 1) / TG_ROW_LANES * TG_ROW_LANES; }
+
 TG_TARGET_CLONES
 static void attn_forward_heads(void *vctx, int64_t h0, int64_t h1)
 {
     const attn_job *j = vctx;
-    const int T = j->T, hd = j->hd;
+    const int T = j->T, hd = j->hd, ns = lanes_up(T); /* S's row stride */
     const int64_t ld = j->ld;
-    float *S = tg_k_scratch(TG_SCRATCH_ATTN_0, (size_t)BLK * T);
+    float *S = tg_k_scratch(TG_SCRATCH_ATTN_0, (size_t)BLK * ns);
     for (int64_t h = h0; h < h1; h++) {
         const int64_t off = head_offset(j, h);
         const float *q = j->q + off, *k = j->k + off, *v = j->v + off;
         float *P = j->P + h * tri(T);
         for (int i0 = 0; i0 < T; i0 += BLK) {
             const int i1 = i0 + BLK < T ? i0 + BLK : T, n = i1;
-            tg_k_gemm_ld(false, true, i1 - i0, n, hd, q + i0 * ld, ld, k, ld, S, n, false);
+            tg_k_gemm_ld(false, true, i1 - i0, n, hd, q + i0 * ld, ld, k, ld, S, ns, false);
             for (int i = i0; i < i1; i++) {
-                float *s = S + (int64_t)(i - i0) * n, *p = P + tri(i);
-                for (int c = 0; c <= i; c++)
+                /* the softmax runs over whole vectors: the columns from i + 1
+                 * to np are -inf, whose exps only add zeros to the lane sums */
+                float *s = S + (int64_t)(i - i0) * ns, *p = P + tri(i);
+                const int np = lanes_up(i + 1);
+                for (int c = i + 1; c < np; c++)
+                    s[c] = -INFINITY;
+                for (int c = 0; c < np; c++)
                     s[c] *= j->scale;
-                tg_row_softmax(s, p, i + 1); /* tg_softmax's rows: the masked j > i only add zeros */
+                tg_row_softmax(s, np); /* tg_softmax's rows: the masked j > i only add zeros */
+                memcpy(p, s, (size_t)(i + 1) * sizeof(float));
                 const int64_t e0 = (h * T + i) * T;
                 if (j->drop)
-                    row_dropout(j, e0, p, s, i + 1);
-                else
-                    memcpy(s, p, (size_t)(i + 1) * sizeof(float));
+                    row_dropout(j, e0, NULL, s, i + 1);
                 for (int c = i + 1; c < n; c++)
                     s[c] = 0.0f;
                 if (j->weights) {
@@ -174,7 +181,7 @@ static void attn_forward_heads(void *vctx, int64_t h0, int64_t h1)
                     memset(w + i + 1, 0, (size_t)(T - i - 1) * sizeof(float));
                 }
             }
-            tg_k_gemm_ld(false, false, i1 - i0, hd, n, S, n, v, ld, j->out + off + i0 * ld, ld, false);
+            tg_k_gemm_ld(false, false, i1 - i0, hd, n, S, ns, v, ld, j->out + off + i0 * ld, ld, false);
         }
     }
 }

@@ -341,8 +341,9 @@ void tg_k_gelu_with_grad(int64_t n, const float *u, float *a, float *g)
  * in tensor/rowmath.h's lane sums (the fused attention's rows share them). */
 TG_ROW void softmax_row(const float *restrict px, float *restrict py, int n, bool log)
 {
-    if (!log) {
-        tg_row_softmax(px, py, n);
+    if (!log) { /* in place on a copy: the very code of the fused attention's rows */
+        memcpy(py, px, (size_t)n * sizeof(float));
+        tg_row_softmax(py, n);
         return;
     }
     float sum;

@@ -16,6 +16,7 @@
 
 #include <math.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "fastmath.h"
 
@@ -28,60 +29,81 @@
 #define TG_ROW static inline
 #endif
 
-TG_ROW float tg_row_lanes_total(float acc[TG_ROW_LANES])
+/* The 16 lanes as one GNU C vector (gcc and clang): the compiler maps it to
+ * one zmm, two ymm or four xmm registers; the lanes' arithmetic is the same
+ * float operations whichever it picks. */
+typedef float tg_row_vec __attribute__((vector_size(TG_ROW_LANES * sizeof(float))));
+typedef int32_t tg_row_ivec __attribute__((vector_size(TG_ROW_LANES * sizeof(float))));
+
+/* *v = x[c : c + 16], the lanes at or past n set to pad (vectors go by
+ * pointer: by value they would change the ABI between target clones) */
+TG_ROW void tg_row_load(tg_row_vec *v, const float *x, int c, int n, float pad)
 {
+    if (c + TG_ROW_LANES <= n) {
+        memcpy(v, x + c, sizeof *v);
+    } else {
+        float t[TG_ROW_LANES];
+        for (int l = 0; l < TG_ROW_LANES; l++)
+            t[l] = c + l < n ? x[c + l] : pad;
+        memcpy(v, t, sizeof *v);
+    }
+}
+
+TG_ROW float tg_row_lanes_total(const tg_row_vec *v)
+{
+    float acc[TG_ROW_LANES];
+    memcpy(acc, v, sizeof acc);
     for (int w = TG_ROW_LANES / 2; w >= 1; w /= 2)
         for (int l = 0; l < w; l++)
             acc[l] += acc[l + w];
     return acc[0];
 }
 
-/* sum of x[0:n] */
+/* sum of x[0:n]; the zeros padding the last vector change no lane (a lane
+ * starts at +0 and never becomes -0) */
 TG_ROW float tg_row_sum(const float *restrict x, int n)
 {
-    float acc[TG_ROW_LANES] = {0};
-    int c = 0;
-    for (; c + TG_ROW_LANES <= n; c += TG_ROW_LANES)
-        for (int l = 0; l < TG_ROW_LANES; l++)
-            acc[l] += x[c + l];
-    for (int l = 0; c + l < n; l++)
-        acc[l] += x[c + l];
-    return tg_row_lanes_total(acc);
+    tg_row_vec acc = {0}, v;
+    for (int c = 0; c < n; c += TG_ROW_LANES) {
+        tg_row_load(&v, x, c, n, 0.0f);
+        acc += v;
+    }
+    return tg_row_lanes_total(&acc);
 }
 
 /* sum of x[c] * y[c] over c < n */
 TG_ROW float tg_row_dot(const float *restrict x, const float *restrict y, int n)
 {
-    float acc[TG_ROW_LANES] = {0};
-    int c = 0;
-    for (; c + TG_ROW_LANES <= n; c += TG_ROW_LANES)
-        for (int l = 0; l < TG_ROW_LANES; l++)
-            acc[l] += x[c + l] * y[c + l];
-    for (int l = 0; c + l < n; l++)
-        acc[l] += x[c + l] * y[c + l];
-    return tg_row_lanes_total(acc);
+    tg_row_vec acc = {0}, vx, vy;
+    for (int c = 0; c < n; c += TG_ROW_LANES) {
+        tg_row_load(&vx, x, c, n, 0.0f);
+        tg_row_load(&vy, y, c, n, 0.0f);
+        acc += vx * vy;
+    }
+    return tg_row_lanes_total(&acc);
 }
 
-/* max of x[0:n] (NaNs skipped), -inf for n = 0: exact in any order */
+/* max of x[0:n] (NaNs skipped: x > m is false, m stays), -inf for n = 0:
+ * exact in any order */
 TG_ROW float tg_row_max(const float *restrict x, int n)
 {
-    float acc[TG_ROW_LANES];
-    for (int l = 0; l < TG_ROW_LANES; l++)
-        acc[l] = -INFINITY;
-    int c = 0;
-    for (; c + TG_ROW_LANES <= n; c += TG_ROW_LANES)
-        for (int l = 0; l < TG_ROW_LANES; l++)
-            acc[l] = x[c + l] > acc[l] ? x[c + l] : acc[l];
-    for (int l = 0; c + l < n; l++)
-        acc[l] = x[c + l] > acc[l] ? x[c + l] : acc[l];
+    tg_row_vec acc = {0}, v;
+    acc -= INFINITY;
+    for (int c = 0; c < n; c += TG_ROW_LANES) {
+        tg_row_load(&v, x, c, n, -INFINITY);
+        const tg_row_ivec gt = v > acc;
+        acc = (tg_row_vec)(((tg_row_ivec)v & gt) | ((tg_row_ivec)acc & ~gt));
+    }
+    float m[TG_ROW_LANES];
+    memcpy(m, &acc, sizeof m);
     for (int w = TG_ROW_LANES / 2; w >= 1; w /= 2)
         for (int l = 0; l < w; l++)
-            acc[l] = acc[l + w] > acc[l] ? acc[l + w] : acc[l];
-    return acc[0];
+            m[l] = m[l + w] > m[l] ? m[l + w] : m[l];
+    return m[0];
 }
 
 /* y = exp(x - max), *sum = their sum; returns the max (0 for an all -inf
- * row, whose exps are 0s: softmax's 0/0 = nan then, as torch's). */
+ * row). log_softmax's rows. */
 TG_ROW float tg_row_softmax_exp(const float *restrict x, float *restrict y, int n, float *sum)
 {
     float mx = tg_row_max(x, n);
@@ -93,12 +115,15 @@ TG_ROW float tg_row_softmax_exp(const float *restrict x, float *restrict y, int 
     return mx;
 }
 
-/* y = softmax(x) over the row */
-TG_ROW void tg_row_softmax(const float *restrict x, float *restrict y, int n)
+/* y = softmax(y) over the row, in place */
+TG_ROW void tg_row_softmax(float *y, int n)
 {
-    float sum;
-    tg_row_softmax_exp(x, y, n, &sum);
-    const float inv = 1.0f / sum;
+    float mx = tg_row_max(y, n);
+    if (mx == -INFINITY)
+        mx = 0.0f; /* an all -inf row: exps of 0, 0/0 = nan as torch */
+    for (int c = 0; c < n; c++)
+        y[c] = tg_fast_expf(y[c] - mx);
+    const float inv = 1.0f / tg_row_sum(y, n);
     for (int c = 0; c < n; c++)
         y[c] *= inv;
 }
