@@ -194,18 +194,22 @@ void tg_k_binary_backward(tg_binop op, int which, const tg_bcast *bc, const floa
 /* ---------------------------------------------------------------- elementwise */
 
 /* GELU, tanh form (torch's approximate='tanh'), and its derivative as
- * torch's GeluBackward writes it; every GELU kernel goes through these. */
+ * torch's GeluBackward writes it, both from the one t = tanh(inner) (so a
+ * pass that needs both computes one tanh); every GELU kernel goes through
+ * these. */
 #define GELU_BETA 0.7978845608028654f /* sqrt(2/pi) */
 #define GELU_KAPPA 0.044715f
-static inline float gelu(float v) { return 0.5f * v * (1.0f + tg_fast_tanhf(GELU_BETA * (v + GELU_KAPPA * v * v * v))); }
-static inline float gelu_grad(float v)
+static inline float gelu_tanh(float v) { return tg_fast_tanhf(GELU_BETA * (v + GELU_KAPPA * v * v * v)); }
+static inline float gelu_of(float v, float t) { return 0.5f * v * (1.0f + t); }
+static inline float gelu_grad_of(float v, float t)
 {
     const float v2 = v * v;
-    const float t = tg_fast_tanhf(GELU_BETA * (v + GELU_KAPPA * v2 * v));
     const float left_d = 0.5f * (1.0f + t);
     const float right_d = 0.5f * v * (1.0f - t * t) * GELU_BETA * (1.0f + 3.0f * GELU_KAPPA * v2);
     return left_d + right_d;
 }
+static inline float gelu(float v) { return gelu_of(v, gelu_tanh(v)); }
+static inline float gelu_grad(float v) { return gelu_grad_of(v, gelu_tanh(v)); }
 
 static inline float pow_fwd(float x, float s) { return s == 2.0f ? x * x : powf(x, s); }
 
@@ -323,9 +327,9 @@ static void gelu_with_grad_range(void *ctx, int64_t i0, int64_t i1)
 {
     const gelu_with_grad_args *j = ctx;
     for (int64_t i = i0; i < i1; i++) {
-        const float v = j->u[i];
-        j->a[i] = gelu(v);
-        j->g[i] = j->g[i] * gelu_grad(v);
+        const float v = j->u[i], t = gelu_tanh(v);
+        j->a[i] = gelu_of(v, t);
+        j->g[i] = j->g[i] * gelu_grad_of(v, t);
     }
 }
 

@@ -300,6 +300,46 @@ START_TEST(test_concurrent_user_threads)
 }
 END_TEST
 
+/* GELU's derivative against the exact one of its tanh form, in double, on
+ * a dense grid of [-8, 8]; and the feed-forward's one-pass kernel (one tanh
+ * for gelu and gelu') against the forward and the in-place backward. */
+static double gelu_grad_ref(double x)
+{
+    const double b = sqrt(2.0 / M_PI), k = 0.044715, t = tanh(b * (x + k * x * x * x));
+    return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * b * (1.0 + 3.0 * k * x * x);
+}
+
+START_TEST(test_gelu_grad_and_one_pass)
+{
+    enum { N = 160001 };
+    float *u = malloc(N * sizeof *u), *a = malloc(N * sizeof *a), *g = malloc(N * sizeof *g);
+    float *a_ref = malloc(N * sizeof *a_ref), *g_ref = malloc(N * sizeof *g_ref);
+    for (int i = 0; i < N; i++) {
+        u[i] = -8.0f + 16.0f * (float)i / (float)(N - 1);
+        g_ref[i] = g[i] = 1.0f;
+    }
+    tg_k_gelu_backward_inplace(N, u, g_ref);
+    double worst = 0.0;
+    for (int i = 0; i < N; i++) {
+        const double want = gelu_grad_ref(u[i]), err = fabs(g_ref[i] - want) / (1.0 + fabs(want));
+        worst = err > worst ? err : worst;
+    }
+    ck_assert_msg(worst < 1e-6, "gelu' off by %.3g (relative to 1 + |gelu'|) from the exact derivative", worst);
+    for (int i = 0; i < N; i++)
+        g_ref[i] = g[i] = (float)(i % 7) - 3.0f;
+    tg_k_unary(TG_UN_GELU, N, u, 0.0f, a_ref);
+    tg_k_gelu_backward_inplace(N, u, g_ref);
+    tg_k_gelu_with_grad(N, u, a, g);
+    ck_assert(memcmp(a, a_ref, N * sizeof *a) == 0);
+    ck_assert(memcmp(g, g_ref, N * sizeof *g) == 0);
+    free(u);
+    free(a);
+    free(g);
+    free(a_ref);
+    free(g_ref);
+}
+END_TEST
+
 static Suite *kernels_suite(void)
 {
     Suite *s = suite_create("kernels");
@@ -313,6 +353,7 @@ static Suite *kernels_suite(void)
     tcase_add_test(tc, test_threads_bit_identical);
     tcase_add_test(tc, test_sums_match_torch_exactly);
     tcase_add_test(tc, test_concurrent_user_threads);
+    tcase_add_test(tc, test_gelu_grad_and_one_pass);
     suite_add_tcase(s, tc);
     return s;
 }
