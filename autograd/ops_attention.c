@@ -11,9 +11,10 @@
  * every gemm sums over the same k in the same order (tg_k_gemm_ld's
  * contract), the masked half only ever adds zeros there, so it is skipped,
  * and the row arithmetic is the composed kernels' own. The dropout mask is
- * drawn first, one bit per element of the full (..., T, T) tensor in
- * row-major order (masked half included), so the generator advances exactly
- * as tg_dropout's would; the heads then run in parallel.
+ * one bit per element of the full (..., T, T) tensor in row-major order
+ * (masked half included), so the generator advances exactly as tg_dropout's
+ * would; it is drawn head by head while the heads already drawn run in
+ * parallel (draw_bits_through).
  *
  * Saved for backward: P's lower triangle (T(T+1)/2 floats per head) and the
  * 1-bit mask; the composed form keeps six (T, T) tensors and their grads.
@@ -40,6 +41,18 @@ typedef struct {
     bool drop;
 } attn_job;
 
+/* The forward's job: the bits are drawn as the heads need them, in order, by
+ * one drawer at a time (whichever thread waits for them). */
+typedef struct {
+    const attn_job *j;
+    int64_t heads;
+    tg_generator *g;         /* NULL: nothing to draw */
+    uint64_t *bits;          /* j->bits, writable */
+    double keep_p;
+    int64_t drawn;           /* elements drawn so far (atomic; a multiple of 64 until all are) */
+    int drawing;             /* atomic flag: a thread is drawing */
+} attn_forward_job;
+
 static inline int64_t tri(int i) { return (int64_t)i * (i + 1) / 2; }
 
 /* where head h (of batch h / H, head h % H) starts in q, k, v and out */
@@ -58,6 +71,36 @@ static inline void row_dropout(const attn_job *j, int64_t e0, const float *x, fl
         tg_row_dropout(j->bits, e0, j->keep_scale, x, y, n);
     else
         tg_row_dropout_inplace(j->bits, e0, j->keep_scale, y, n);
+}
+
+/* Returns once the bits of heads 0..h are drawn. The generator's draws are
+ * one sequence (mt19937 has no cheap skip-ahead), so a waiting thread draws
+ * the next head's worth itself, if no other thread is drawing, while the
+ * others compute the heads already drawn. Each draw starts and ends on a
+ * 64-element word boundary (or at the end), so no word is written while
+ * another thread reads it; the draws in pieces are the same words of the
+ * generator as tg_random_bits over the whole tensor. */
+static void draw_bits_through(attn_forward_job *f, int64_t h)
+{
+    if (!f->g)
+        return;
+    const int64_t TT = (int64_t)f->j->T * f->j->T, total = f->heads * TT, need = (h + 1) * TT;
+    while (__atomic_load_n(&f->drawn, __ATOMIC_ACQUIRE) < need) {
+        if (__atomic_exchange_n(&f->drawing, 1, __ATOMIC_ACQUIRE)) {
+#if defined(__x86_64__) || defined(__i386__)
+            __builtin_ia32_pause();
+#endif
+            continue;
+        }
+        const int64_t a = __atomic_load_n(&f->drawn, __ATOMIC_RELAXED);
+        if (a < need) {
+            int64_t b = (a + TT + 63) / 64 * 64;
+            b = b < total ? b : total;
+            tg_random_bits(f->g, b - a, f->keep_p, f->bits + a / 64);
+            __atomic_store_n(&f->drawn, b, __ATOMIC_RELEASE);
+        }
+        __atomic_store_n(&f->drawing, 0, __ATOMIC_RELEASE);
+    }
 }
 
 /* ---------------------------------------------------------------- backward
@@ -148,7 +191,8 @@ static inline int lanes_up(int n) { return (n + TG_ROW_LANES - 1) / TG_ROW_LANES
 TG_TARGET_CLONES
 static void attn_forward_heads(void *vctx, int64_t h0, int64_t h1)
 {
-    const attn_job *j = vctx;
+    attn_forward_job *f = vctx;
+    const attn_job *j = f->j;
     const int T = j->T, hd = j->hd, ns = lanes_up(T); /* S's row stride */
     const int64_t ld = j->ld;
     float *S = tg_k_scratch(TG_SCRATCH_ATTN_0, (size_t)BLK * ns);
@@ -156,6 +200,7 @@ static void attn_forward_heads(void *vctx, int64_t h0, int64_t h1)
         const int64_t off = head_offset(j, h);
         const float *q = j->q + off, *k = j->k + off, *v = j->v + off;
         float *P = j->P + h * tri(T);
+        draw_bits_through(f, h);
         for (int i0 = 0; i0 < T; i0 += BLK) {
             const int i1 = i0 + BLK < T ? i0 + BLK : T, n = i1;
             tg_k_gemm_ld(false, true, i1 - i0, n, hd, q + i0 * ld, ld, k, ld, S, ns, false);
@@ -221,19 +266,20 @@ static tg_tensor *sdpa(const char *op, tg_tensor *q, tg_tensor *k, tg_tensor *v,
                   .T = T, .hd = hd, .H = H, .ld = (int64_t)H * hd,
                   .scale = hd ? (float)(1.0 / sqrt((double)hd)) : 1.0f};
     const bool drop = train && dropout_p > 0.0f;
+    attn_forward_job f = {.j = &j, .heads = heads};
     if (heads > 0) {
         j.drop = drop;
         if (drop && dropout_p < 1.0f) {
             tg_check_ptr(op, g, "generator");
             const int64_t n = heads * T * T;
             uint64_t *bits = tg_tape_alloc((size_t)((n + 63) / 64) * sizeof *bits);
-            const double keep_p = 1.0 - (double)dropout_p;
-            tg_random_bits(g, n, keep_p, bits);
-            j.bits = bits;
-            j.keep_scale = 1.0f / (float)keep_p;
+            f.keep_p = 1.0 - (double)dropout_p;
+            f.g = g; /* drawn by attn_forward_heads, head by head */
+            j.bits = f.bits = bits;
+            j.keep_scale = 1.0f / (float)f.keep_p;
         }
         j.P = tg_tape_alloc((size_t)(heads * tri(T)) * sizeof(float));
-        tg_parallel_for(heads, 1, attn_forward_heads, &j);
+        tg_parallel_for(heads, 1, attn_forward_heads, &f);
     } else if (out->numel > 0) {
         memset(out->data, 0, (size_t)out->numel * sizeof(float)); /* T = 0 or hd = 0: nothing to sum */
     }
