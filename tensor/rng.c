@@ -325,9 +325,10 @@ static void bits_block(const uint32_t *restrict s, int64_t k0, int64_t take, uin
         bits[(k0 + k) >> 6] |= (uint64_t)keep_draw(s, k, threshold) << ((k0 + k) & 63);
 }
 
-/* The same with AVX-512, 8 elements (16 words) per vector at any bit offset:
+/* The same with AVX-512 at any bit offset, 8 draws (16 words) per vector:
  * temper 16 lanes, swap the halves of each 64-bit lane (the first word is
- * the high one), keep 53 bits, one unsigned compare gives 8 keep bits. */
+ * the high one), keep 53 bits, one unsigned compare gives 8 keep bits; two
+ * vectors a step while 16 draws are left. */
 #ifdef RNG_X86
 #define RNG_AVX512 __attribute__((target("avx512f")))
 
@@ -339,20 +340,36 @@ static inline RNG_AVX512 __m512i temper16(__m512i y)
     return _mm512_xor_si512(y, _mm512_srli_epi32(y, 18));
 }
 
+/* the 53-bit values (first << 32 | second) of 8 tempered pairs */
+static inline RNG_AVX512 __m512i draws8(__m512i words)
+{
+    const __m512i low53 = _mm512_set1_epi64((long long)((1ull << 53) - 1));
+    return _mm512_and_si512(_mm512_ror_epi64(temper16(words), 32), low53);
+}
+
 RNG_AVX512 static void bits_block_avx512(const uint32_t *s, int64_t k0, int64_t take, uint64_t threshold,
                                          uint64_t *bits)
 {
     const __m512i th = _mm512_set1_epi64((long long)threshold);
-    const __m512i low53 = _mm512_set1_epi64((long long)((1ull << 53) - 1));
-    int64_t wi = k0 >> 6;
+    int64_t wi = k0 >> 6, k = 0;
     uint64_t acc = 0; /* the bits of word wi drawn so far */
-    for (int64_t k = 0; k < take; k += 8) {
+    for (; k + 16 <= take; k += 16) { /* 16 draws from two vectors */
+        const __mmask8 lo = _mm512_cmplt_epu64_mask(draws8(_mm512_loadu_si512(s + 2 * k)), th);
+        const __mmask8 hi = _mm512_cmplt_epu64_mask(draws8(_mm512_loadu_si512(s + 2 * k + 16)), th);
+        const uint64_t keep = _cvtmask16_u32(_mm512_kunpackb(hi, lo));
+        const int off = (int)((k0 + k) & 63);
+        acc |= keep << off;
+        if (off + 16 >= 64) { /* word wi is complete; the rest starts wi + 1 */
+            bits[wi++] |= acc;
+            acc = keep >> (64 - off);
+        }
+    }
+    for (; k < take; k += 8) { /* the last < 16, by masked loads */
         const int cnt = take - k < 8 ? (int)(take - k) : 8, off = (int)((k0 + k) & 63);
-        const __m512i w = temper16(_mm512_maskz_loadu_epi32((__mmask16)((1u << (2 * cnt)) - 1u), s + 2 * k));
-        const __m512i m = _mm512_and_si512(_mm512_ror_epi64(w, 32), low53);
+        const __m512i m = draws8(_mm512_maskz_loadu_epi32((__mmask16)((1u << (2 * cnt)) - 1u), s + 2 * k));
         const uint64_t keep = _mm512_mask_cmplt_epu64_mask((__mmask8)((1u << cnt) - 1u), m, th);
         acc |= keep << off;
-        if (off + cnt >= 64) { /* word wi is complete; the rest starts wi + 1 */
+        if (off + cnt >= 64) {
             bits[wi++] |= acc;
             acc = keep >> (64 - off);
         }
