@@ -36,14 +36,17 @@
  *       struct: no field is y in the forward and gx in the backward);
  *   TG_TARGET_CLONES
  *   static void X_range(void *ctx, int64_t i0, int64_t i1) { ... }
- *       the whole loop body, over items [i0, i1) (elements, rows, ...);
+ *       the whole loop body, over items [i0, i1) (elements, rows, ...),
+ *       multi-versioned when it has loops of its own to vectorise (not
+ *       when it only calls gemm, as matmul's batch ranges do);
  *   void tg_k_X(...) { X_args a = {...}; tg_parallel_for(n, min, X_range, &a); }
  *       the entry: fills the struct and hands the range to the pool, which
  *       runs it inline when the work is small. There is no serial twin: a
  *       caller that must not split (a broadcast gradient, where two ranges
  *       would add into one place) calls X_range(&a, 0, n) itself. */
-/* Runs fn(ctx, i0, i1) over [0, n) split into contiguous chunks, one per
- * thread; runs inline when n is below min_chunk * 2 or one thread is set. */
+/* Runs fn(ctx, i0, i1) over [0, n) split into contiguous chunks of at
+ * least min_chunk items, a few per thread, claimed as threads come free;
+ * runs inline when n is below min_chunk * 2 or one thread is set. */
 typedef void (*tg_range_fn)(void *ctx, int64_t i0, int64_t i1);
 void tg_parallel_for(int64_t n, int64_t min_chunk, tg_range_fn fn, void *ctx);
 /* True inside a tg_parallel_for chunk (where a nested one runs inline). */
