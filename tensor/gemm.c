@@ -16,10 +16,12 @@
  * Summation order: every element of C sums its K block of KC products in
  * order, from zero, then adds the block to C. Threads only split the rows
  * and columns of C, so the result is the same bit for bit for any thread
- * count. Threads pack the shared B block together, then each takes tasks of
- * (MC rows x a range of B panels) and packs its own A block. Pack buffers
- * are thread-local (A) or owned by the caller (B), grown once and then
- * reused, so a warm training step allocates nothing here.
+ * count. op(B)'s block is packed first (by the threads together), then each
+ * MC block of op(A) just before it is used (while it is in L2), by the
+ * thread that takes it. When there are too few row blocks to share out, the
+ * threads split the panels too, and pack all of op(A)'s block together
+ * first, so that nothing is packed twice. Pack buffers are scratch, grown
+ * once and then reused, so a warm training step allocates nothing here.
  */
 #include "kernels.h"
 
@@ -38,8 +40,13 @@
 
 /* ---------------------------------------------------------------- the kernel table
  * kernel: C[mr x nr] = (add ? C : 0) + sum over k < kc of ap[k*MR + r] * bp[k*NR + x]
- * pack_a: ap[k*MR + r] = op(A)[i0 + r, p0 + k] for r < h, zero for h <= r < MR
- * pack_b: bp[k*NR + x] = op(B)[p0 + k, j0 + x] for x < w, zero for w <= x < NR */
+ * pack_a: the h rows i0.. of op(A) as ceil(h / MR) panels, panel q at ap + q*MR*kc:
+ *         ap[q*MR*kc + k*MR + r] = op(A)[i0 + q*MR + r, p0 + k], zero past row h
+ * pack_b: the w columns j0.. of op(B) as ceil(w / NR) panels, panel q at bp + q*NR*kc:
+ *         bp[q*NR*kc + k*NR + x] = op(B)[p0 + k, j0 + q*NR + x], zero past column w
+ * An operand whose rows of one k are contiguous in memory (A when ta, B when
+ * !tb) is read a whole row of the block at a time, k outermost, so the reads
+ * stream through memory instead of taking a few floats from each row. */
 typedef struct {
     const float *A, *B;
     int M, N, K;
@@ -57,52 +64,55 @@ typedef struct {
 
 /* ---------------------------------------------------------------- portable packing */
 
-static void pack_a_any(const gemm_args *g, int i0, int h, int p0, int kc, float *ap, int MR)
+/* The rows of one k contiguous (A when ta, B when !tb): k outermost, each
+ * row's n floats dealt out to the panels, P floats to a panel. */
+static void pack_rows_any(const float *src, int64_t ld, int n, int kc, float *dst, int P)
 {
-    if (g->ta) { /* A stored [K,M]: the rows of one k are contiguous */
-        for (int k = 0; k < kc; k++) {
-            const float *src = g->A + (p0 + k) * g->lda + i0;
-            float *d = ap + k * MR;
-            for (int r = 0; r < h; r++)
-                d[r] = src[r];
-            for (int r = h; r < MR; r++)
-                d[r] = 0.0f;
-        }
-    } else {
-        for (int r = 0; r < h; r++) {
-            const float *src = g->A + (i0 + r) * g->lda + p0;
-            for (int k = 0; k < kc; k++)
-                ap[k * MR + r] = src[k];
-        }
-        for (int r = h; r < MR; r++)
-            for (int k = 0; k < kc; k++)
-                ap[k * MR + r] = 0.0f;
-    }
-}
-
-static void pack_b_any(const gemm_args *g, int j0, int w, int p0, int kc, float *bp, int NR)
-{
-    if (!g->tb) {
-        for (int k = 0; k < kc; k++) {
-            float *d = bp + k * NR;
-            memcpy(d, g->B + (p0 + k) * g->ldb + j0, (size_t)w * sizeof(float));
-            for (int x = w; x < NR; x++)
+    for (int k = 0; k < kc; k++) {
+        const float *s = src + k * ld;
+        for (int x0 = 0; x0 < n; x0 += P) {
+            float *d = dst + (int64_t)x0 * kc + k * P;
+            const int w = n - x0 < P ? n - x0 : P;
+            memcpy(d, s + x0, (size_t)w * sizeof(float));
+            for (int x = w; x < P; x++)
                 d[x] = 0.0f;
         }
-    } else { /* B stored [N,K]: read each of its rows contiguously */
-        for (int x = 0; x < w; x++) {
-            const float *src = g->B + (j0 + x) * g->ldb + p0;
-            for (int k = 0; k < kc; k++)
-                bp[k * NR + x] = src[k];
-        }
-        for (int x = w; x < NR; x++)
-            for (int k = 0; k < kc; k++)
-                bp[k * NR + x] = 0.0f;
     }
 }
 
-static void pack_a_6(const gemm_args *g, int i0, int h, int p0, int kc, float *ap) { pack_a_any(g, i0, h, p0, kc, ap, 6); }
-static void pack_b_16(const gemm_args *g, int j0, int w, int p0, int kc, float *bp) { pack_b_any(g, j0, w, p0, kc, bp, 16); }
+/* The other layout: each panel's rows are contiguous in k (row x at src + x*ld). */
+static void pack_cols_any(const float *src, int64_t ld, int n, int kc, float *dst, int P)
+{
+    for (int x0 = 0; x0 < n; x0 += P) {
+        float *d = dst + (int64_t)x0 * kc;
+        const int w = n - x0 < P ? n - x0 : P;
+        for (int x = 0; x < w; x++) {
+            const float *s = src + (x0 + x) * ld;
+            for (int k = 0; k < kc; k++)
+                d[k * P + x] = s[k];
+        }
+        for (int x = w; x < P; x++)
+            for (int k = 0; k < kc; k++)
+                d[k * P + x] = 0.0f;
+    }
+}
+
+static void pack_a_6(const gemm_args *g, int i0, int h, int p0, int kc, float *ap)
+{
+    if (g->ta) /* A stored [K,M] */
+        pack_rows_any(g->A + p0 * g->lda + i0, g->lda, h, kc, ap, 6);
+    else
+        pack_cols_any(g->A + i0 * g->lda + p0, g->lda, h, kc, ap, 6);
+}
+
+static void pack_b_16(const gemm_args *g, int j0, int w, int p0, int kc, float *bp)
+{
+    if (!g->tb)
+        pack_rows_any(g->B + p0 * g->ldb + j0, g->ldb, w, kc, bp, 16);
+    else /* B stored [N,K] */
+        pack_cols_any(g->B + j0 * g->ldb + p0, g->ldb, w, kc, bp, 16);
+}
+
 
 /* ---------------------------------------------------------------- generic 6 x 16 */
 
@@ -222,29 +232,39 @@ static AVX512 void pack_transposed(const float *src, int64_t ss, int rows, int k
 
 static AVX512 void pack_a_avx512(const gemm_args *g, int i0, int h, int p0, int kc, float *ap)
 {
-    if (g->ta) {
-        const __mmask16 m = lanes(h);
-        for (int k = 0; k < kc; k++)
-            _mm512_mask_storeu_ps(ap + k * MR_MAX, lanes(MR_MAX),
-                                  _mm512_maskz_loadu_ps(m, g->A + (p0 + k) * g->lda + i0));
+    if (g->ta) { /* A stored [K,M]: row k of the block, 14 floats to each panel */
+        for (int k = 0; k < kc; k++) {
+            const float *src = g->A + (p0 + k) * g->lda + i0;
+            for (int r0 = 0; r0 < h; r0 += MR_MAX)
+                _mm512_mask_storeu_ps(ap + (int64_t)r0 * kc + k * MR_MAX, lanes(MR_MAX),
+                                      _mm512_maskz_loadu_ps(lanes(h - r0 < MR_MAX ? h - r0 : MR_MAX), src + r0));
+        }
     } else {
-        pack_transposed(g->A + i0 * g->lda + p0, g->lda, h, kc, ap, MR_MAX, MR_MAX);
+        for (int r0 = 0; r0 < h; r0 += MR_MAX)
+            pack_transposed(g->A + (i0 + r0) * g->lda + p0, g->lda, h - r0 < MR_MAX ? h - r0 : MR_MAX, kc,
+                            ap + (int64_t)r0 * kc, MR_MAX, MR_MAX);
     }
 }
 
 static AVX512 void pack_b_avx512(const gemm_args *g, int j0, int w, int p0, int kc, float *bp)
 {
-    if (!g->tb) {
-        const __mmask16 m0 = lanes(w), m1 = lanes(w - 16);
+    if (!g->tb) { /* row k of the block, 32 floats to each panel */
         for (int k = 0; k < kc; k++) {
             const float *src = g->B + (p0 + k) * g->ldb + j0;
-            _mm512_store_ps(bp + k * NR_MAX, _mm512_maskz_loadu_ps(m0, src));
-            _mm512_store_ps(bp + k * NR_MAX + 16, _mm512_maskz_loadu_ps(m1, src + 16));
+            for (int x0 = 0; x0 < w; x0 += NR_MAX) {
+                float *d = bp + (int64_t)x0 * kc + k * NR_MAX;
+                _mm512_store_ps(d, _mm512_maskz_loadu_ps(lanes(w - x0), src + x0));
+                _mm512_store_ps(d + 16, _mm512_maskz_loadu_ps(lanes(w - x0 - 16), src + x0 + 16));
+            }
         }
     } else {
-        const float *src = g->B + j0 * g->ldb + p0;
-        pack_transposed(src, g->ldb, w < 16 ? w : 16, kc, bp, NR_MAX, 16);
-        pack_transposed(src + 16 * g->ldb, g->ldb, w - 16, kc, bp + 16, NR_MAX, 16);
+        for (int x0 = 0; x0 < w; x0 += NR_MAX) {
+            const float *src = g->B + (j0 + x0) * g->ldb + p0;
+            const int n = w - x0 < NR_MAX ? w - x0 : NR_MAX;
+            float *d = bp + (int64_t)x0 * kc;
+            pack_transposed(src, g->ldb, n < 16 ? n : 16, kc, d, NR_MAX, 16);
+            pack_transposed(src + 16 * g->ldb, g->ldb, n - 16, kc, d + 16, NR_MAX, 16);
+        }
     }
 }
 
@@ -275,6 +295,11 @@ static AVX512 void kernel_avx512(int kc, const float *restrict ap, const float *
     __m512 c40 = c00, c41 = c00, c50 = c00, c51 = c00, c60 = c00, c61 = c00, c70 = c00, c71 = c00;
     __m512 c80 = c00, c81 = c00, c90 = c00, c91 = c00, c100 = c00, c101 = c00, c110 = c00, c111 = c00;
     __m512 c120 = c00, c121 = c00, c130 = c00, c131 = c00;
+    for (int r = 0; r < mr; r++) { /* the tile of C, in cache by the time it is stored */
+        _mm_prefetch((const char *)(c + r * ldc), _MM_HINT_T0);
+        _mm_prefetch((const char *)(c + r * ldc + (nr > 16 ? 16 : 0)), _MM_HINT_T0);
+        _mm_prefetch((const char *)(c + r * ldc + nr - 1), _MM_HINT_T0);
+    }
     for (int k = 0; k < kc; k++) {
         const __m512 b0 = _mm512_load_ps(bp), b1 = _mm512_load_ps(bp + 16);
         _mm_prefetch((const char *)(bp + 8 * NR_MAX), _MM_HINT_T0);
@@ -394,16 +419,28 @@ typedef struct {
     bool add;            /* add to C (accumulate, or a K block after the first) */
     int jc, nc, pc, kc;  /* the current block of op(B) */
     float *bpack;
+    float *apack;        /* all of op(A)'s K block, packed by the threads together; or NULL */
     int m_blocks, n_parts, panels_per_part;
+    int a_items, b_groups; /* pack items: the A row blocks (when apack), then groups of B panels */
 } gemm_job;
 
-static void pack_b_range(void *vctx, int64_t p0, int64_t p1)
+/* panels of B per pack item when threads share the packing */
+#define B_GROUP 4
+
+/* item p: row block p of A (p < a_items), else B panels group p - a_items */
+static void pack_range(void *vctx, int64_t p0, int64_t p1)
 {
     const gemm_job *j = vctx;
-    const int nr = j->isa->nr;
+    const gemm_isa *isa = j->isa;
     for (int64_t p = p0; p < p1; p++) {
-        const int x0 = (int)p * nr, w = j->nc - x0 < nr ? j->nc - x0 : nr;
-        j->isa->pack_b(&j->g, j->jc + x0, w, j->pc, j->kc, j->bpack + (int64_t)x0 * j->kc);
+        if (p < j->a_items) {
+            const int i0 = (int)p * isa->mc, mc = j->g.M - i0 < isa->mc ? j->g.M - i0 : isa->mc;
+            isa->pack_a(&j->g, i0, mc, j->pc, j->kc, j->apack + (int64_t)i0 * j->kc);
+        } else {
+            const int x0 = (int)(p - j->a_items) * B_GROUP * isa->nr;
+            const int w = j->nc - x0 < B_GROUP * isa->nr ? j->nc - x0 : B_GROUP * isa->nr;
+            isa->pack_b(&j->g, j->jc + x0, w, j->pc, j->kc, j->bpack + (int64_t)x0 * j->kc);
+        }
     }
 }
 
@@ -413,15 +450,16 @@ static void compute_range(void *vctx, int64_t t0, int64_t t1)
     const gemm_job *j = vctx;
     const gemm_isa *isa = j->isa;
     const int MR = isa->mr, NR = isa->nr, MC = isa->mc, kc = j->kc;
-    float *ap = tg_k_scratch(TG_SCRATCH_GEMM_A, (size_t)MC * KC);
+    float *ap = j->apack ? NULL : tg_k_scratch(TG_SCRATCH_GEMM_A, (size_t)MC * KC);
     const int n_panels = (j->nc + NR - 1) / NR;
     int packed_block = -1;
     for (int64_t t = t0; t < t1; t++) {
         const int ib = (int)(t / j->n_parts), part = (int)(t % j->n_parts);
         const int i0 = ib * MC, mc = j->g.M - i0 < MC ? j->g.M - i0 : MC;
-        if (ib != packed_block) {
-            for (int r0 = 0; r0 < mc; r0 += MR)
-                isa->pack_a(&j->g, i0 + r0, mc - r0 < MR ? mc - r0 : MR, j->pc, kc, ap + (int64_t)r0 * kc);
+        if (j->apack) {
+            ap = j->apack + (int64_t)i0 * kc;
+        } else if (ib != packed_block) {
+            isa->pack_a(&j->g, i0, mc, j->pc, kc, ap);
             packed_block = ib;
         }
         const int q0 = part * j->panels_per_part;
@@ -469,9 +507,13 @@ void tg_k_gemm_ld(bool ta, bool tb, int M, int N, int K, const float *A, int64_t
         j.jc = jc;
         j.nc = N - jc < isa->nc ? N - jc : isa->nc;
         const int n_panels = (j.nc + NR - 1) / NR;
-        /* split the panels too when there are too few row blocks to share */
+        /* Threads share out whole row blocks, each packing its own A block,
+         * when there are enough of them to balance; otherwise they split the
+         * panels too, and then pack all of op(A) together first, so that no
+         * task packs what another has packed already. */
+        const bool share_a = par && j.m_blocks < 2 * threads;
         j.n_parts = 1;
-        if (par && j.m_blocks < 4 * threads) {
+        if (share_a) {
             j.n_parts = (4 * threads + j.m_blocks - 1) / j.m_blocks;
             if (j.n_parts > n_panels)
                 j.n_parts = n_panels;
@@ -485,10 +527,14 @@ void tg_k_gemm_ld(bool ta, bool tb, int M, int N, int K, const float *A, int64_t
             j.bpack = tg_k_scratch(TG_SCRATCH_GEMM_B, (size_t)n_panels * NR * KC);
             const int64_t tasks = (int64_t)j.m_blocks * j.n_parts;
             if (par) {
-                tg_parallel_for(n_panels, 4, pack_b_range, &j);
+                j.apack = share_a ? tg_k_scratch(TG_SCRATCH_GEMM_A, (size_t)j.m_blocks * MC * KC) : NULL;
+                j.a_items = share_a ? j.m_blocks : 0;
+                j.b_groups = (n_panels + B_GROUP - 1) / B_GROUP;
+                tg_parallel_for(j.a_items + j.b_groups, 1, pack_range, &j);
                 tg_parallel_for(tasks, 1, compute_range, &j);
             } else {
-                pack_b_range(&j, 0, n_panels);
+                j.apack = NULL;
+                isa->pack_b(&j.g, jc, j.nc, pc, j.kc, j.bpack);
                 compute_range(&j, 0, tasks);
             }
         }

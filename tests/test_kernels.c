@@ -86,6 +86,7 @@ START_TEST(test_gemm_blocked_shapes)
     FOR_EACH_ISA(isa) {
         check_gemm(97, 70, 300, 1);
         check_gemm(200, 65, 513, 2);
+        check_gemm(700, 70, 300, 2);
         check_gemm(64, 2050, 3, 2);
         check_gemm(29, 300, 40, 3);
     }
@@ -93,11 +94,8 @@ START_TEST(test_gemm_blocked_shapes)
 }
 END_TEST
 
-/* Threads split only rows and columns of C: the bits never depend on the
- * thread count. */
-START_TEST(test_gemm_threads_bit_identical)
+static void check_threads_bit_identical(int M, int N, int K)
 {
-    const int M = 300, N = 333, K = 600;
     tg_generator g;
     tg_manual_seed(&g, 7);
     tg_tensor *A = tg_randn(&g, TG_SHAPE(M * K)), *B = tg_randn(&g, TG_SHAPE(K * N));
@@ -120,6 +118,15 @@ START_TEST(test_gemm_threads_bit_identical)
     free(C2);
     tg_free(A);
     tg_free(B);
+}
+
+/* Threads split only rows and columns of C: the bits never depend on the
+ * thread count. M = 300 gives AVX-512 two row blocks (the threads split the
+ * panels and pack op(A) together), M = 700 five (each thread packs its own). */
+START_TEST(test_gemm_threads_bit_identical)
+{
+    for (int M = 300; M <= 700; M += 400)
+        check_threads_bit_identical(M, 333, 600);
 }
 END_TEST
 
