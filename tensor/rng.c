@@ -297,32 +297,49 @@ void tg_random_mask(tg_generator *g, int64_t n, double p, float on, float *v)
     }
 }
 
-/* bits[e / 64] bit e % 64 |= (double uniform < p) for e = k0 + k, k < take:
- * whole 64-element words go through a byte array the compiler vectorises. */
-static inline uint8_t keep_draw(const uint32_t *s, int64_t k, uint64_t threshold)
+/* bits[e / 64] bit e % 64 |= (double uniform < p) for e = k0 + k, k < take.
+ * The 53-bit compare m < threshold in 32-bit halves (m's high part is the
+ * first word's low 21 bits), a byte per draw the compiler vectorises, the
+ * bytes packed 8 at a time by one multiply (byte i's bit lands at 56 + i). */
+static inline uint8_t keep_draw(const uint32_t *s, int64_t k, uint32_t th_hi, uint32_t th_lo)
 {
-    const uint64_t hi = temper(s[2 * k]), lo = temper(s[2 * k + 1]);
-    return (((hi << 32) | lo) & ((1ull << 53) - 1)) < threshold;
+    const uint32_t hi = temper(s[2 * k]) & 0x1fffffu, lo = temper(s[2 * k + 1]);
+    return (uint8_t)((hi < th_hi) | ((hi == th_hi) & (lo < th_lo)));
+}
+
+static inline uint64_t pack_bytes(const uint8_t b[64])
+{
+    uint64_t w = 0;
+    for (int g8 = 0; g8 < 8; g8++) {
+        uint64_t x;
+        memcpy(&x, b + 8 * g8, sizeof x);
+        w |= ((x * 0x0102040810204080ull) >> 56) << (8 * g8);
+    }
+    return w;
 }
 
 TG_TARGET_CLONES
 static void bits_block(const uint32_t *restrict s, int64_t k0, int64_t take, uint64_t threshold,
                        uint64_t *restrict bits)
 {
-    int64_t k = 0;
-    for (; k < take && ((k0 + k) & 63) != 0; k++)
-        bits[(k0 + k) >> 6] |= (uint64_t)keep_draw(s, k, threshold) << ((k0 + k) & 63);
-    for (; k + 64 <= take; k += 64) {
+    const uint32_t th_hi = (uint32_t)(threshold >> 32), th_lo = (uint32_t)threshold;
+    for (int64_t k = 0; k < take; k += 64) {
+        const int cnt = take - k < 64 ? (int)(take - k) : 64, off = (int)((k0 + k) & 63);
         uint8_t b[64];
-        for (int i = 0; i < 64; i++)
-            b[i] = keep_draw(s, k + i, threshold);
-        uint64_t w = 0;
-        for (int i = 0; i < 64; i++)
-            w |= (uint64_t)b[i] << i;
-        bits[(k0 + k) >> 6] = w;
+        if (cnt == 64) {
+            for (int i = 0; i < 64; i++)
+                b[i] = keep_draw(s, k + i, th_hi, th_lo);
+        } else {
+            memset(b, 0, sizeof b);
+            for (int i = 0; i < cnt; i++)
+                b[i] = keep_draw(s, k + i, th_hi, th_lo);
+        }
+        const uint64_t w = pack_bytes(b);
+        const int64_t wi = (k0 + k) >> 6;
+        bits[wi] |= w << off;
+        if (off && off + cnt > 64)
+            bits[wi + 1] |= w >> (64 - off);
     }
-    for (; k < take; k++)
-        bits[(k0 + k) >> 6] |= (uint64_t)keep_draw(s, k, threshold) << ((k0 + k) & 63);
 }
 
 /* The same with AVX-512 at any bit offset, 8 draws (16 words) per vector:
