@@ -148,6 +148,34 @@ tg_tensor *tg_matmul(tg_tensor *a, tg_tensor *b)
     return out;
 }
 
+/* ---------------------------------------------------------------- bias gradient
+ * gb[j] += sum over rows of dy[r][j], each column in row order; columns go to
+ * the pool (kernels.h's pattern), so the bits do not depend on the threads. */
+#define BIAS_GRAD_CHUNK 32768 /* elements per thread at least */
+
+typedef struct {
+    const float *dy;
+    float *gb;
+    int rows, out;
+} bias_grad_args;
+
+TG_TARGET_CLONES
+static void bias_grad_range(void *ctx, int64_t j0, int64_t j1)
+{
+    const bias_grad_args *a = ctx;
+    for (int r = 0; r < a->rows; r++) {
+        const float *row = a->dy + (int64_t)r * a->out;
+        for (int64_t j = j0; j < j1; j++)
+            a->gb[j] += row[j];
+    }
+}
+
+static void bias_grad(float *gb, const float *dy, int rows, int out)
+{
+    bias_grad_args a = {dy, gb, rows, out};
+    tg_parallel_for(out, rows > 0 ? BIAS_GRAD_CHUNK / rows + 1 : out, bias_grad_range, &a);
+}
+
 /* ---------------------------------------------------------------- affine
  * x: (..., in), weight: (out, in), bias: (out) or NULL -> (..., out)
  * forward  y  = x @ W^T + b        (rows = numel(x) / in)
@@ -165,9 +193,7 @@ static void affine_backward(tg_node *n)
     if (gw)
         tg_k_gemm(true, false, out, in, rows, dy, x->data, gw, true);
     if (gb)
-        for (int r = 0; r < rows; r++)
-            for (int j = 0; j < out; j++)
-                gb[j] += dy[(int64_t)r * out + j];
+        bias_grad(gb, dy, rows, out);
 }
 
 tg_tensor *tg_affine(tg_tensor *x, tg_tensor *weight, tg_tensor *bias)
@@ -217,13 +243,6 @@ static void affine_into(float *y, const float *x, const tg_tensor *w, const tg_t
         for (int r = 0; r < rows; r++)
             memcpy(y + (int64_t)r * out, b->data, (size_t)out * sizeof(float));
     tg_k_gemm(false, true, rows, out, w->shape[1], x, w->data, y, b != NULL);
-}
-
-static void bias_grad(float *gb, const float *dy, int rows, int out)
-{
-    for (int r = 0; r < rows; r++)
-        for (int j = 0; j < out; j++)
-            gb[j] += dy[(int64_t)r * out + j];
 }
 
 static void feedforward_backward(tg_node *n)
