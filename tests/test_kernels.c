@@ -163,8 +163,11 @@ END_TEST
 
 /* A chain big enough that every kernel takes its threaded path (gemm row
  * blocks, the batched-matmul batch loop, elementwise ranges, softmax rows,
- * broadcast rows): the results must be bit-identical to one thread, since
- * the split never changes the arithmetic of any element. */
+ * broadcast rows, dropout, layernorm rows and columns): the results must be
+ * bit-identical to one thread, since the split never changes the arithmetic
+ * of any element. A kernel splits only when it has two chunks of work
+ * (TG_ELEM_CHUNK = 32768 elements, rows counted by their elements): at
+ * 16 x 64 rows every tensor here has at least 98304 elements. */
 typedef struct {
     float loss;
     tg_tensor *grads[4];
@@ -175,17 +178,17 @@ static chain_result run_chain(int threads)
     tg_set_num_threads(threads);
     tg_generator g;
     tg_manual_seed(&g, 7);
-    tg_tensor *x = tg_requires_grad(tg_randn(&g, TG_SHAPE(4, 64, 96)), true);
+    tg_tensor *x = tg_requires_grad(tg_randn(&g, TG_SHAPE(16, 64, 96)), true);
     tg_tensor *w = tg_requires_grad(tg_randn(&g, TG_SHAPE(192, 96)), true);
     tg_tensor *b = tg_requires_grad(tg_randn(&g, TG_SHAPE(192)), true);
     tg_tensor *scale = tg_requires_grad(tg_randn(&g, TG_SHAPE(96)), true);
-    tg_tensor *h = tg_gelu(tg_affine(x, w, b));                               /* (4,64,192) */
-    tg_tensor *q = tg_transpose(tg_view(h, TG_SHAPE(4, 64, 4, 48)), 1, 2);    /* (4,4,64,48) */
+    tg_tensor *h = tg_gelu(tg_affine(x, w, b));                               /* (16,64,192) */
+    tg_tensor *q = tg_transpose(tg_view(h, TG_SHAPE(16, 64, 4, 48)), 1, 2);   /* (16,4,64,48) */
     tg_tensor *att = tg_softmax(tg_mul_scalar(tg_matmul(q, tg_transpose(q, 2, 3)), 0.1f), -1);
-    tg_tensor *ctx = tg_matmul(tg_dropout(att, 0.1f, true, &g), q);          /* (4,4,64,48) */
-    tg_tensor *y = tg_add(tg_view(tg_transpose(ctx, 1, 2), TG_SHAPE(4, 64, 192)), h);
+    tg_tensor *ctx = tg_matmul(tg_dropout(att, 0.1f, true, &g), q);          /* (16,4,64,48) */
+    tg_tensor *y = tg_add(tg_view(tg_transpose(ctx, 1, 2), TG_SHAPE(16, 64, 192)), h);
     tg_tensor *z = tg_mul(tg_exp(tg_mul_scalar(y, 0.01f)), tg_tanh(y));
-    tg_tensor *n = tg_layernorm(tg_matmul(z, w), scale, tg_mul_scalar(scale, 0.5f), 1e-5f); /* (4,64,96) */
+    tg_tensor *n = tg_layernorm(tg_matmul(z, w), scale, tg_mul_scalar(scale, 0.5f), 1e-5f); /* (16,64,96) */
     tg_tensor *loss = tg_mean(tg_mul(n, n));
     tg_backward(loss, NULL);
     chain_result r = {loss->data[0], {x, w, b, scale}};
