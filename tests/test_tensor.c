@@ -221,6 +221,47 @@ START_TEST(test_gen_fast_paths_match_scalar_mt19937)
 }
 END_TEST
 
+/* p placed exactly at one draw's 53-bit value m (threshold m: dropped) and
+ * one above it (threshold m + 1: kept), so the compares meet an equal high
+ * word and an equal value, on both paths of tg_random_bits and in
+ * tg_random_mask. Random p hit such a tie about once in millions of draws,
+ * so the test above passes a compare of the high 21 bits alone, or <= for <. */
+START_TEST(test_gen_bits_threshold_ties)
+{
+    enum { N = 100 };
+    uint64_t bits[(N + 63) / 64];
+    float mask[N];
+    for (int path = 0; path < 2; path++) {
+        const bool was = tg_k_random_bits_portable(path == 1);
+        for (int k = 0; k < N; k += 9)
+            for (int above = 0; above < 2; above++) {
+                ref_mt r;
+                ref_mt_seed(&r, 5);
+                ref_mt peek = r;
+                for (int i = 0; i < 2 * k; i++)
+                    ref_mt_next(&peek);
+                const uint64_t hi = ref_mt_next(&peek), lo = ref_mt_next(&peek);
+                const uint64_t m = ((hi << 32) | lo) & ((1ull << 53) - 1);
+                const double p = (double)(m + (uint64_t)above) / 9007199254740992.0; /* exact */
+                tg_generator g;
+                tg_manual_seed(&g, 5);
+                tg_random_bits(&g, N, p, bits);
+                ck_assert_msg((bits[k >> 6] >> (k & 63) & 1) == (uint64_t)above,
+                              "portable=%d: draw %d with p at its value%s: kept %d", path, k, above ? " + 1" : "",
+                              (int)(bits[k >> 6] >> (k & 63) & 1));
+                for (int e = 0; e < N; e++)
+                    if ((bool)(bits[e >> 6] >> (e & 63) & 1) != ref_keep(&r, p))
+                        ck_abort_msg("portable=%d p at draw %d%s: bit %d", path, k, above ? " + 1" : "", e);
+                tg_manual_seed(&g, 5);
+                tg_random_mask(&g, N, p, 1.0f, mask);
+                ck_assert_msg(mask[k] == (float)above, "tg_random_mask: draw %d with p at its value%s", k,
+                              above ? " + 1" : "");
+            }
+        tg_k_random_bits_portable(was);
+    }
+}
+END_TEST
+
 START_TEST(test_gen_rand_sequence)
 {
     tg_generator g;
@@ -1158,6 +1199,7 @@ static Suite *tensor_suite(void)
     tcase_add_test(tc, test_gen_rand_issue_goldens);
     tcase_add_test(tc, test_gen_mt19937_reference);
     tcase_add_test(tc, test_gen_fast_paths_match_scalar_mt19937);
+    tcase_add_test(tc, test_gen_bits_threshold_ties);
     tcase_add_test(tc, test_gen_rand_sequence);
     tcase_add_test(tc, test_gen_uniform);
     tcase_add_test(tc, test_gen_randn_small_cached);
