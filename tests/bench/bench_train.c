@@ -63,8 +63,12 @@ int main(int argc, char **argv)
         else { fprintf(stderr, "bench_train: unknown flag %s\n", k); return 2; }
     }
     char err[256];
-    if (tg_gpt_config_check(&cfg, err, sizeof err) != 0 || batch < 1 || steps < 3) {
+    if (tg_gpt_config_check(&cfg, err, sizeof err) != 0) {
         fprintf(stderr, "bench_train: %s\n", err);
+        return 2;
+    }
+    if (batch < 1 || steps < 3) { /* two warm-up steps, then at least one timed */
+        fprintf(stderr, "bench_train: --batch must be >= 1 and --steps >= 3 (got %d and %d)\n", batch, steps);
         return 2;
     }
     tg_set_num_threads(threads);
