@@ -1195,6 +1195,7 @@ static Suite *tensor_suite(void)
 {
     Suite *s = suite_create("tensor");
     TCase *tc = tcase_create("generator");
+    tcase_set_timeout(tc, 60); /* the fast-path check runs thousands of twists: seconds under ASan on a loaded machine */
     tcase_add_unchecked_fixture(tc, load_goldens, close_goldens);
     tcase_add_test(tc, test_gen_rand_issue_goldens);
     tcase_add_test(tc, test_gen_mt19937_reference);
