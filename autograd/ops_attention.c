@@ -177,6 +177,9 @@ static void sdpa_backward(tg_node *n)
     j.gq = tg_grad_of(n->in[0]);
     j.gk = tg_grad_of(n->in[1]);
     j.gv = tg_grad_of(n->in[2]);
+    tg_k_scratch_reserve(TG_SCRATCH_ATTN_0, (size_t)j.T * j.T); /* dS and Pd on every thread */
+    tg_k_scratch_reserve(TG_SCRATCH_ATTN_1, (size_t)j.T * j.T);
+    tg_k_gemm_reserve(j.T > j.hd ? j.T : j.hd);
     tg_parallel_for(n->out->numel / ((int64_t)j.T * j.hd), 1, attn_backward_heads, &j);
 }
 
@@ -279,6 +282,8 @@ static tg_tensor *sdpa(const char *op, tg_tensor *q, tg_tensor *k, tg_tensor *v,
             j.keep_scale = 1.0f / (float)f.keep_p;
         }
         j.P = tg_tape_alloc((size_t)(heads * tri(T)) * sizeof(float));
+        tg_k_scratch_reserve(TG_SCRATCH_ATTN_0, (size_t)BLK * lanes_up(T)); /* S on every thread */
+        tg_k_gemm_reserve(T > hd ? T : hd);
         tg_parallel_for(heads, 1, attn_forward_heads, &f);
     } else if (out->numel > 0) {
         memset(out->data, 0, (size_t)out->numel * sizeof(float)); /* T = 0 or hd = 0: nothing to sum */

@@ -400,6 +400,49 @@ float *tg_k_scratch(int slot, size_t n)
     return t_scratch[slot];
 }
 
+typedef struct {
+    int slot;
+    size_t n;
+} scratch_reserve_args;
+
+static void scratch_reserve_range(void *ctx, int64_t i0, int64_t i1)
+{
+    (void)i0, (void)i1;
+    const scratch_reserve_args *a = ctx;
+    tg_k_scratch(a->slot, a->n);
+}
+
+void tg_k_scratch_reserve(int slot, size_t n)
+{
+    /* what every pool thread has, per slot: floats and thread count */
+    static size_t reserved[TG_SCRATCH_N];
+    static int reserved_threads[TG_SCRATCH_N];
+    const int t = tg_get_num_threads();
+    if (n <= __atomic_load_n(&reserved[slot], __ATOMIC_ACQUIRE) &&
+        t <= __atomic_load_n(&reserved_threads[slot], __ATOMIC_ACQUIRE)) {
+        tg_k_scratch(slot, n); /* this thread may be a user thread of its own */
+        return;
+    }
+    scratch_reserve_args a = {slot, n};
+    if (tg_parallel_each(scratch_reserve_range, &a)) {
+        __atomic_store_n(&reserved_threads[slot], t, __ATOMIC_RELEASE);
+        if (n > __atomic_load_n(&reserved[slot], __ATOMIC_ACQUIRE)) /* never less: no thread's scratch shrinks */
+            __atomic_store_n(&reserved[slot], n, __ATOMIC_RELEASE);
+    }
+}
+
+void tg_k_gemm_reserve(int N)
+{
+    const gemm_isa *isa = __atomic_load_n(&g_isa, __ATOMIC_ACQUIRE);
+    if (!isa) {
+        tg_k_gemm_set_isa(TG_GEMM_BEST);
+        isa = g_isa;
+    }
+    const int nc = N < isa->nc ? N : isa->nc, n_panels = (nc + isa->nr - 1) / isa->nr;
+    tg_k_scratch_reserve(TG_SCRATCH_GEMM_A, (size_t)isa->mc * KC);
+    tg_k_scratch_reserve(TG_SCRATCH_GEMM_B, (size_t)n_panels * isa->nr * KC);
+}
+
 void tg_k_release_scratch(void)
 {
     for (int s = 0; s < TG_SCRATCH_N; s++) {

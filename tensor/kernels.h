@@ -49,6 +49,11 @@
  * runs inline when n is below min_chunk * 2 or one thread is set. */
 typedef void (*tg_range_fn)(void *ctx, int64_t i0, int64_t i1);
 void tg_parallel_for(int64_t n, int64_t min_chunk, tg_range_fn fn, void *ctx);
+/* Runs fn(ctx, i, i + 1) once on every thread of the pool, the caller's
+ * included (i numbers the threads). Returns false when it could run only
+ * on the calling thread (another user thread had the pool, or inside a
+ * chunk). */
+bool tg_parallel_each(tg_range_fn fn, void *ctx);
 /* True inside a tg_parallel_for chunk (where a nested one runs inline). */
 bool tg_in_parallel_region(void);
 
@@ -58,6 +63,14 @@ bool tg_in_parallel_region(void);
 enum { TG_SCRATCH_GEMM_A, TG_SCRATCH_GEMM_B, TG_SCRATCH_ATTN_0, TG_SCRATCH_ATTN_1, TG_SCRATCH_FF, TG_SCRATCH_FF_GRAD,
        TG_SCRATCH_N };
 float *tg_k_scratch(int slot, size_t n);
+/* Grows slot to n floats on every thread of the pool at once (a no-op once
+ * done for this n and thread count). A kernel whose parallel chunks take
+ * scratch calls it first: chunks are claimed dynamically, so a worker may
+ * take its first chunk only in a later step, and must not allocate then. */
+void tg_k_scratch_reserve(int slot, size_t n);
+/* The same for the pack buffers of a gemm run inside a chunk (serial) with
+ * at most N columns, for kernels whose chunks call tg_k_gemm_ld. */
+void tg_k_gemm_reserve(int N);
 /* Frees the calling thread's kernel scratch; it regrows on next use. The
  * pool calls it as workers exit and at exit. */
 void tg_k_release_scratch(void);

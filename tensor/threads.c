@@ -7,6 +7,7 @@
 #include "kernels.h"
 
 #include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
 
 #define TG_MAX_THREADS 64
@@ -36,13 +37,21 @@ static struct {
     int next;                /* next chunk to take */
     bool quit;               /* set at exit: workers return */
     int pending;             /* chunks not finished */
+    bool each;               /* tg_parallel_each: one chunk per thread */
     unsigned long generation;
 } pool = {.mu = PTHREAD_MUTEX_INITIALIZER, .start = PTHREAD_COND_INITIALIZER, .done = PTHREAD_COND_INITIALIZER};
+
+static _Thread_local unsigned long t_each_generation; /* the last each-job this thread ran a chunk of */
 
 static void run_chunks(void)
 {
     /* called with pool.mu held; returns with it held */
     while (pool.next < pool.n_chunks) {
+        if (pool.each) { /* one chunk per thread, so every thread runs one */
+            if (t_each_generation == pool.generation)
+                break;
+            t_each_generation = pool.generation;
+        }
         int c = pool.next++;
         tg_range_fn fn = pool.fn;
         void *ctx = pool.ctx;
@@ -61,10 +70,11 @@ static _Thread_local bool t_in_chunk;
 
 static void *worker(void *arg)
 {
-    (void)arg;
     t_in_chunk = true;
     pthread_mutex_lock(&pool.mu);
-    unsigned long seen = pool.generation;
+    /* the generation before the job it was started for, so it joins that
+     * job (tg_parallel_each needs every thread in it) */
+    unsigned long seen = (unsigned long)(uintptr_t)arg;
     for (;;) {
         if (pool.generation == seen && !pool.quit) {
             /* spin a little without the lock before sleeping */
@@ -127,6 +137,12 @@ int tg_get_num_threads(void)
     return pool.n_threads;
 }
 
+/* The pool's job: fn over [0, n) in chunks of `chunk`, or with each, one
+ * chunk [i, i+1) per thread, the caller's included. Returns false, running
+ * nothing, when another user thread has the pool (the caller then runs the
+ * loop inline). */
+static bool run_job(int64_t n, int64_t chunk, bool each, tg_range_fn fn, void *ctx);
+
 void tg_parallel_for(int64_t n, int64_t min_chunk, tg_range_fn fn, void *ctx)
 {
     configure_default();
@@ -140,10 +156,33 @@ void tg_parallel_for(int64_t n, int64_t min_chunk, tg_range_fn fn, void *ctx)
             fn(ctx, 0, n);
         return;
     }
-    if (pthread_mutex_trylock(&g_job_mu) != 0) {
+    /* several chunks per thread, claimed dynamically: a thread that the OS
+     * preempts (a shared machine) then holds up at most a small piece */
+    int64_t chunk = (n + 4 * t - 1) / (4 * t);
+    if (chunk < min_chunk)
+        chunk = min_chunk;
+    if (!run_job(n, chunk, false, fn, ctx))
         fn(ctx, 0, n);
-        return;
+}
+
+bool tg_parallel_each(tg_range_fn fn, void *ctx)
+{
+    configure_default();
+    if (t_in_chunk || pool.n_threads <= 1) {
+        fn(ctx, 0, 1);
+        return !t_in_chunk;
     }
+    if (!run_job(0, 1, true, fn, ctx)) {
+        fn(ctx, 0, 1);
+        return false;
+    }
+    return true;
+}
+
+static bool run_job(int64_t n, int64_t chunk, bool each, tg_range_fn fn, void *ctx)
+{
+    if (pthread_mutex_trylock(&g_job_mu) != 0)
+        return false;
     pthread_mutex_lock(&pool.mu);
     static bool registered;
     if (!registered) {
@@ -151,24 +190,22 @@ void tg_parallel_for(int64_t n, int64_t min_chunk, tg_range_fn fn, void *ctx)
         registered = true;
     }
     while (pool.n_workers < pool.n_threads - 1 && !pool.quit) {
-        if (pthread_create(&pool.tid[pool.n_workers], NULL, worker, NULL) != 0)
+        if (pthread_create(&pool.tid[pool.n_workers], NULL, worker, (void *)(uintptr_t)pool.generation) != 0)
             break;
         pool.n_workers++;
     }
     if (pool.n_workers == 0) { /* no worker could start: run here */
         pthread_mutex_unlock(&pool.mu);
         pthread_mutex_unlock(&g_job_mu);
-        fn(ctx, 0, n);
-        return;
+        fn(ctx, 0, each ? 1 : n);
+        return true;
     }
+    if (each)
+        n = pool.n_workers + 1;
     pool.fn = fn;
     pool.ctx = ctx;
     pool.n = n;
-    /* several chunks per thread, claimed dynamically: a thread that the OS
-     * preempts (a shared machine) then holds up at most a small piece */
-    int64_t chunk = (n + 4 * t - 1) / (4 * t);
-    if (chunk < min_chunk)
-        chunk = min_chunk;
+    pool.each = each;
     pool.chunk = chunk;
     pool.n_chunks = (int)((n + pool.chunk - 1) / pool.chunk);
     pool.next = 0;
@@ -180,6 +217,8 @@ void tg_parallel_for(int64_t n, int64_t min_chunk, tg_range_fn fn, void *ctx)
     t_in_chunk = false;
     while (pool.pending > 0)
         pthread_cond_wait(&pool.done, &pool.mu);
+    pool.each = false;
     pthread_mutex_unlock(&pool.mu);
     pthread_mutex_unlock(&g_job_mu);
+    return true;
 }

@@ -123,6 +123,44 @@ static void check_threads_bit_identical(int M, int N, int K)
 /* Threads split only rows and columns of C: the bits never depend on the
  * thread count. M = 300 gives AVX-512 two row blocks (the threads split the
  * panels and pack op(A) together), M = 700 five (each thread packs its own). */
+/* tg_parallel_each runs its function once on every pool thread, the
+ * caller's included, each on a thread of its own (tg_k_scratch_reserve
+ * grows every thread's scratch through it), also on the call that starts
+ * the workers. */
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_t seen[8];
+    int calls;
+} each_log;
+
+static void each_record(void *ctx, int64_t i0, int64_t i1)
+{
+    each_log *l = ctx;
+    ck_assert_int_eq(i1, i0 + 1);
+    pthread_mutex_lock(&l->mu);
+    if (l->calls < 8)
+        l->seen[l->calls] = pthread_self();
+    l->calls++;
+    pthread_mutex_unlock(&l->mu);
+}
+
+START_TEST(test_parallel_each_every_thread)
+{
+    for (int threads = 1; threads <= 3; threads++) {
+        tg_set_num_threads(threads);
+        for (int rep = 0; rep < 20; rep++) {
+            each_log l = {.mu = PTHREAD_MUTEX_INITIALIZER};
+            ck_assert(tg_parallel_each(each_record, &l));
+            ck_assert_int_eq(l.calls, threads);
+            for (int a = 0; a < l.calls; a++)
+                for (int b = a + 1; b < l.calls; b++)
+                    ck_assert(!pthread_equal(l.seen[a], l.seen[b]));
+        }
+    }
+    tg_set_num_threads(1);
+}
+END_TEST
+
 START_TEST(test_gemm_threads_bit_identical)
 {
     for (int M = 300; M <= 700; M += 400)
@@ -357,6 +395,7 @@ static Suite *kernels_suite(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_gemm_small_shapes);
     tcase_add_test(tc, test_gemm_blocked_shapes);
+    tcase_add_test(tc, test_parallel_each_every_thread);
     tcase_add_test(tc, test_gemm_threads_bit_identical);
     tcase_add_test(tc, test_gemm_zero_sizes);
     tcase_add_test(tc, test_parallel_for_covers_once);
