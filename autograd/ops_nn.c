@@ -115,7 +115,8 @@ tg_tensor *tg_tril(tg_tensor *a, int diagonal) { return tri("tg_tril", a, diagon
  * a: any shape -> out: same shape. torch's CPU path exactly: noise =
  * bernoulli_(1-p) (one double uniform per element, in order) / (1-p), out =
  * a * noise. Eval mode, p = 0 or an empty tensor return a itself and draw
- * nothing; p = 1 returns zeros and draws nothing. */
+ * nothing; p = 1 returns a * 0 (zeros, nan where a is inf or nan) and draws
+ * nothing. */
 
 #define DROPOUT_CHUNK 32768 /* elements per thread chunk at least, and per row call */
 
@@ -124,13 +125,20 @@ typedef struct {
     const float *x;
     float *y;
     float scale;
-} dropout_job;
+} dropout_args;
+
+typedef struct {
+    const uint64_t *keep;
+    const float *gout;
+    float *ga;
+    float scale;
+} dropout_backward_args;
 
 /* y[i] (+)= x[i] * noise(i), noise = keep ? scale : 0, over one range */
 TG_TARGET_CLONES
 static void dropout_range(void *vctx, int64_t i0, int64_t i1)
 {
-    const dropout_job *j = vctx;
+    const dropout_args *j = vctx;
     for (int64_t i = i0; i < i1; i += DROPOUT_CHUNK) {
         const int n = i1 - i < DROPOUT_CHUNK ? (int)(i1 - i) : DROPOUT_CHUNK;
         tg_row_dropout(j->keep, i, j->scale, j->x + i, j->y + i, n);
@@ -140,20 +148,20 @@ static void dropout_range(void *vctx, int64_t i0, int64_t i1)
 TG_TARGET_CLONES
 static void dropout_backward_range(void *vctx, int64_t i0, int64_t i1)
 {
-    const dropout_job *j = vctx;
+    const dropout_backward_args *j = vctx;
     for (int64_t i = i0; i < i1; i += DROPOUT_CHUNK) {
         const int n = i1 - i < DROPOUT_CHUNK ? (int)(i1 - i) : DROPOUT_CHUNK;
-        tg_row_dropout_backward(j->keep, i, j->scale, j->x + i, j->y + i, n);
+        tg_row_dropout_backward(j->keep, i, j->scale, j->gout + i, j->ga + i, n);
     }
 }
 
 static void dropout_backward(tg_node *n)
 {
     float *ga = tg_grad_of(n->in[0]);
-    const uint64_t *keep = n->ctx; /* NULL for p = 1: nothing kept */
-    if (!ga || !keep)
+    const uint64_t *keep = n->ctx;
+    if (!ga)
         return;
-    dropout_job j = {keep, n->out->grad, ga, n->farg[0]}; /* ga += gout * noise */
+    dropout_backward_args j = {keep, n->out->grad, ga, n->farg[0]}; /* ga += gout * noise */
     tg_parallel_for(n->out->numel, DROPOUT_CHUNK, dropout_backward_range, &j);
 }
 
@@ -167,18 +175,18 @@ tg_tensor *tg_dropout(tg_tensor *a, float p, bool train, tg_generator *g)
     tg_tensor *out = tg_new_tensor(a->ndim, a->shape);
     uint64_t *keep = NULL;
     float scale = 0.0f;
-    if (p == 1.0f) {
-        memset(out->data, 0, (size_t)a->numel * sizeof(float));
+    keep = tg_tape_alloc((size_t)((a->numel + 63) / 64) * sizeof *keep);
+    if (p == 1.0f) { /* torch: input * 0, drawing nothing (an inf or nan gives nan) */
+        memset(keep, 0, (size_t)((a->numel + 63) / 64) * sizeof *keep);
     } else {
         tg_check_ptr("tg_dropout", g, "generator");
         /* the noise torch multiplies by: bernoulli(1-p) / (1-p), in float */
         const double keep_p = 1.0 - (double)p;
         scale = 1.0f / (float)keep_p;
-        keep = tg_tape_alloc((size_t)((a->numel + 63) / 64) * sizeof *keep);
         tg_random_bits(g, a->numel, keep_p, keep);
-        dropout_job j = {keep, a->data, out->data, scale};
-        tg_parallel_for(a->numel, DROPOUT_CHUNK, dropout_range, &j);
     }
+    dropout_args j = {keep, a->data, out->data, scale};
+    tg_parallel_for(a->numel, DROPOUT_CHUNK, dropout_range, &j);
     tg_node *n = tg_record("tg_dropout", out, &a, 1, dropout_backward);
     if (n) {
         n->ctx = keep;

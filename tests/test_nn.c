@@ -350,6 +350,18 @@ START_TEST(test_dropout_eval_and_edges)
     ck_assert_uint_eq(tg_random_u32(&g), tg_random_u32(&g0));
     tg_module_free(&d->base);
 
+    /* p = 1 multiplies by zero, as torch's `input * zeros`: torch 1.13 gives
+     * F.dropout(tensor([1., inf, nan]), 1.0) = [0., nan, nan] */
+    {
+        tg_tape_reset(NULL);
+        tg_tensor *w = tg_from_array(TG_SHAPE(3), (float[]){1.0f, INFINITY, NAN});
+        tg_tensor *z = tg_dropout(w, 1.0f, true, &g);
+        ck_assert(z->data[0] == 0.0f && !signbit(z->data[0]));
+        ck_assert(isnan(z->data[1]) && isnan(z->data[2]));
+        ck_assert_uint_eq(tg_random_u32(&g), tg_random_u32(&g0));
+        tg_free(w);
+    }
+
     tg_tape_reset(NULL);
     tg_free(seed);
     tg_free(x);
