@@ -122,7 +122,7 @@ static void col_block_gemm(const float *A, int T, int j0, int bn, const float *B
 }
 
 TG_TARGET_CLONES
-static void attn_backward_heads(void *vctx, int64_t h0, int64_t h1)
+static void attn_backward_range(void *vctx, int64_t h0, int64_t h1)
 {
     const attn_job *j = vctx;
     const int T = j->T, hd = j->hd;
@@ -180,7 +180,7 @@ static void sdpa_backward(tg_node *n)
     tg_k_scratch_reserve(TG_SCRATCH_ATTN_0, (size_t)j.T * j.T); /* dS and Pd on every thread */
     tg_k_scratch_reserve(TG_SCRATCH_ATTN_1, (size_t)j.T * j.T);
     tg_k_gemm_reserve(j.T > j.hd ? j.T : j.hd);
-    tg_parallel_for(n->out->numel / ((int64_t)j.T * j.hd), 1, attn_backward_heads, &j);
+    tg_parallel_for(n->out->numel / ((int64_t)j.T * j.hd), 1, attn_backward_range, &j);
 }
 
 /* ---------------------------------------------------------------- forward
@@ -192,7 +192,7 @@ static void sdpa_backward(tg_node *n)
 static inline int lanes_up(int n) { return (n + TG_ROW_LANES - 1) / TG_ROW_LANES * TG_ROW_LANES; }
 
 TG_TARGET_CLONES
-static void attn_forward_heads(void *vctx, int64_t h0, int64_t h1)
+static void attn_forward_range(void *vctx, int64_t h0, int64_t h1)
 {
     attn_forward_job *f = vctx;
     const attn_job *j = f->j;
@@ -277,14 +277,14 @@ static tg_tensor *sdpa(const char *op, tg_tensor *q, tg_tensor *k, tg_tensor *v,
             const int64_t n = heads * T * T;
             uint64_t *bits = tg_tape_alloc((size_t)((n + 63) / 64) * sizeof *bits);
             f.keep_p = 1.0 - (double)dropout_p;
-            f.g = g; /* drawn by attn_forward_heads, head by head */
+            f.g = g; /* drawn by attn_forward_range, head by head */
             j.bits = f.bits = bits;
             j.keep_scale = 1.0f / (float)f.keep_p;
         }
         j.P = tg_tape_alloc((size_t)(heads * tri(T)) * sizeof(float));
         tg_k_scratch_reserve(TG_SCRATCH_ATTN_0, (size_t)BLK * lanes_up(T)); /* S on every thread */
         tg_k_gemm_reserve(T > hd ? T : hd);
-        tg_parallel_for(heads, 1, attn_forward_heads, &f);
+        tg_parallel_for(heads, 1, attn_forward_range, &f);
     } else if (out->numel > 0) {
         memset(out->data, 0, (size_t)out->numel * sizeof(float)); /* T = 0 or hd = 0: nothing to sum */
     }

@@ -43,7 +43,12 @@
  *       the entry: fills the struct and hands the range to the pool, which
  *       runs it inline when the work is small. There is no serial twin: a
  *       caller that must not split (a broadcast gradient, where two ranges
- *       would add into one place) calls X_range(&a, 0, n) itself. */
+ *       would add into one place) calls X_range(&a, 0, n) itself.
+ * Two places differ, on purpose: gemm (tensor/gemm.c) hands each K block to
+ * the pool twice, a pack_range then a compute_range over one job whose block
+ * fields advance between the calls, and runs the unthreaded case through
+ * the same two functions; the optimizer's step_range and zero_range take the
+ * tg_optim itself as their arguments. */
 /* Runs fn(ctx, i0, i1) over [0, n) split into contiguous chunks of at
  * least min_chunk items, a few per thread, claimed as threads come free;
  * runs inline when n is below min_chunk * 2 or one thread is set. */
