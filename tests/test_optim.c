@@ -521,7 +521,7 @@ START_TEST(test_state_check_any_order_and_name)
         st[n - 1 - i] = tmp;
     }
     const char *orig[8];
-    char names[8][16];
+    char names[8][24];
     for (int i = 0; i < n; i++) {
         orig[i] = st[i].name;
         snprintf(names[i], sizeof names[i], "entry%d", i);
@@ -993,7 +993,7 @@ START_TEST(test_grad_norms_top)
             gr[0] = g[i][0];
             gr[1] = g[i][1];
         }
-        char name[8];
+        char name[16];
         snprintf(name, sizeof name, "p%d", i);
         tg_params_add(&ps, NULL, name, t[i]);
     }
