@@ -11,13 +11,13 @@
  * and finally the same training with W_query and W_key frozen at their
  * initial values, as a control.
  */
-#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "cli_args.h"
 #include "attention_task.h"
 
 #define EVAL_BATCHES 8
@@ -162,17 +162,6 @@ static void usage(FILE *f)
                "  --train-pos  let the positional embedding learn too\n");
 }
 
-static bool parse_long(const char *s, long lo, long hi, long *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi)
-        return false;
-    *out = v;
-    return true;
-}
-
 /* Trains m for steps steps, printing progress every `every` steps (0: silent). */
 static void train(attn_task *m, int steps, int every)
 {
@@ -197,10 +186,10 @@ int main(int argc, char **argv)
     const char *svg = "attention.svg";
     long steps = 300, v;
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--steps") == 0 && i + 1 < argc && parse_long(argv[i + 1], 1, 1000000, &v)) {
+        if (strcmp(argv[i], "--steps") == 0 && i + 1 < argc && cli_parse_long(argv[i + 1], 1, 1000000, &v)) {
             steps = v;
             i++;
-        } else if (strcmp(argv[i], "--seed") == 0 && i + 1 < argc && parse_long(argv[i + 1], 0, 1L << 30, &v)) {
+        } else if (strcmp(argv[i], "--seed") == 0 && i + 1 < argc && cli_parse_long(argv[i + 1], 0, 1L << 30, &v)) {
             cfg.seed = (uint64_t)v;
             i++;
         } else if (strcmp(argv[i], "--freeze-qk") == 0) {

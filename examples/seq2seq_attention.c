@@ -22,6 +22,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cli_args.h"
 #include "seq2seq_task.h"
 
 #define N_BUCKETS 5
@@ -54,17 +55,6 @@ static void usage(FILE *f)
             (unsigned long long)d.seed);
 }
 
-static bool parse_long(const char *s, long lo, long hi, long *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi)
-        return false;
-    *out = v;
-    return true;
-}
-
 static int parse_args(int argc, char **argv, options *o)
 {
     o->cfg = s2s_defaults();
@@ -95,7 +85,7 @@ static int parse_args(int argc, char **argv, options *o)
             errno = 0;
             o->cfg.lr = strtod(v, &end);
             ok = !errno && end != v && !*end && o->cfg.lr > 0 && o->cfg.lr < 1;
-        } else if (!parse_long(v, 0, 1L << 30, &n)) {
+        } else if (!cli_parse_long(v, 0, 1L << 30, &n)) {
             ok = false;
         } else if (strcmp(a, "--steps") == 0) {
             o->steps = n, ok = n >= 1;
