@@ -272,11 +272,8 @@ START_TEST(test_swap_after_trainer_save_refused)
     tg_module_replace(&m->base, "trf_blocks.0.norm1", test_norm_new(CFG.emb_dim));
     ck_assert_int_eq(tg_trainer_save(tr, path, err, sizeof err), -1);
     ck_assert_msg(strstr(err, "changed after this optimizer was built"), "%s", err);
-    size_t n1;
-    char *after = read_whole_file(path, &n1);
-    ck_assert(n0 == n1 && memcmp(before, after, n0) == 0);
+    assert_file_holds(path, before, n0, "a refused save changed the checkpoint");
     free(before);
-    free(after);
     trained_run_free(&r);
 }
 END_TEST
@@ -291,7 +288,7 @@ START_TEST(test_trainer_save_refuses_nonfinite)
     tg_trainer *tr = r.tr;
     const char *path = r.path;
     char err[512];
-    size_t n0, n1;
+    size_t n0;
     char *good = read_whole_file(path, &n0);
 
     tg_tensor *wq = tg_params_find(tg_gpt_params(m), "trf_blocks.1.att.W_query.weight");
@@ -310,13 +307,9 @@ START_TEST(test_trainer_save_refuses_nonfinite)
     ck_assert_msg(strstr(err, "not saving") && strstr(err, "optim.exp_avg_sq.final_norm.shift"), "%s", err);
     st->data[0] = keep_sq;
 
-    char *after = read_whole_file(path, &n1);
-    ck_assert(n0 == n1 && memcmp(good, after, n0) == 0);
-    free(after);
+    assert_file_holds(path, good, n0, "a refused save changed the checkpoint");
     ck_assert_msg(tg_trainer_save(tr, path, err, sizeof err) == 0, "%s", err); /* finite again: saved */
-    after = read_whole_file(path, &n1);
-    ck_assert(n0 == n1 && memcmp(good, after, n0) == 0); /* the same state as the first save */
-    free(after);
+    assert_file_holds(path, good, n0, "the state saved again differs from the first save");
     free(good);
     trained_run_free(&r);
 }

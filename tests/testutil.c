@@ -304,6 +304,15 @@ char *read_whole_file(const char *path, size_t *len)
     return b;
 }
 
+void assert_file_holds(const char *path, const void *want, size_t n, const char *what)
+{
+    size_t got;
+    char *now = read_whole_file(path, &got);
+    const bool same = got == n && memcmp(now, want, n) == 0;
+    free(now);
+    ck_assert_msg(same, "%s: %s (%zu bytes now, %zu before)", path, what, got, n);
+}
+
 void write_whole_file(const char *path, const void *data, size_t n)
 {
     FILE *f = fopen(path, "wb");

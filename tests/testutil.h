@@ -44,6 +44,9 @@ void tmpdir_remove(const char *dir);
 /* The whole file at path, NUL-terminated (caller frees), *len its size (len
  * may be NULL); fails the test, naming path and errno, when it cannot be read. */
 char *read_whole_file(const char *path, size_t *len);
+/* Fails the test (naming path and what) unless the file at path holds exactly
+ * the n bytes at want: a file an operation must have left as it was. */
+void assert_file_holds(const char *path, const void *want, size_t n, const char *what);
 /* Writes n bytes to path (created or truncated); fails the test on error. */
 void write_whole_file(const char *path, const void *data, size_t n);
 
