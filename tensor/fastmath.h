@@ -5,6 +5,10 @@
  * polynomial for e^r, then 2^n through the exponent bits; within 2 ulp of
  * expf over the float range (denormal results included), exactly 0 below
  * -103.97 (so exp(-inf) = 0, as a masked softmax needs), inf above 88.72.
+ * tg_fast_expf_normal: the same for x in [-87, 88] only (the caller
+ * clamps), where e^x is a normal float: the same polynomial and n, with 2^n
+ * applied by one multiply, so the same value as tg_fast_expf, in fewer
+ * operations (no clamps, no NaN select, no halves).
  * tg_fast_tanhf: Cephes' tanhf — an odd polynomial below |x| = 0.625, else
  * 1 - 2 / (e^(2|x|) + 1) with the sign of x; within 2 ulp of tanhf. */
 #ifndef TG_FASTMATH_H
@@ -42,6 +46,31 @@ static inline float tg_fast_expf(float x)
     y = x < lo ? 0.0f : y;
     y = x > hi ? __builtin_inff() : y;
     return x != x ? x : y;
+}
+
+static inline float tg_fast_expf_normal(float x)
+{
+    const float magic = 12582912.0f; /* 1.5 * 2^23 */
+    const float t = x * 1.44269504088896341f + magic;
+    const float n = t - magic;
+    float r = x - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    const float r2 = r * r;
+    float p = 1.9875691500E-4f;
+    p = p * r + 1.3981999507E-3f;
+    p = p * r + 8.3334519073E-3f;
+    p = p * r + 4.1665795894E-2f;
+    p = p * r + 1.6666665459E-1f;
+    p = p * r + 5.0000001201E-1f;
+    p = p * r2 + r + 1.0f;
+    /* t's bits are magic's plus n, and magic's shifted by 23 leave 32 bits:
+     * (bits(t) << 23) + (127 << 23) is the float 2^n */
+    uint32_t b;
+    memcpy(&b, &t, sizeof b);
+    b = (b << 23) + (127u << 23);
+    float s;
+    memcpy(&s, &b, sizeof s);
+    return p * s;
 }
 
 static inline float tg_fast_tanhf(float x)

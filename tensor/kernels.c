@@ -193,23 +193,41 @@ void tg_k_binary_backward(tg_binop op, int which, const tg_bcast *bc, const floa
 
 /* ---------------------------------------------------------------- elementwise */
 
-/* GELU, tanh form (torch's approximate='tanh'), and its derivative as
- * torch's GeluBackward writes it, both from the one t = tanh(inner) (so a
- * pass that needs both computes one tanh); every GELU kernel goes through
- * these. */
-#define GELU_BETA 0.7978845608028654f /* sqrt(2/pi) */
-#define GELU_KAPPA 0.044715f
-static inline float gelu_tanh(float v) { return tg_fast_tanhf(GELU_BETA * (v + GELU_KAPPA * v * v * v)); }
-static inline float gelu_of(float v, float t) { return 0.5f * v * (1.0f + t); }
-static inline float gelu_grad_of(float v, float t)
+/* GELU, tanh form (torch's approximate='tanh'): gelu(v) = v (1 + t) / 2,
+ * t = tanh(z), z = beta (v + kappa v^3), and its derivative as torch's
+ * GeluBackward writes it, (1 + t) / 2 + v (1 - t^2) beta (1 + 3 kappa v^2) / 2.
+ * Both are built from s = (1 + t) / 2, which is exactly 1 / (1 + e^-2z), and
+ * its complement 1 - s = e^-2z s (so 1 - t^2 = 4 s (1 - s)): one exp and one
+ * division for the value and the derivative, no branch, and no cancellation
+ * in 1 + t at t near -1 or in 1 - t^2 at t near +-1 (tests/test_kernels.c
+ * holds gelu and gelu' to double-precision references). Beyond |2z| = 80,
+ * s and 1 - s are within 2e-35 of 0 or 1 and are set to them (as torch's
+ * t = +-1 there), so huge inputs give gelu(v) = 0 or v and gelu' = 0 or 1.
+ * Every GELU kernel goes through gelu_sc. */
+#define GELU_2BETA 1.5957691216057308f /* 2 sqrt(2/pi) */
+#define GELU_2BETA_KAPPA (1.5957691216057308f * 0.044715f)
+#define GELU_6BETA_KAPPA (3.0f * 1.5957691216057308f * 0.044715f)
+#define GELU_W_MAX 80.0f
+typedef struct {
+    float s, c; /* s = (1 + tanh z) / 2, c = 1 - s */
+} gelu_sc;
+static inline gelu_sc gelu_parts(float v)
 {
-    const float v2 = v * v;
-    const float left_d = 0.5f * (1.0f + t);
-    const float right_d = 0.5f * v * (1.0f - t * t) * GELU_BETA * (1.0f + 3.0f * GELU_KAPPA * v2);
-    return left_d + right_d;
+    const float w = v * (GELU_2BETA + GELU_2BETA_KAPPA * (v * v)); /* 2z */
+    const float m = w > GELU_W_MAX ? -GELU_W_MAX : (w < -GELU_W_MAX ? GELU_W_MAX : -w);
+    const float e = tg_fast_expf_normal(m); /* e^-2z */
+    const float s = 1.0f / (1.0f + e);
+    gelu_sc r = {w < -GELU_W_MAX ? 0.0f : s, w > GELU_W_MAX ? 0.0f : e * s};
+    return r;
 }
-static inline float gelu(float v) { return gelu_of(v, gelu_tanh(v)); }
-static inline float gelu_grad(float v) { return gelu_grad_of(v, gelu_tanh(v)); }
+static inline float gelu_of(float v, gelu_sc p) { return v * p.s; }
+static inline float gelu_grad_of(float v, gelu_sc p)
+{
+    /* (1 + t) / 2 + v (1 - t^2) beta (1 + 3 kappa v^2) / 2 */
+    return p.s + v * p.s * p.c * (GELU_2BETA + GELU_6BETA_KAPPA * (v * v));
+}
+static inline float gelu(float v) { return gelu_of(v, gelu_parts(v)); }
+static inline float gelu_grad(float v) { return gelu_grad_of(v, gelu_parts(v)); }
 
 static inline float pow_fwd(float x, float s) { return s == 2.0f ? x * x : powf(x, s); }
 
@@ -327,9 +345,10 @@ static void gelu_with_grad_range(void *ctx, int64_t i0, int64_t i1)
 {
     const gelu_with_grad_args *j = ctx;
     for (int64_t i = i0; i < i1; i++) {
-        const float v = j->u[i], t = gelu_tanh(v);
-        j->a[i] = gelu_of(v, t);
-        j->g[i] = j->g[i] * gelu_grad_of(v, t);
+        const float v = j->u[i];
+        const gelu_sc p = gelu_parts(v);
+        j->a[i] = gelu_of(v, p);
+        j->g[i] = j->g[i] * gelu_grad_of(v, p);
     }
 }
 
