@@ -648,40 +648,23 @@ typedef struct {
     float eps;
 } layernorm_args;
 
-/* Rows are taken LN_ROWS at a time, their sums interleaved: each row still
- * adds its elements one after another in index order (the same bits as one
- * row at a time), but LN_ROWS independent chains of adds overlap. */
-#define LN_ROWS 8
+/* Each row's sums run in tensor/rowmath.h's 16 lane sums (element c into
+ * lane c % 16, a fixed tree at the end): vector code in every target clone,
+ * and the same float whatever the vector width, thread count or row split. */
 
-/* GCC would vectorise the sums along i as in-order (fold-left) reductions,
- * slower than the plain interleaved scalar chains: it is told not to. */
-#if defined(__GNUC__) && !defined(__clang__)
-#define LN_SCALAR_ILP __attribute__((noinline, optimize("no-tree-vectorize")))
-#else
-#define LN_SCALAR_ILP
-#endif
-
-/* mean and rstd of nr <= LN_ROWS contiguous rows of n at px */
-LN_SCALAR_ILP
-static void layernorm_stats(const float *px, int nr, int n, float eps, float *mean, float *rstd)
+/* mean and rstd of the row of n at px (two passes: the mean, then the
+ * squares of x - mean) */
+TG_ROW void layernorm_stats(const float *px, int n, float eps, float *mean, float *rstd)
 {
-    float m[LN_ROWS], v[LN_ROWS];
-    for (int k = 0; k < nr; k++)
-        m[k] = v[k] = 0.0f;
-    for (int i = 0; i < n; i++)
-        for (int k = 0; k < nr; k++)
-            m[k] += px[(int64_t)k * n + i];
-    for (int k = 0; k < nr; k++)
-        m[k] /= (float)n;
-    for (int i = 0; i < n; i++)
-        for (int k = 0; k < nr; k++) {
-            const float d = px[(int64_t)k * n + i] - m[k];
-            v[k] += d * d;
-        }
-    for (int k = 0; k < nr; k++) {
-        mean[k] = m[k];
-        rstd[k] = 1.0f / sqrtf(v[k] / (float)n + eps);
+    const float m = tg_row_sum(px, n) / (float)n;
+    tg_row_vec acc = {0}, v;
+    for (int c = 0; c < n; c += TG_ROW_LANES) {
+        tg_row_load(&v, px, c, n, m); /* padded with m: adds (m - m)^2 = +0 */
+        v -= m;
+        acc += v * v;
     }
+    *mean = m;
+    *rstd = 1.0f / sqrtf(tg_row_lanes_total(&acc) / (float)n + eps);
 }
 
 TG_TARGET_CLONES
@@ -689,20 +672,13 @@ static void layernorm_range(void *ctx, int64_t r0, int64_t r1)
 {
     const layernorm_args *j = ctx;
     const int n = j->n;
-    for (int64_t r = r0; r < r1; r += LN_ROWS) {
-        const int nr = r1 - r < LN_ROWS ? (int)(r1 - r) : LN_ROWS;
-        if (nr == LN_ROWS) /* (a constant count: the interleaved loops unroll) */
-            layernorm_stats(j->x + r * n, LN_ROWS, n, j->eps, j->mean + r, j->rstd + r);
-        else
-            for (int k = 0; k < nr; k++)
-                layernorm_stats(j->x + (r + k) * n, 1, n, j->eps, j->mean + r + k, j->rstd + r + k);
-        for (int k = 0; k < nr; k++) {
-            const float *px = j->x + (r + k) * n;
-            float *py = j->y + (r + k) * n;
-            const float m = j->mean[r + k], s = j->rstd[r + k];
-            for (int i = 0; i < n; i++)
-                py[i] = (px[i] - m) * s * j->scale[i] + j->shift[i];
-        }
+    for (int64_t r = r0; r < r1; r++) {
+        const float *px = j->x + r * n;
+        float *py = j->y + r * n;
+        layernorm_stats(px, n, j->eps, j->mean + r, j->rstd + r);
+        const float m = j->mean[r], s = j->rstd[r];
+        for (int i = 0; i < n; i++)
+            py[i] = (px[i] - m) * s * j->scale[i] + j->shift[i];
     }
 }
 
@@ -721,30 +697,24 @@ typedef struct {
 } layernorm_backward_args;
 
 /* dn_mean and dn_norm_mean (the means of dy * scale and of that times the
- * normalised x) of nr <= LN_ROWS rows at r, interleaved as in the forward */
-LN_SCALAR_ILP
-static void layernorm_backward_stats(const layernorm_backward_args *j, int64_t r, int nr, float *dn_mean,
-                                            float *dn_norm_mean)
+ * normalised x) of row r, in lane sums as in the forward */
+TG_ROW void layernorm_backward_stats(const layernorm_backward_args *j, int64_t r, float *dn_mean,
+                                     float *dn_norm_mean)
 {
     const int n = j->n;
     const float *px = j->x + r * n, *pd = j->dy + r * n;
-    float m[LN_ROWS], s[LN_ROWS], a[LN_ROWS], b[LN_ROWS];
-    for (int k = 0; k < nr; k++) {
-        m[k] = j->mean[r + k];
-        s[k] = j->rstd[r + k];
-        a[k] = b[k] = 0.0f;
+    const float m = j->mean[r], s = j->rstd[r];
+    tg_row_vec a = {0}, b = {0}, x, d, sc;
+    for (int c = 0; c < n; c += TG_ROW_LANES) {
+        tg_row_load(&x, px, c, n, m); /* padded: norm = 0 and dn = 0 there */
+        tg_row_load(&d, pd, c, n, 0.0f);
+        tg_row_load(&sc, j->scale, c, n, 0.0f);
+        const tg_row_vec norm = (x - m) * s, dn = d * sc;
+        a += dn;
+        b += dn * norm;
     }
-    for (int i = 0; i < n; i++)
-        for (int k = 0; k < nr; k++) {
-            const float norm = (px[(int64_t)k * n + i] - m[k]) * s[k];
-            const float dn = pd[(int64_t)k * n + i] * j->scale[i];
-            a[k] += dn;
-            b[k] += dn * norm;
-        }
-    for (int k = 0; k < nr; k++) {
-        dn_mean[k] = a[k] / (float)n;
-        dn_norm_mean[k] = b[k] / (float)n;
-    }
+    *dn_mean = tg_row_lanes_total(&a) / (float)n;
+    *dn_norm_mean = tg_row_lanes_total(&b) / (float)n;
 }
 
 /* rows r0..r1 of gx */
@@ -754,22 +724,15 @@ static void layernorm_backward_range(void *ctx, int64_t r0, int64_t r1)
     const layernorm_backward_args *j = ctx;
     const int n = j->n;
     const float *scale = j->scale;
-    for (int64_t r = r0; r < r1; r += LN_ROWS) {
-        const int nr = r1 - r < LN_ROWS ? (int)(r1 - r) : LN_ROWS;
-        float dn_mean[LN_ROWS], dn_norm_mean[LN_ROWS];
-        if (nr == LN_ROWS)
-            layernorm_backward_stats(j, r, LN_ROWS, dn_mean, dn_norm_mean);
-        else
-            for (int k = 0; k < nr; k++)
-                layernorm_backward_stats(j, r + k, 1, dn_mean + k, dn_norm_mean + k);
-        for (int k = 0; k < nr; k++) {
-            const float *px = j->x + (r + k) * n, *pd = j->dy + (r + k) * n;
-            const float m = j->mean[r + k], s = j->rstd[r + k];
-            float *pg = j->gx + (r + k) * n;
-            for (int i = 0; i < n; i++) {
-                const float norm = (px[i] - m) * s;
-                pg[i] += s * (pd[i] * scale[i] - dn_mean[k] - norm * dn_norm_mean[k]);
-            }
+    for (int64_t r = r0; r < r1; r++) {
+        float dn_mean, dn_norm_mean;
+        layernorm_backward_stats(j, r, &dn_mean, &dn_norm_mean);
+        const float *px = j->x + r * n, *pd = j->dy + r * n;
+        const float m = j->mean[r], s = j->rstd[r];
+        float *pg = j->gx + r * n;
+        for (int i = 0; i < n; i++) {
+            const float norm = (px[i] - m) * s;
+            pg[i] += s * (pd[i] * scale[i] - dn_mean - norm * dn_norm_mean);
         }
     }
 }
