@@ -5,7 +5,9 @@
  * that ran while grad mode was on and some input required grad. Each entry
  * holds the op's name, its inputs, its output, its backward function and what
  * it saved. tg_backward() seeds the output gradient and runs the entries in
- * reverse; every backward accumulates (+=) into its inputs' .grad.
+ * reverse; every backward accumulates (+=) into its inputs' .grad, except
+ * that the first writer of an intermediate's gradient may write it (=)
+ * instead of adding to zeros (tg_grad_dest).
  *
  * Memory: op outputs (and the grads of intermediates) come from the current
  * tape's arena and stay valid until tg_tape_reset(). Leaves — tensors made by
@@ -165,6 +167,18 @@ void tg_zero_grad(tg_tensor **params, int n);
 tg_tensor *tg_new_tensor(int ndim, const int *shape);  /* from the current tape's arena */
 tg_node *tg_record(const char *op, tg_tensor *out, tg_tensor **in, int n_in, tg_backward_fn backward);
 float *tg_grad_of(tg_tensor *t);
+/* The first-writer form of tg_grad_of(n->in[k]), for a backward that can
+ * write its gradient instead of adding it (a gemm with accumulate false, a
+ * copy): the buffer, or NULL if that input needs no grad. *accumulate true:
+ * add into it, exactly as into tg_grad_of's. false: the buffer holds no
+ * gradient yet, its contents are garbage (a recycled buffer is not zeroed),
+ * and this backward must write every one of its numel elements (=) before
+ * it returns, zeros included. That is the case for an op output (or another
+ * arena tensor) that has no gradient yet and is not also another input of
+ * n; leaves (parameters) and later consumers always accumulate, so
+ * gradients of a tensor used twice still sum. Both forms mix freely: an op
+ * that never calls this one stays correct. */
+float *tg_grad_dest(tg_node *n, int k, bool *accumulate);
 void *tg_tape_alloc(size_t bytes);   /* scratch from the current tape's arena */
 
 /* ---------------------------------------------------------------- ops

@@ -4,21 +4,43 @@
 #include "ops_internal.h"
 
 #include <math.h>
+#include <string.h>
 
 /* ---------------------------------------------------------------- binary
  * a: any shape, b: any shape broadcastable with a (NumPy rules)
  * -> out: the broadcast shape. Grads are summed back to each input's shape. */
 
-static void binary_backward(tg_node *n)
+/* The gradient of operand which (0 = a, 1 = b) into g: the kernel adds it,
+ * except that the first writer (add false) of a sum's or difference's
+ * operand that is not broadcast copies +-gout (the values the kernel would
+ * add to zeros); any other first writer zeroes g first. */
+static void binary_grad(tg_node *n, int which, float *g, bool add)
 {
     const tg_binop op = (tg_binop)n->iarg[0];
     const tg_bcast *bc = n->ctx;
-    tg_tensor *a = n->in[0], *b = n->in[1];
-    float *ga = tg_grad_of(a), *gb = tg_grad_of(b);
+    const tg_tensor *x = n->in[which];
+    const float *gout = n->out->grad;
+    if (!add && (op == TG_BIN_ADD || op == TG_BIN_SUB) && x->numel == n->out->numel) {
+        if (op == TG_BIN_SUB && which == 1)
+            for (int64_t i = 0; i < x->numel; i++)
+                g[i] = -gout[i];
+        else
+            memcpy(g, gout, (size_t)x->numel * sizeof(float));
+        return;
+    }
+    if (!add)
+        memset(g, 0, (size_t)x->numel * sizeof(float));
+    tg_k_binary_backward(op, which, bc, n->in[0]->data, n->in[1]->data, gout, g);
+}
+
+static void binary_backward(tg_node *n)
+{
+    bool add_a, add_b;
+    float *ga = tg_grad_dest(n, 0, &add_a), *gb = tg_grad_dest(n, 1, &add_b);
     if (ga)
-        tg_k_binary_backward(op, 0, bc, a->data, b->data, n->out->grad, ga);
+        binary_grad(n, 0, ga, add_a);
     if (gb)
-        tg_k_binary_backward(op, 1, bc, a->data, b->data, n->out->grad, gb);
+        binary_grad(n, 1, gb, add_b);
 }
 
 static tg_tensor *binary(const char *opname, tg_binop op, tg_tensor *a, tg_tensor *b)

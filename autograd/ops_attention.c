@@ -34,6 +34,7 @@ typedef struct {
     const uint64_t *bits;   /* NULL: no dropout */
     const float *dout;
     float *gq, *gk, *gv;
+    bool add_q, add_k, add_v; /* add into them, or write them (tg_grad_dest) */
     int T, hd;
     int H;                   /* heads_last: heads per batch; else 1 */
     int64_t ld;              /* row stride of q, k, v, out and their grads */
@@ -108,15 +109,18 @@ static void draw_bits_through(attn_forward_job *f, int64_t h)
  *   dPd = dout v^T, dP = dropout's backward, dS = P (dP - sum_j dP P) * scale
  *   dq += dS k (by query blocks), dv += dropout(P)^T dout, dk += dS^T q (by key
  *   blocks, from the block's first row on; the gemm's k range is split at
- *   multiples of TG_GEMM_KC so its summation order is the composed one's). */
+ *   multiples of TG_GEMM_KC so its summation order is the composed one's).
+ * Each block of dq, dk and dv is made by one gemm call (or a chain of them),
+ * once, so a first writer's gradient is written, not added to zeros. */
 
-static void col_block_gemm(const float *A, int T, int j0, int bn, const float *B, int hd, int64_t ld, float *C)
+static void col_block_gemm(const float *A, int T, int j0, int bn, const float *B, int hd, int64_t ld, float *C,
+                           bool add)
 {
     int ks = j0;
     while (ks < T) {
         const int ke = (ks / TG_GEMM_KC + 1) * TG_GEMM_KC < T ? (ks / TG_GEMM_KC + 1) * TG_GEMM_KC : T;
         tg_k_gemm_ld(true, false, bn, hd, ke - ks, A + (int64_t)ks * T + j0, T, B + ks * ld, ld, C + j0 * ld, ld,
-                     true);
+                     add || ks > j0);
         ks = ke;
     }
 }
@@ -156,14 +160,14 @@ static void attn_backward_range(void *vctx, int64_t h0, int64_t h1)
             }
             if (j->gq) /* dq[i0:i1] += dS[i0:i1, 0:i1] k[0:i1] */
                 tg_k_gemm_ld(false, false, i1 - i0, hd, i1, dS + (int64_t)i0 * T, T, k, ld, j->gq + off + i0 * ld,
-                             ld, true);
+                             ld, j->add_q);
         }
         for (int j0 = 0; j0 < T; j0 += BLK) {
             const int bn = j0 + BLK < T ? BLK : T - j0;
             if (j->gv)
-                col_block_gemm(Pd, T, j0, bn, dout, hd, ld, j->gv + off);
+                col_block_gemm(Pd, T, j0, bn, dout, hd, ld, j->gv + off, j->add_v);
             if (j->gk)
-                col_block_gemm(dS, T, j0, bn, q, hd, ld, j->gk + off);
+                col_block_gemm(dS, T, j0, bn, q, hd, ld, j->gk + off, j->add_k);
         }
     }
 }
@@ -174,9 +178,9 @@ static void sdpa_backward(tg_node *n)
         return;
     attn_job j = *(const attn_job *)n->ctx;
     j.dout = n->out->grad;
-    j.gq = tg_grad_of(n->in[0]);
-    j.gk = tg_grad_of(n->in[1]);
-    j.gv = tg_grad_of(n->in[2]);
+    j.gq = tg_grad_dest(n, 0, &j.add_q);
+    j.gk = tg_grad_dest(n, 1, &j.add_k);
+    j.gv = tg_grad_dest(n, 2, &j.add_v);
     tg_k_scratch_reserve(TG_SCRATCH_ATTN_0, (size_t)j.T * j.T); /* dS and Pd on every thread */
     tg_k_scratch_reserve(TG_SCRATCH_ATTN_1, (size_t)j.T * j.T);
     tg_k_gemm_reserve(j.T > j.hd ? j.T : j.hd);

@@ -46,6 +46,7 @@ typedef struct {
     const mm_plan *p;
     const float *a, *b, *gout;
     float *ga, *gb; /* either may be NULL */
+    bool add_a, add_b; /* add into them, or write them (tg_grad_dest) */
 } matmul_backward_args;
 
 static void matmul_backward_range(void *ctx, int64_t b0, int64_t b1)
@@ -57,9 +58,9 @@ static void matmul_backward_range(void *ctx, int64_t b0, int64_t b1)
         mm_offsets(p, (int)bi, &oa, &ob);
         const float *gc = j->gout + bi * p->M * p->N;
         if (j->ga) /* dA += dC @ B^T */
-            tg_k_gemm(false, true, p->M, p->K, p->N, gc, j->b + ob, j->ga + oa, true);
+            tg_k_gemm(false, true, p->M, p->K, p->N, gc, j->b + ob, j->ga + oa, j->add_a);
         if (j->gb) /* dB += A^T @ dC */
-            tg_k_gemm(true, false, p->K, p->N, p->M, j->a + oa, gc, j->gb + ob, true);
+            tg_k_gemm(true, false, p->K, p->N, p->M, j->a + oa, gc, j->gb + ob, j->add_b);
     }
 }
 
@@ -68,11 +69,25 @@ static bool batch_broadcast(const int64_t *s, const int *bshape)
     return (bshape[0] > 1 && s[0] == 0) || (bshape[1] > 1 && s[1] == 0);
 }
 
+/* A first writer's buffer (tg_grad_dest) that batches write more than once
+ * (a broadcast operand) is zeroed and added to. */
+static void add_if_broadcast(float *g, bool *add, const tg_tensor *t, const int64_t *s, const int *bshape)
+{
+    if (g && !*add && batch_broadcast(s, bshape)) {
+        memset(g, 0, (size_t)t->numel * sizeof(float));
+        *add = true;
+    }
+}
+
 static void matmul_backward(tg_node *n)
 {
     const mm_plan *p = n->ctx;
     tg_tensor *a = n->in[0], *b = n->in[1];
-    matmul_backward_args j = {p, a->data, b->data, n->out->grad, tg_grad_of(a), tg_grad_of(b)};
+    matmul_backward_args j = {p, a->data, b->data, n->out->grad, NULL, NULL, true, true};
+    j.ga = tg_grad_dest(n, 0, &j.add_a);
+    j.gb = tg_grad_dest(n, 1, &j.add_b);
+    add_if_broadcast(j.ga, &j.add_a, a, p->sa, p->bshape);
+    add_if_broadcast(j.gb, &j.add_b, b, p->sb, p->bshape);
     const bool race = (j.ga && batch_broadcast(p->sa, p->bshape)) || (j.gb && batch_broadcast(p->sb, p->bshape));
     if (race)
         matmul_backward_range(&j, 0, p->nbatch);
@@ -179,19 +194,21 @@ static void bias_grad(float *gb, const float *dy, int rows, int out)
 /* ---------------------------------------------------------------- affine
  * x: (..., in), weight: (out, in), bias: (out) or NULL -> (..., out)
  * forward  y  = x @ W^T + b        (rows = numel(x) / in)
- * backward dx += dy @ W,  dW += dy^T @ x,  db += sum over rows of dy */
+ * backward dx += dy @ W,  dW += dy^T @ x,  db += sum over rows of dy
+ * (dx and dW written, not added, by their first writer: tg_grad_dest) */
 
 static void affine_backward(tg_node *n)
 {
     tg_tensor *x = n->in[0], *w = n->in[1], *b = n->n_in > 2 ? n->in[2] : NULL;
     const int in = w->shape[1], out = w->shape[0];
-    const int rows = (int)(n->out->numel / (out ? out : 1));
+    const int rows = (int)tg_shape_numel(x->ndim - 1, x->shape);
     const float *dy = n->out->grad;
-    float *gx = tg_grad_of(x), *gw = tg_grad_of(w), *gb = b ? tg_grad_of(b) : NULL;
+    bool add_x, add_w;
+    float *gx = tg_grad_dest(n, 0, &add_x), *gw = tg_grad_dest(n, 1, &add_w), *gb = b ? tg_grad_of(b) : NULL;
     if (gx)
-        tg_k_gemm(false, false, rows, in, out, dy, w->data, gx, true);
+        tg_k_gemm(false, false, rows, in, out, dy, w->data, gx, add_x);
     if (gw)
-        tg_k_gemm(true, false, out, in, rows, dy, x->data, gw, true);
+        tg_k_gemm(true, false, out, in, rows, dy, x->data, gw, add_w);
     if (gb)
         bias_grad(gb, dy, rows, out);
 }
@@ -251,9 +268,10 @@ static void feedforward_backward(tg_node *n)
     tg_tensor *b1 = n->iarg[0] ? n->in[3] : NULL, *b2 = n->iarg[1] ? n->in[3 + n->iarg[0]] : NULL;
     const float *u = n->ctx, *dy = n->out->grad;
     const int d = w1->shape[1], h = w1->shape[0], d2 = w2->shape[0];
-    const int rows = (int)(n->out->numel / (d2 ? d2 : 1));
+    const int rows = (int)tg_shape_numel(x->ndim - 1, x->shape);
     const int blk = rows < FF_ROWS ? rows : FF_ROWS;
-    float *gx = tg_grad_of(x), *gw1 = tg_grad_of(w1), *gw2 = tg_grad_of(w2);
+    bool add_x; /* dx's row blocks are written, not added, by its first writer */
+    float *gx = tg_grad_dest(n, 0, &add_x), *gw1 = tg_grad_of(w1), *gw2 = tg_grad_of(w2);
     float *gb1 = b1 ? tg_grad_of(b1) : NULL, *gb2 = b2 ? tg_grad_of(b2) : NULL;
     const bool need_du = gx || gw1 || gb1;
     float *a = gw2 ? tg_k_scratch(TG_SCRATCH_FF, (size_t)blk * h) : NULL;
@@ -274,7 +292,7 @@ static void feedforward_backward(tg_node *n)
         if (gb2)
             bias_grad(gb2, dyb, nr, d2);
         if (gx)
-            tg_k_gemm(false, false, nr, d, h, du, w1->data, gx + (int64_t)r0 * d, true);
+            tg_k_gemm(false, false, nr, d, h, du, w1->data, gx + (int64_t)r0 * d, add_x);
         if (gw1)
             tg_k_gemm(true, false, h, d, nr, du, x->data + (int64_t)r0 * d, gw1, true);
         if (gb1)

@@ -132,6 +132,7 @@ typedef struct {
     const float *gout;
     float *ga;
     float scale;
+    bool add; /* ga += gout * noise, or (its first writer) ga = gout * noise */
 } dropout_backward_args;
 
 /* y[i] (+)= x[i] * noise(i), noise = keep ? scale : 0, over one range */
@@ -151,17 +152,21 @@ static void dropout_backward_range(void *vctx, int64_t i0, int64_t i1)
     const dropout_backward_args *j = vctx;
     for (int64_t i = i0; i < i1; i += DROPOUT_CHUNK) {
         const int n = i1 - i < DROPOUT_CHUNK ? (int)(i1 - i) : DROPOUT_CHUNK;
-        tg_row_dropout_backward(j->keep, i, j->scale, j->gout + i, j->ga + i, n);
+        if (j->add)
+            tg_row_dropout_backward(j->keep, i, j->scale, j->gout + i, j->ga + i, n);
+        else /* the forward's product, gout * noise */
+            tg_row_dropout(j->keep, i, j->scale, j->gout + i, j->ga + i, n);
     }
 }
 
 static void dropout_backward(tg_node *n)
 {
-    float *ga = tg_grad_of(n->in[0]);
+    bool add;
+    float *ga = tg_grad_dest(n, 0, &add);
     const uint64_t *keep = n->ctx;
     if (!ga)
         return;
-    dropout_backward_args j = {keep, n->out->grad, ga, n->farg[0]}; /* ga += gout * noise */
+    dropout_backward_args j = {keep, n->out->grad, ga, n->farg[0], add}; /* ga (+)= gout * noise */
     tg_parallel_for(n->out->numel, DROPOUT_CHUNK, dropout_backward_range, &j);
 }
 
@@ -297,7 +302,8 @@ tg_tensor *tg_log_softmax(tg_tensor *a, int dim) { return softmax_impl("tg_log_s
 
 static void cross_entropy_backward(tg_node *n)
 {
-    float *gl = tg_grad_of(n->in[0]);
+    bool add; /* its first writer writes dlogits, ignored rows as zeros */
+    float *gl = tg_grad_dest(n, 0, &add);
     if (!gl)
         return;
     const tg_tensor *probs = n->saved[0];
@@ -306,12 +312,19 @@ static void cross_entropy_backward(tg_node *n)
     const int64_t rows = probs->numel / C;
     const float scale = n->out->grad[0] * n->farg[0];
     for (int64_t r = 0; r < rows; r++) {
-        if (targets[r] == TG_IGNORE_INDEX)
-            continue;
         const float *p = probs->data + r * C;
         float *g = gl + r * C;
-        for (int c = 0; c < C; c++)
-            g[c] += scale * p[c];
+        if (targets[r] == TG_IGNORE_INDEX) {
+            if (!add)
+                memset(g, 0, (size_t)C * sizeof(float));
+            continue;
+        }
+        if (add)
+            for (int c = 0; c < C; c++)
+                g[c] += scale * p[c];
+        else
+            for (int c = 0; c < C; c++)
+                g[c] = scale * p[c];
         g[targets[r]] -= scale;
     }
 }
@@ -363,9 +376,10 @@ static void layernorm_backward(tg_node *n)
     tg_tensor *x = n->in[0], *scale = n->in[1], *shift = n->in[2];
     const int len = x->shape[x->ndim - 1];
     const int64_t rows = x->numel / len;
-    float *gx = tg_grad_of(x), *gs = tg_grad_of(scale), *gb = tg_grad_of(shift);
+    bool add_x; /* dx written, not added, by its first writer */
+    float *gx = tg_grad_dest(n, 0, &add_x), *gs = tg_grad_of(scale), *gb = tg_grad_of(shift);
     const float *mean = n->ctx, *rstd = mean + rows;
-    tg_k_layernorm_backward(x->data, scale->data, mean, rstd, n->out->grad, gx, gs, gb, rows, len);
+    tg_k_layernorm_backward(x->data, scale->data, mean, rstd, n->out->grad, gx, add_x, gs, gb, rows, len);
 }
 
 tg_tensor *tg_layernorm(tg_tensor *x, tg_tensor *scale, tg_tensor *shift, float eps)

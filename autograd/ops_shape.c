@@ -59,10 +59,15 @@ tg_tensor *tg_transpose(tg_tensor *a, int d0, int d1)
 
 static void reshape_backward(tg_node *n)
 {
-    float *ga = tg_grad_of(n->in[0]);
+    bool add;
+    float *ga = tg_grad_dest(n, 0, &add);
     if (!ga)
         return;
     const float *g = n->out->grad;
+    if (!add) { /* the first writer: a copy */
+        memcpy(ga, g, (size_t)n->out->numel * sizeof(float));
+        return;
+    }
     for (int64_t i = 0; i < n->out->numel; i++)
         ga[i] += g[i];
 }

@@ -482,6 +482,20 @@ tg_node *tg_record(const char *op, tg_tensor *out, tg_tensor **in, int n_in, tg_
     return n;
 }
 
+/* A buffer for t's first gradient, its contents undefined: a released one of
+ * its size, else a new one from the arena. */
+static float *take_grad_buffer(tg_tape *tape, const tg_tensor *t)
+{
+    const size_t bytes = grad_bytes(t);
+    for (int i = tape->n_free_grads - 1; i >= 0; i--)
+        if (tape->free_grads[i].bytes == bytes) {
+            float *p = tape->free_grads[i].p;
+            tape->free_grads[i] = tape->free_grads[--tape->n_free_grads];
+            return p;
+        }
+    return tg_arena_alloc(tape->arena, bytes);
+}
+
 float *tg_grad_of(tg_tensor *t)
 {
     tg_check_ptr("tg_grad_of", t, "tensor");
@@ -489,16 +503,33 @@ float *tg_grad_of(tg_tensor *t)
         return NULL;
     tg_tape *tape = tg_tape_current();
     if (!t->grad && t->storage == TG_STORAGE_ARENA) {
-        const size_t bytes = grad_bytes(t);
-        for (int i = tape->n_free_grads - 1; i >= 0; i--)
-            if (tape->free_grads[i].bytes == bytes) {
-                t->grad = tape->free_grads[i].p;
-                tape->free_grads[i] = tape->free_grads[--tape->n_free_grads];
-                memset(t->grad, 0, bytes);
-                break;
-            }
+        t->grad = take_grad_buffer(tape, t);
+        memset(t->grad, 0, grad_bytes(t)); /* callers add: the first one adds to zeros */
     }
     return tg_grad_buffer(t, tape->arena);
+}
+
+float *tg_grad_dest(tg_node *n, int k, bool *accumulate)
+{
+    tg_check_ptr("tg_grad_dest", n, "node");
+    tg_check_ptr("tg_grad_dest", accumulate, "accumulate flag");
+    if (k < 0 || k >= n->n_in)
+        tg_error("tg_grad_dest", "%s has inputs 0 to %d, not %d", n->op, n->n_in - 1, k);
+    tg_tensor *t = n->in[k];
+    *accumulate = true;
+    if (!t->requires_grad)
+        return NULL;
+    /* a gradient already there (a leaf's, or from another consumer) is added
+     * to; so is one of an input that n takes twice, whose two writes would
+     * otherwise each take the buffer for the first */
+    if (t->grad || t->storage != TG_STORAGE_ARENA)
+        return tg_grad_of(t);
+    for (int i = 0; i < n->n_in; i++)
+        if (i != k && n->in[i] == t)
+            return tg_grad_of(t);
+    t->grad = take_grad_buffer(tg_tape_current(), t);
+    *accumulate = false;
+    return t->grad;
 }
 
 void tg_backward(tg_tensor *loss, const tg_tensor *seed)

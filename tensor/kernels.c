@@ -694,6 +694,7 @@ typedef struct {
     float *gx, *gscale, *gshift; /* each may be NULL */
     int64_t rows;
     int n;
+    bool gx_add; /* gx += or gx = */
 } layernorm_backward_args;
 
 /* dn_mean and dn_norm_mean (the means of dy * scale and of that times the
@@ -730,10 +731,14 @@ static void layernorm_backward_range(void *ctx, int64_t r0, int64_t r1)
         const float *px = j->x + r * n, *pd = j->dy + r * n;
         const float m = j->mean[r], s = j->rstd[r];
         float *pg = j->gx + r * n;
-        for (int i = 0; i < n; i++) {
-            const float norm = (px[i] - m) * s;
-            pg[i] += s * (pd[i] * scale[i] - dn_mean - norm * dn_norm_mean);
-        }
+#define LN_GX(i) (s * (pd[i] * scale[i] - dn_mean - (px[i] - m) * s * dn_norm_mean))
+        if (j->gx_add)
+            for (int i = 0; i < n; i++)
+                pg[i] += LN_GX(i);
+        else
+            for (int i = 0; i < n; i++)
+                pg[i] = LN_GX(i);
+#undef LN_GX
     }
 }
 
@@ -755,9 +760,10 @@ static void layernorm_param_grad_range(void *ctx, int64_t c0, int64_t c1)
 }
 
 void tg_k_layernorm_backward(const float *x, const float *scale, const float *mean, const float *rstd,
-                             const float *dy, float *gx, float *gscale, float *gshift, int64_t rows, int n)
+                             const float *dy, float *gx, bool gx_accumulate, float *gscale, float *gshift,
+                             int64_t rows, int n)
 {
-    layernorm_backward_args j = {x, scale, mean, rstd, dy, gx, gscale, gshift, rows, n};
+    layernorm_backward_args j = {x, scale, mean, rstd, dy, gx, gscale, gshift, rows, n, gx_accumulate};
     if (gx)
         tg_parallel_for(rows, rows_chunk(n), layernorm_backward_range, &j);
     if (gscale || gshift)

@@ -157,8 +157,11 @@ void tg_k_max_dim(const float *x, float *y, int32_t *idx, int64_t outer, int n, 
  * saving mean and rstd per row for the backward. */
 void tg_k_layernorm(const float *x, const float *scale, const float *shift, float *y, float *mean, float *rstd,
                     int64_t rows, int n, float eps);
+/* gx (+)= dx (added when gx_accumulate, else written); gscale, gshift +=.
+ * Any of the three may be NULL. */
 void tg_k_layernorm_backward(const float *x, const float *scale, const float *mean, const float *rstd,
-                             const float *dy, float *gx, float *gscale, float *gshift, int64_t rows, int n);
+                             const float *dy, float *gx, bool gx_accumulate, float *gscale, float *gshift,
+                             int64_t rows, int n);
 
 /* Permute a contiguous tensor of shape in_shape (ndim) by dims into out. */
 void tg_k_permute(const float *x, float *y, int ndim, const int *in_shape, const int *dims);

@@ -1683,6 +1683,333 @@ START_TEST(test_default_tape_per_thread)
 }
 END_TEST
 
+/* ================================================================ first writers
+ * The backwards that write an intermediate's first gradient instead of
+ * adding it to zeros (tg_grad_dest) must cover every element whatever the
+ * buffer held, and a tensor used twice must still get the sum. */
+
+enum { FW_B = 2, FW_T = 5, FW_C = 8, FW_H = 2, FW_V = 11, FW_HID = 12, FW_NP = 20 };
+
+typedef struct {
+    tg_tensor *p[FW_NP]; /* heap leaves: the graph's parameters */
+    int32_t ids[FW_B * FW_T], pos[FW_T], tgt[FW_B * FW_T];
+    tg_generator g;      /* dropout draws, re-seeded per forward */
+} fw_model;
+
+static void fw_model_init(fw_model *m)
+{
+    tg_generator g;
+    tg_manual_seed(&g, 2026);
+    const int sh[FW_NP][3] = {
+        {2, FW_V, FW_C}, {2, FW_T, FW_C}, {1, FW_C, 0}, {1, FW_C, 0},      /* tok, pos, ln1 scale, shift */
+        {2, FW_C, FW_C}, {2, FW_C, FW_C}, {2, FW_C, FW_C}, {1, FW_C, 0},   /* wq, wk, wv, bv */
+        {2, FW_C, FW_C}, {1, FW_C, 0}, {1, FW_C, 0}, {1, FW_C, 0},         /* wo, bo, ln2 scale, shift */
+        {2, FW_HID, FW_C}, {1, FW_HID, 0}, {2, FW_C, FW_HID}, {1, FW_C, 0}, /* ff w1, b1, w2, b2 */
+        {2, FW_C, FW_C}, {2, FW_T, FW_C}, {2, FW_V, FW_C}, {2, FW_C, FW_T}, /* wm, wt, out head, wr */
+    };
+    for (int i = 0; i < FW_NP; i++) {
+        m->p[i] = tg_requires_grad(tg_uniform(&g, -1.0f, 1.0f, sh[i][0], sh[i] + 1), true);
+        if (sh[i][0] == 1 && (i == 2 || i == 10))
+            tg_uniform_(m->p[i], 0.5f, 1.5f, &g); /* layernorm scales */
+    }
+    for (int i = 0; i < FW_B * FW_T; i++) {
+        m->ids[i] = (int32_t)(tg_random_u32(&g) % FW_V);
+        m->tgt[i] = (int32_t)(tg_random_u32(&g) % FW_V);
+    }
+    m->tgt[3] = -100; /* an ignored row: its logits' gradient is zero */
+    for (int i = 0; i < FW_T; i++)
+        m->pos[i] = i;
+}
+
+static void fw_model_free(fw_model *m)
+{
+    for (int i = 0; i < FW_NP; i++)
+        tg_free(m->p[i]);
+}
+
+/* Every op whose backward writes first: embedding, broadcast add, dropout,
+ * layernorm, affine (with and without bias), view, the fused attention and
+ * feed-forward, residual add, sub, matmul (folded, batched, with a batch-
+ * broadcast intermediate), reshape, cross-entropy with an ignored target. */
+static tg_tensor *fw_loss(fw_model *m)
+{
+    tg_tensor **p = m->p;
+    tg_manual_seed(&m->g, 99);
+    const int B = FW_B, T = FW_T, C = FW_C, H = FW_H;
+    tg_tensor *e = tg_embedding(p[0], m->ids, 2, (const int[]){B, T});
+    tg_tensor *pe = tg_embedding(p[1], m->pos, 1, (const int[]){T});
+    tg_tensor *d = tg_dropout(tg_add(e, pe), 0.2f, true, &m->g);
+    tg_tensor *h = tg_layernorm(d, p[2], p[3], 1e-5f);
+    const int hs[4] = {B, T, H, C / H};
+    tg_tensor *q = tg_view(tg_affine(h, p[4], NULL), 4, hs), *k = tg_view(tg_affine(h, p[5], NULL), 4, hs);
+    tg_tensor *v = tg_view(tg_affine(h, p[6], p[7]), 4, hs);
+    tg_tensor *a = tg_view(tg_sdpa_causal_heads_last(q, k, v, 0.25f, true, &m->g, NULL), 3, (const int[]){B, T, C});
+    tg_tensor *r = tg_add(d, tg_dropout(tg_affine(a, p[8], p[9]), 0.2f, true, &m->g));
+    tg_tensor *f = tg_feedforward_gelu(tg_layernorm(r, p[10], p[11], 1e-5f), p[12], p[13], p[14], p[15]);
+    tg_tensor *r2 = tg_sub(r, f);
+    tg_tensor *mm = tg_matmul(r2, p[16]);                                    /* [B,T,C] @ [C,C] */
+    tg_tensor *s = tg_add(tg_matmul(mm, tg_reshape(r2, 3, (const int[]){B, C, T})), /* [B,T,T], batched */
+                          tg_matmul(mm, tg_reshape(p[19], 3, (const int[]){1, C, T}))); /* broadcast b */
+    tg_tensor *wt = tg_mul_scalar(tg_reshape(p[17], 3, (const int[]){1, T, C}), 0.5f);
+    tg_tensor *u = tg_add(tg_matmul(s, wt), mm); /* [B,T,T] @ [1,T,C]: a broadcast intermediate */
+    return tg_cross_entropy(tg_affine(u, p[18], NULL), m->tgt);
+}
+
+/* every parameter's grad after one zero_grad + backward, in one malloc'd array */
+static float *fw_grads(fw_model *m, tg_tensor *loss)
+{
+    tg_zero_grad(m->p, FW_NP);
+    tg_backward(loss, NULL);
+    int64_t total = 0;
+    for (int i = 0; i < FW_NP; i++)
+        total += m->p[i]->numel;
+    float *g = malloc((size_t)total * sizeof *g), *o = g;
+    for (int i = 0; i < FW_NP; i++) {
+        memcpy(o, m->p[i]->grad, (size_t)m->p[i]->numel * sizeof *g);
+        o += m->p[i]->numel;
+    }
+    return g;
+}
+
+static void assert_same_bits(const float *got, const float *want, int64_t n, const char *what)
+{
+    for (int64_t i = 0; i < n; i++)
+        ck_assert_msg(memcmp(got + i, want + i, sizeof *got) == 0, "%s: grad element %lld is %a, %a fresh", what,
+                      (long long)i, (double)got[i], (double)want[i]);
+}
+
+static void fill_nan(float *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        p[i] = NAN;
+}
+
+START_TEST(test_first_writer_ignores_stale_buffers)
+{
+    fw_model m;
+    fw_model_init(&m);
+    int64_t n = 0;
+    for (int i = 0; i < FW_NP; i++)
+        n += m.p[i]->numel;
+    tg_tape *fresh = tg_tape_new(), *prev = tg_tape_use(fresh);
+    float *want = fw_grads(&m, fw_loss(&m));
+    for (int64_t i = 0; i < n; i++)
+        ck_assert_msg(isfinite(want[i]), "fresh grad element %lld is %g", (long long)i, (double)want[i]);
+    tg_tape_free(fresh);
+
+    /* Arena memory full of NaN: two rounds of the forward plus a block
+     * filled with NaN, then a reset (the second round reuses the first's
+     * coalesced block, so the third finds the NaN where backward allocates) */
+    tg_tape *t = tg_tape_new();
+    tg_tape_use(t);
+    const size_t big = (size_t)1 << 20;
+    for (int round = 0; round < 2; round++) {
+        fw_loss(&m);
+        fill_nan(tg_tape_alloc(big * sizeof(float)), big);
+        tg_tape_reset(t);
+    }
+    tg_tensor *loss = fw_loss(&m);
+    float *got = fw_grads(&m, loss);
+    assert_same_bits(got, want, n, "grad buffers from NaN-filled arena memory");
+    free(got);
+    /* A second backward of the same tape takes the first's released grad
+     * buffers: poisoned with NaN here */
+    ck_assert_int_gt(t->n_free_grads, 0);
+    for (int i = 0; i < t->n_free_grads; i++)
+        fill_nan(t->free_grads[i].p, t->free_grads[i].bytes / sizeof(float));
+    got = fw_grads(&m, loss);
+    assert_same_bits(got, want, n, "reused grad buffers poisoned with NaN");
+    free(got);
+    free(want);
+    tg_tape_use(prev);
+    tg_tape_free(t);
+    fw_model_free(&m);
+}
+END_TEST
+
+/* One op applied to the intermediate h (consumers once or twice). */
+typedef struct {
+    const char *name;
+    tg_tensor *(*fn)(tg_tensor *h, tg_tensor **p, tg_generator *g);
+} fw_op;
+
+static tg_tensor *fw_view(tg_tensor *h, tg_tensor **p, tg_generator *g)
+{
+    (void)p, (void)g;
+    return tg_view(h, 2, (const int[]){FW_B * FW_T, FW_C});
+}
+static tg_tensor *fw_dropout(tg_tensor *h, tg_tensor **p, tg_generator *g)
+{
+    (void)p;
+    return tg_dropout(h, 0.3f, true, g);
+}
+static tg_tensor *fw_layernorm(tg_tensor *h, tg_tensor **p, tg_generator *g)
+{
+    (void)g;
+    return tg_layernorm(h, p[2], p[3], 1e-5f);
+}
+static tg_tensor *fw_affine(tg_tensor *h, tg_tensor **p, tg_generator *g)
+{
+    (void)g;
+    return tg_affine(h, p[6], p[7]);
+}
+static tg_tensor *fw_ff(tg_tensor *h, tg_tensor **p, tg_generator *g)
+{
+    (void)g;
+    return tg_feedforward_gelu(h, p[12], p[13], p[14], p[15]);
+}
+static tg_tensor *fw_sdpa(tg_tensor *h, tg_tensor **p, tg_generator *g)
+{
+    (void)p;
+    const int hs[4] = {FW_B, FW_T, FW_H, FW_C / FW_H};
+    static const int32_t ids[FW_B * FW_T] = {3, 1, 4, 1, 5, 9, 2, 6, 5, 3};
+    /* h has this one consumer (several would sum in another order when twice) */
+    tg_tensor *q = tg_view(h, 4, hs), *k = tg_view(tg_embedding(p[0], ids, 2, (const int[]){FW_B, FW_T}), 4, hs);
+    tg_tensor *v = tg_view(tg_embedding(p[18], ids, 2, (const int[]){FW_B, FW_T}), 4, hs);
+    return tg_sdpa_causal_heads_last(q, k, v, 0.25f, true, g, NULL);
+}
+static tg_tensor *fw_add(tg_tensor *h, tg_tensor **p, tg_generator *g)
+{
+    (void)g;
+    return tg_add(h, tg_embedding(p[0], (const int32_t[]){1, 4, 2, 9, 0}, 1, (const int[]){FW_T}));
+}
+static tg_tensor *fw_sub(tg_tensor *h, tg_tensor **p, tg_generator *g)
+{
+    (void)g;
+    return tg_sub(tg_reshape(p[1], 3, (const int[]){1, FW_T, FW_C}), h);
+}
+static tg_tensor *fw_matmul(tg_tensor *h, tg_tensor **p, tg_generator *g)
+{
+    (void)g;
+    return tg_matmul(h, tg_reshape(p[19], 3, (const int[]){1, FW_C, FW_T}));
+}
+static tg_tensor *fw_ce(tg_tensor *h, tg_tensor **p, tg_generator *g)
+{
+    (void)g;
+    static const int32_t tgt[FW_B * FW_T] = {1, 7, -100, 0, 3, 3, 5, 6, 2, 4};
+    return tg_cross_entropy(h, tgt);
+}
+
+/* sum(f(h) * R) for a fixed R of f's shape (re-seeded: the same both times) */
+static tg_tensor *fw_project(const fw_op *op, tg_tensor *h, fw_model *m, tg_tensor **keep)
+{
+    tg_manual_seed(&m->g, 5);
+    tg_tensor *y = op->fn(h, m->p, &m->g);
+    tg_generator gr;
+    tg_manual_seed(&gr, 17);
+    tg_tensor *r = tg_uniform(&gr, -1.0f, 1.0f, y->ndim, y->shape);
+    *keep = r;
+    return tg_sum(tg_mul(y, r));
+}
+
+START_TEST(test_first_writer_sums_a_tensor_used_twice)
+{
+    static const fw_op ops[] = {
+        {"tg_view", fw_view},     {"tg_dropout", fw_dropout}, {"tg_layernorm", fw_layernorm},
+        {"tg_affine", fw_affine}, {"tg_feedforward_gelu", fw_ff}, {"tg_sdpa_causal_heads_last", fw_sdpa},
+        {"tg_add", fw_add},       {"tg_sub", fw_sub},         {"tg_matmul", fw_matmul},
+        {"tg_cross_entropy", fw_ce},
+    };
+    fw_model m;
+    fw_model_init(&m);
+    tg_generator gx;
+    tg_manual_seed(&gx, 3);
+    tg_tensor *x = tg_requires_grad(tg_uniform(&gx, -2.0f, 2.0f, TG_SHAPE(FW_B, FW_T, FW_C)), true);
+    tg_tensor *xv = tg_requires_grad(tg_uniform(&gx, -2.0f, 2.0f, TG_SHAPE(FW_B, FW_T, FW_V)), true);
+    for (size_t o = 0; o < sizeof ops / sizeof *ops; o++) {
+        tg_tensor *leaf = strcmp(ops[o].name, "tg_cross_entropy") ? x : xv, *r1, *r2;
+        float *g[2];
+        for (int twice = 0; twice < 2; twice++) {
+            tg_zero_grad(m.p, FW_NP);
+            tg_zero_grad_tensor(leaf);
+            tg_tensor *h = tg_mul_scalar(leaf, 1.5f); /* an intermediate: its grad is written first */
+            tg_tensor *loss = fw_project(&ops[o], h, &m, &r1);
+            if (twice)
+                loss = tg_add(loss, fw_project(&ops[o], h, &m, &r2));
+            tg_backward(loss, NULL);
+            /* the leaf's grad only: parameters that sum rows into their
+             * grads (layernorm's scale) do it in another order when twice */
+            const int64_t n = leaf->numel;
+            g[twice] = malloc((size_t)n * sizeof(float));
+            memcpy(g[twice], leaf->grad, (size_t)n * sizeof(float));
+            tg_tape_reset(NULL);
+            tg_free(r1);
+            if (twice)
+                tg_free(r2);
+            if (twice) {
+                bool any = false;
+                for (int64_t i = 0; i < n; i++) {
+                    ck_assert_msg(g[1][i] == 2.0f * g[0][i], "%s: h used twice gives grad element %lld = %a, "
+                                  "not twice %a", ops[o].name, (long long)i, (double)g[1][i], (double)g[0][i]);
+                    any |= g[0][i] != 0.0f;
+                }
+                ck_assert_msg(any, "%s: the input got no gradient", ops[o].name);
+            }
+        }
+        free(g[0]);
+        free(g[1]);
+    }
+    tg_free(x);
+    tg_free(xv);
+    fw_model_free(&m);
+}
+END_TEST
+
+/* a + b, same shapes, whose backward takes both destinations first and then
+ * writes b's before a's: taken twice, the input must be added to both times
+ * (tg_grad_dest's contract), whatever order a backward writes in. */
+static void sum2_backward(tg_node *n)
+{
+    bool add_a, add_b;
+    float *ga = tg_grad_dest(n, 0, &add_a), *gb = tg_grad_dest(n, 1, &add_b);
+    const float *g = n->out->grad;
+    for (int64_t i = 0; gb && i < n->out->numel; i++)
+        gb[i] = add_b ? gb[i] + g[i] : g[i];
+    for (int64_t i = 0; ga && i < n->out->numel; i++)
+        ga[i] = add_a ? ga[i] + g[i] : g[i];
+}
+
+static tg_tensor *sum2(tg_tensor *a, tg_tensor *b)
+{
+    tg_tensor *out = tg_new_tensor(a->ndim, a->shape);
+    for (int64_t i = 0; i < a->numel; i++)
+        out->data[i] = a->data[i] + b->data[i];
+    tg_tensor *in[2] = {a, b};
+    tg_record("sum2", out, in, 2, sum2_backward);
+    return out;
+}
+
+/* An input an op takes twice: both of its gradients land, summed (the two
+ * terms are equal here, so the sum is exactly twice one). */
+START_TEST(test_first_writer_input_taken_twice)
+{
+    tg_generator gx;
+    tg_manual_seed(&gx, 4);
+    tg_tensor *x = tg_requires_grad(tg_uniform(&gx, -2.0f, 2.0f, TG_SHAPE(3, 4)), true);
+    for (int op = 0; op < 3; op++) {
+        float once[12];
+        for (int same = 0; same < 2; same++) {
+            tg_zero_grad_tensor(x);
+            tg_tensor *h = tg_mul_scalar(x, 1.5f);
+            tg_tensor *c = tg_copy(h); /* the same values, no grad */
+            tg_tensor *other = same ? h : c;
+            tg_tensor *y = op == 2 ? sum2(h, other) : op ? tg_mul(h, other) : tg_add(h, other);
+            tg_backward(tg_sum(tg_mul(y, y)), NULL);
+            for (int i = 0; i < 12; i++)
+                if (!same)
+                    once[i] = x->grad[i];
+                else
+                    ck_assert_msg(x->grad[i] == 2.0f * once[i], "%s(h, h): grad %d = %g, not twice %g",
+                                  op == 2 ? "sum2" : op ? "tg_mul" : "tg_add", i, (double)x->grad[i],
+                                  (double)once[i]);
+            tg_tape_reset(NULL);
+            tg_free(c);
+        }
+    }
+    tg_free(x);
+}
+END_TEST
+
 static Suite *autograd_suite(void)
 {
     Suite *s = suite_create("autograd");
@@ -1725,6 +2052,12 @@ static Suite *autograd_suite(void)
     tcase_add_test(tc, test_view_shares_data);
     tcase_add_test(tc, test_gradcheck_custom_op_and_detects_wrong_grad);
     tcase_add_test(tc, test_default_tape_per_thread);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("first writers");
+    tcase_add_test(tc, test_first_writer_ignores_stale_buffers);
+    tcase_add_test(tc, test_first_writer_sums_a_tensor_used_twice);
+    tcase_add_test(tc, test_first_writer_input_taken_twice);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("errors");
