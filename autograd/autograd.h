@@ -179,6 +179,14 @@ float *tg_grad_of(tg_tensor *t);
  * gradients of a tensor used twice still sum. Both forms mix freely: an op
  * that never calls this one stays correct. */
 float *tg_grad_dest(tg_node *n, int k, bool *accumulate);
+/* For a backward whose input k's gradient is its output's gradient itself
+ * (a view, a sum's operand): when input k has none yet (as for
+ * tg_grad_dest's first writer), has the output's numel, and the output's
+ * gradient dies as this backward returns (tg_retain_grads off, not the
+ * loss), moves that buffer to the input and returns true: no copy. Else
+ * false, changing nothing: then write or add as usual. Call it after every
+ * other read of n->out->grad. */
+bool tg_grad_pass(tg_node *n, int k);
 void *tg_tape_alloc(size_t bytes);   /* scratch from the current tape's arena */
 
 /* ---------------------------------------------------------------- ops

@@ -36,6 +36,18 @@ static void binary_grad(tg_node *n, int which, float *g, bool add)
 static void binary_backward(tg_node *n)
 {
     bool add_a, add_b;
+    if ((tg_binop)n->iarg[0] == TG_BIN_ADD || (tg_binop)n->iarg[0] == TG_BIN_SUB) {
+        /* a's gradient is gout itself: b's first, then a may take gout's buffer */
+        float *gb = tg_grad_dest(n, 1, &add_b);
+        if (gb)
+            binary_grad(n, 1, gb, add_b);
+        if (tg_grad_pass(n, 0))
+            return;
+        float *ga = tg_grad_dest(n, 0, &add_a);
+        if (ga)
+            binary_grad(n, 0, ga, add_a);
+        return;
+    }
     float *ga = tg_grad_dest(n, 0, &add_a), *gb = tg_grad_dest(n, 1, &add_b);
     if (ga)
         binary_grad(n, 0, ga, add_a);

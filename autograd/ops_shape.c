@@ -59,6 +59,8 @@ tg_tensor *tg_transpose(tg_tensor *a, int d0, int d1)
 
 static void reshape_backward(tg_node *n)
 {
+    if (tg_grad_pass(n, 0)) /* the same gradient, its buffer handed on */
+        return;
     bool add;
     float *ga = tg_grad_dest(n, 0, &add);
     if (!ga)

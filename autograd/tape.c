@@ -509,6 +509,37 @@ float *tg_grad_of(tg_tensor *t)
     return tg_grad_buffer(t, tape->arena);
 }
 
+/* The entry whose backward is running, when its output's gradient dies as
+ * that backward returns (no retain_grads, not the loss): tg_grad_pass may
+ * then hand the buffer on. NULL otherwise. */
+static _Thread_local const tg_node *t_dying_out;
+
+/* t has no gradient yet and is input k of n alone: its first writer is n */
+static bool first_writer(const tg_node *n, int k)
+{
+    const tg_tensor *t = n->in[k];
+    if (!t->requires_grad || t->grad || t->storage != TG_STORAGE_ARENA)
+        return false;
+    for (int i = 0; i < n->n_in; i++)
+        if (i != k && n->in[i] == t)
+            return false;
+    return true;
+}
+
+bool tg_grad_pass(tg_node *n, int k)
+{
+    tg_check_ptr("tg_grad_pass", n, "node");
+    if (k < 0 || k >= n->n_in)
+        tg_error("tg_grad_pass", "%s has inputs 0 to %d, not %d", n->op, n->n_in - 1, k);
+    tg_tensor *t = n->in[k], *out = n->out;
+    if (t_dying_out != n || out->storage != TG_STORAGE_ARENA || !out->grad || t->numel != out->numel ||
+        !first_writer(n, k))
+        return false;
+    t->grad = out->grad;
+    out->grad = NULL;
+    return true;
+}
+
 float *tg_grad_dest(tg_node *n, int k, bool *accumulate)
 {
     tg_check_ptr("tg_grad_dest", n, "node");
@@ -522,11 +553,8 @@ float *tg_grad_dest(tg_node *n, int k, bool *accumulate)
     /* a gradient already there (a leaf's, or from another consumer) is added
      * to; so is one of an input that n takes twice, whose two writes would
      * otherwise each take the buffer for the first */
-    if (t->grad || t->storage != TG_STORAGE_ARENA)
+    if (!first_writer(n, k))
         return tg_grad_of(t);
-    for (int i = 0; i < n->n_in; i++)
-        if (i != k && n->in[i] == t)
-            return tg_grad_of(t);
     t->grad = take_grad_buffer(tg_tape_current(), t);
     *accumulate = false;
     return t->grad;
@@ -559,12 +587,15 @@ void tg_backward(tg_tensor *loss, const tg_tensor *seed)
     for (int64_t i = 0; i < loss->numel; i++)
         g[i] += seed ? seed->data[i] : 1.0f;
 
+    const tg_node *outer_dying = t_dying_out; /* (a backward run from inside another's) */
     for (int i = loss->node; i >= 0; i--) {
         tg_node *n = &t->nodes[i];
         if (n->out->grad) {
             if (n->out->hooks)
                 run_hooks(n->out);   /* its gradient is complete: every consumer has run */
+            t_dying_out = !t->retain_grads && n->out != loss ? n : NULL;
             n->backward(n);
+            t_dying_out = outer_dying;
             if (ANOMALY_ON(t))
                 check_backward(t, n);
             if (!t->retain_grads && n->out != loss)

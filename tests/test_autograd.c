@@ -1955,6 +1955,41 @@ START_TEST(test_first_writer_sums_a_tensor_used_twice)
 }
 END_TEST
 
+/* Views and sums hand their output's gradient buffer on (tg_grad_pass) only
+ * when it dies: with retain_grads every intermediate keeps its own. */
+START_TEST(test_grad_pass_keeps_retained_grads)
+{
+    tg_generator g;
+    tg_manual_seed(&g, 8);
+    tg_tensor *x = tg_requires_grad(tg_uniform(&g, -1.0f, 1.0f, TG_SHAPE(2, 6)), true);
+    tg_tensor *R = tg_uniform(&g, -1.0f, 1.0f, TG_SHAPE(3, 4));
+    tg_tensor *c = tg_uniform(&g, -1.0f, 1.0f, TG_SHAPE(3, 4));
+    for (int retain = 0; retain < 2; retain++) {
+        const bool was = tg_retain_grads(retain);
+        tg_zero_grad_tensor(x);
+        tg_tensor *h = tg_mul_scalar(x, 2.0f), *v = tg_view(h, TG_SHAPE(3, 4)), *r = tg_add(v, c);
+        tg_tensor *s = tg_sub(r, c);
+        tg_backward(tg_sum(tg_mul(s, R)), NULL);
+        for (int i = 0; i < 12; i++) /* dloss/ds = R, exactly; ds/dx = 2 */
+            ck_assert_msg(x->grad[i] == 2.0f * R->data[i], "retain %d: x.grad[%d] = %g, not %g", retain, i,
+                          (double)x->grad[i], 2.0 * R->data[i]);
+        const tg_tensor *mid[4] = {s, r, v, h};
+        for (int k = 0; k < 4; k++) {
+            ck_assert_msg((mid[k]->grad != NULL) == (bool)retain, "retain %d: intermediate %d grad %s", retain, k,
+                          mid[k]->grad ? "kept" : "released");
+            for (int i = 0; retain && i < 12; i++)
+                ck_assert_msg(mid[k]->grad[i] == R->data[i], "intermediate %d grad[%d] = %g, not %g", k, i,
+                              (double)mid[k]->grad[i], (double)R->data[i]);
+        }
+        tg_retain_grads(was);
+        tg_tape_reset(NULL);
+    }
+    tg_free(x);
+    tg_free(R);
+    tg_free(c);
+}
+END_TEST
+
 /* a + b, same shapes, whose backward takes both destinations first and then
  * writes b's before a's: taken twice, the input must be added to both times
  * (tg_grad_dest's contract), whatever order a backward writes in. */
@@ -2058,6 +2093,7 @@ static Suite *autograd_suite(void)
     tcase_add_test(tc, test_first_writer_ignores_stale_buffers);
     tcase_add_test(tc, test_first_writer_sums_a_tensor_used_twice);
     tcase_add_test(tc, test_first_writer_input_taken_twice);
+    tcase_add_test(tc, test_grad_pass_keeps_retained_grads);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("errors");
