@@ -8,7 +8,8 @@
  * the panels are packed (with in-register 16x16 transposes on AVX-512).
  *
  * Three micro-kernels, picked at run time from what the CPU has:
- *   avx512  14 x 32, 28 zmm accumulators, FMA (Skylake-X and later)
+ *   avx512  14 x 32, 28 zmm accumulators, FMA (Skylake-X and later); the
+ *           last row panel, when shorter, by a kernel of as few (even) rows
  *   avx2     6 x 16, 12 ymm accumulators, FMA (Haswell and later)
  *   generic  6 x 16 in portable C (separate multiply and add)
  * tg_k_gemm_set_isa() forces one, so tests run every path the CPU can.
@@ -60,6 +61,9 @@ typedef struct {
     void (*kernel)(int kc, const float *ap, const float *bp, float *c, int64_t ldc, int mr, int nr, bool add);
     void (*pack_a)(const gemm_args *g, int i0, int h, int p0, int kc, float *ap);
     void (*pack_b)(const gemm_args *g, int j0, int w, int p0, int kc, float *bp);
+    /* the same as kernel for the last panel's mr < MR rows (only those rows
+     * computed: every element of C the same bits), or NULL to use kernel */
+    void (*kernel_short)(int kc, const float *ap, const float *bp, float *c, int64_t ldc, int mr, int nr, bool add);
 } gemm_isa;
 
 /* ---------------------------------------------------------------- portable packing */
@@ -313,18 +317,79 @@ static AVX512 void kernel_avx512(int kc, const float *restrict ap, const float *
     ROW_STORE(0); ROW_STORE(1); ROW_STORE(2); ROW_STORE(3); ROW_STORE(4); ROW_STORE(5); ROW_STORE(6);
     ROW_STORE(7); ROW_STORE(8); ROW_STORE(9); ROW_STORE(10); ROW_STORE(11); ROW_STORE(12); ROW_STORE(13);
 }
+/* The kernel on the first R rows of a panel (R < 14, even): the accumulators
+ * of those rows only, the FMAs in the same order as kernel_avx512's. */
+static inline __attribute__((always_inline)) AVX512 void kernel_avx512_rows(const int R, int kc, const float *restrict ap,
+                                                                          const float *restrict bp, float *restrict c,
+                                                                          int64_t ldc, int mr, int nr, bool add)
+{
+    __m512 acc[MR_MAX - 2][2];
+    for (int r = 0; r < R; r++)
+        acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+    for (int r = 0; r < mr; r++) {
+        _mm_prefetch((const char *)(c + r * ldc), _MM_HINT_T0);
+        _mm_prefetch((const char *)(c + r * ldc + nr - 1), _MM_HINT_T0);
+    }
+    for (int k = 0; k < kc; k++) {
+        const __m512 b0 = _mm512_load_ps(bp), b1 = _mm512_load_ps(bp + 16);
+        _mm_prefetch((const char *)(bp + 8 * NR_MAX), _MM_HINT_T0);
+        _mm_prefetch((const char *)(ap + 8 * MR_MAX), _MM_HINT_T0);
+        for (int r = 0; r < R; r++) {
+            const __m512 a = _mm512_set1_ps(ap[r]);
+            acc[r][0] = _mm512_fmadd_ps(a, b0, acc[r][0]);
+            acc[r][1] = _mm512_fmadd_ps(a, b1, acc[r][1]);
+        }
+        ap += MR_MAX;
+        bp += NR_MAX;
+    }
+    const __mmask16 m0 = lanes(nr), m1 = lanes(nr - 16);
+    for (int r = 0; r < R; r++) {
+        if (r < mr) {
+            float *cr = c + r * ldc;
+            if (add) {
+                acc[r][0] = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, cr), acc[r][0]);
+                acc[r][1] = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, cr + 16), acc[r][1]);
+            }
+            _mm512_mask_storeu_ps(cr, m0, acc[r][0]);
+            _mm512_mask_storeu_ps(cr + 16, m1, acc[r][1]);
+        }
+    }
+}
+
+#define KERNEL_ROWS(R)                                                                                             \
+    static AVX512 void kernel_avx512_##R(int kc, const float *restrict ap, const float *restrict bp,               \
+                                         float *restrict c, int64_t ldc, int mr, int nr, bool add)                \
+    {                                                                                                              \
+        kernel_avx512_rows(R, kc, ap, bp, c, ldc, mr, nr, add);                                                    \
+    }
+KERNEL_ROWS(2)
+KERNEL_ROWS(4)
+KERNEL_ROWS(6)
+KERNEL_ROWS(8)
+KERNEL_ROWS(10)
+KERNEL_ROWS(12)
+
+static AVX512 void kernel_avx512_short(int kc, const float *restrict ap, const float *restrict bp,
+                                       float *restrict c, int64_t ldc, int mr, int nr, bool add)
+{
+    static void (*const by_rows[])(int, const float *, const float *, float *, int64_t, int, int, bool) = {
+        kernel_avx512_2, kernel_avx512_4, kernel_avx512_6, kernel_avx512_8, kernel_avx512_10, kernel_avx512_12,
+        kernel_avx512};
+    by_rows[(mr - 1) / 2](kc, ap, bp, c, ldc, mr, nr, add);
+}
+
 #endif /* TG_GEMM_X86 */
 
 /* ---------------------------------------------------------------- dispatch */
 
-static const gemm_isa g_generic = {"generic", 6, 16, 96, 2048, kernel_generic, pack_a_6, pack_b_16};
+static const gemm_isa g_generic = {"generic", 6, 16, 96, 2048, kernel_generic, pack_a_6, pack_b_16, NULL};
 #ifdef TG_GEMM_X86
-static const gemm_isa g_avx2 = {"avx2", 6, 16, 96, 2048, kernel_avx2, pack_a_6, pack_b_16};
+static const gemm_isa g_avx2 = {"avx2", 6, 16, 96, 2048, kernel_avx2, pack_a_6, pack_b_16, NULL};
 #ifndef AVX512_MC
 #define AVX512_MC (14 * 12)
 #endif
 static const gemm_isa g_avx512 = {"avx512", MR_MAX, NR_MAX, AVX512_MC, 2048, kernel_avx512, pack_a_avx512,
-                                  pack_b_avx512};
+                                  pack_b_avx512, kernel_avx512_short};
 #endif
 
 static const gemm_isa *g_isa; /* NULL until the first call picks the best */
@@ -513,7 +578,10 @@ static void compute_range(void *vctx, int64_t t0, int64_t t1)
             for (int r0 = 0; r0 < mc; r0 += MR) {
                 const int mr = mc - r0 < MR ? mc - r0 : MR;
                 float *c = j->C + (i0 + r0) * j->ldc + j->jc + x0;
-                isa->kernel(kc, ap + (int64_t)r0 * kc, bp, c, j->ldc, mr, nr, j->add);
+                if (mr < MR && isa->kernel_short)
+                    isa->kernel_short(kc, ap + (int64_t)r0 * kc, bp, c, j->ldc, mr, nr, j->add);
+                else
+                    isa->kernel(kc, ap + (int64_t)r0 * kc, bp, c, j->ldc, mr, nr, j->add);
             }
         }
     }
