@@ -21,12 +21,15 @@
  * MC block of op(A) just before it is used (while it is in L2), by the
  * thread that takes it. When there are too few row blocks to share out, the
  * threads split the panels too, and pack all of op(A)'s block together
- * first, so that nothing is packed twice. Pack buffers are scratch, grown
- * once and then reused, so a warm training step allocates nothing here.
+ * first, so that nothing is packed twice. With threads the whole call is
+ * one job of the pool, the pack and compute phases of every block in a row
+ * (see "the threaded schedule"). Pack buffers are scratch, grown once and
+ * then reused, so a warm training step allocates nothing here.
  */
 #include "kernels.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -317,6 +320,7 @@ static AVX512 void kernel_avx512(int kc, const float *restrict ap, const float *
     ROW_STORE(0); ROW_STORE(1); ROW_STORE(2); ROW_STORE(3); ROW_STORE(4); ROW_STORE(5); ROW_STORE(6);
     ROW_STORE(7); ROW_STORE(8); ROW_STORE(9); ROW_STORE(10); ROW_STORE(11); ROW_STORE(12); ROW_STORE(13);
 }
+
 /* The kernel on the first R rows of a panel (R < 14, even): the accumulators
  * of those rows only, the FMAs in the same order as kernel_avx512's. */
 static inline __attribute__((always_inline)) AVX512 void kernel_avx512_rows(const int R, int kc, const float *restrict ap,
@@ -532,18 +536,20 @@ typedef struct {
     int a_items, b_groups; /* pack items: the A row blocks (when apack), then groups of B panels */
 } gemm_job;
 
-/* panels of B per pack item when threads share the packing */
-#define B_GROUP 4
+/* panels of A and of B per pack item when threads share the packing */
+#define A_GROUP 4
+#define B_GROUP 2
 
-/* item p: row block p of A (p < a_items), else B panels group p - a_items */
+/* item p: A panels group p (p < a_items), else B panels group p - a_items */
 static void pack_range(void *vctx, int64_t p0, int64_t p1)
 {
     const gemm_job *j = vctx;
     const gemm_isa *isa = j->isa;
     for (int64_t p = p0; p < p1; p++) {
         if (p < j->a_items) {
-            const int i0 = (int)p * isa->mc, mc = j->g.M - i0 < isa->mc ? j->g.M - i0 : isa->mc;
-            isa->pack_a(&j->g, i0, mc, j->pc, j->kc, j->apack + (int64_t)i0 * j->kc);
+            const int i0 = (int)p * A_GROUP * isa->mr;
+            const int h = j->g.M - i0 < A_GROUP * isa->mr ? j->g.M - i0 : A_GROUP * isa->mr;
+            isa->pack_a(&j->g, i0, h, j->pc, j->kc, j->apack + (int64_t)i0 * j->kc);
         } else {
             const int x0 = (int)(p - j->a_items) * B_GROUP * isa->nr;
             const int w = j->nc - x0 < B_GROUP * isa->nr ? j->nc - x0 : B_GROUP * isa->nr;
@@ -587,6 +593,94 @@ static void compute_range(void *vctx, int64_t t0, int64_t t1)
     }
 }
 
+/* ---------------------------------------------------------------- the threaded schedule
+ * Every block (jc, pc) of the loops is two phases, packing (A_GROUP / B_GROUP
+ * items) then computing (the tasks of compute_range). Items are numbered one
+ * after another through all the phases; each thread of the pool claims the
+ * next number (an atomic counter) and, before it runs the item, waits until
+ * every item of the earlier phases is done (another counter: an item of a
+ * phase only starts once all before the phase are done, so done >= the
+ * phase's first number means exactly that). A single hand-off to the pool
+ * per call then replaces two per K block, each with its wake-up and join;
+ * a thread that joins late or never just leaves more items to the others,
+ * so one thread alone still runs everything, in the same order. */
+typedef struct {
+    gemm_job base;      /* g, isa, C, ldc, m_blocks, apack, bpack: the same for every block */
+    bool accumulate;
+    int n_pc;           /* K blocks per column block */
+    int64_t next, done; /* atomic: the next item to claim, the items finished */
+} gemm_sched;
+
+/* The job of block b (column block b / n_pc, K block b % n_pc). */
+static void sched_block(const gemm_sched *s, int b, gemm_job *j)
+{
+    *j = s->base;
+    const gemm_isa *isa = j->isa;
+    const int threads = tg_get_num_threads();
+    j->jc = b / s->n_pc * isa->nc;
+    j->nc = j->g.N - j->jc < isa->nc ? j->g.N - j->jc : isa->nc;
+    j->pc = b % s->n_pc * KC;
+    j->kc = j->g.K - j->pc < KC ? j->g.K - j->pc : KC;
+    j->add = s->accumulate || j->pc > 0;
+    const int n_panels = (j->nc + isa->nr - 1) / isa->nr;
+    /* Threads share out whole row blocks, each packing its own A block,
+     * when there are enough of them to balance; otherwise they split the
+     * panels too, and then pack all of op(A) together first, so that no
+     * task packs what another has packed already. */
+    const bool share_a = j->apack != NULL;
+    j->n_parts = 1;
+    if (share_a) {
+        j->n_parts = (4 * threads + j->m_blocks - 1) / j->m_blocks;
+        if (j->n_parts > n_panels)
+            j->n_parts = n_panels;
+    }
+    j->panels_per_part = (n_panels + j->n_parts - 1) / j->n_parts;
+    j->n_parts = (n_panels + j->panels_per_part - 1) / j->panels_per_part;
+    j->a_items = share_a ? (j->g.M + A_GROUP * isa->mr - 1) / (A_GROUP * isa->mr) : 0;
+    j->b_groups = (n_panels + B_GROUP - 1) / B_GROUP;
+}
+
+static void wait_done(gemm_sched *s, int64_t n)
+{
+    for (int spin = 0; __atomic_load_n(&s->done, __ATOMIC_ACQUIRE) < n; spin++) {
+#ifdef TG_GEMM_X86
+        __builtin_ia32_pause();
+#endif
+        if (spin >= 256) /* the other thread was preempted (a shared machine) */
+            sched_yield();
+    }
+}
+
+static void sched_run(void *vctx, int64_t i0, int64_t i1)
+{
+    (void)i0, (void)i1;
+    gemm_sched *s = vctx;
+    const int n_blocks = (s->base.g.N + s->base.isa->nc - 1) / s->base.isa->nc * s->n_pc;
+    gemm_job j;
+    int b = 0, phase = 0; /* the phase this thread is in: block b, packing (0) or computing (1) */
+    int64_t start = 0;    /* its first item's number */
+    sched_block(s, 0, &j);
+    for (;;) {
+        const int64_t t = __atomic_fetch_add(&s->next, 1, __ATOMIC_RELAXED);
+        int64_t size = phase ? (int64_t)j.m_blocks * j.n_parts : j.a_items + j.b_groups;
+        while (t >= start + size) {
+            start += size;
+            if (phase && ++b == n_blocks)
+                return;
+            if (phase)
+                sched_block(s, b, &j);
+            phase = !phase;
+            size = phase ? (int64_t)j.m_blocks * j.n_parts : j.a_items + j.b_groups;
+        }
+        wait_done(s, start);
+        if (phase)
+            compute_range(&j, t - start, t - start + 1);
+        else
+            pack_range(&j, t - start, t - start + 1);
+        __atomic_add_fetch(&s->done, 1, __ATOMIC_RELEASE);
+    }
+}
+
 void tg_k_gemm(bool ta, bool tb, int M, int N, int K, const float *A, const float *B, float *C, bool accumulate)
 {
     tg_k_gemm_ld(ta, tb, M, N, K, A, ta ? M : K, B, tb ? K : N, C, N, accumulate);
@@ -613,41 +707,27 @@ void tg_k_gemm_ld(bool ta, bool tb, int M, int N, int K, const float *A, int64_t
     const int threads = tg_in_parallel_region() ? 1 : tg_get_num_threads();
     const bool par = threads > 1 && (int64_t)M * N * K >= (1 << 20);
     const int MC = isa->mc, NR = isa->nr;
+    const int n_panels_max = ((N < isa->nc ? N : isa->nc) + NR - 1) / NR;
     j.m_blocks = (M + MC - 1) / MC;
+    j.bpack = tg_k_scratch(TG_SCRATCH_GEMM_B, (size_t)n_panels_max * NR * KC);
+    if (par) {
+        const bool share_a = j.m_blocks < 2 * threads;
+        j.apack = share_a ? tg_k_scratch(TG_SCRATCH_GEMM_A, (size_t)j.m_blocks * MC * KC) : NULL;
+        gemm_sched s = {.base = j, .accumulate = accumulate, .n_pc = (K + KC - 1) / KC};
+        tg_parallel_each(sched_run, &s);
+        return;
+    }
     for (int jc = 0; jc < N; jc += isa->nc) {
         j.jc = jc;
         j.nc = N - jc < isa->nc ? N - jc : isa->nc;
-        const int n_panels = (j.nc + NR - 1) / NR;
-        /* Threads share out whole row blocks, each packing its own A block,
-         * when there are enough of them to balance; otherwise they split the
-         * panels too, and then pack all of op(A) together first, so that no
-         * task packs what another has packed already. */
-        const bool share_a = par && j.m_blocks < 2 * threads;
         j.n_parts = 1;
-        if (share_a) {
-            j.n_parts = (4 * threads + j.m_blocks - 1) / j.m_blocks;
-            if (j.n_parts > n_panels)
-                j.n_parts = n_panels;
-        }
-        j.panels_per_part = (n_panels + j.n_parts - 1) / j.n_parts;
-        j.n_parts = (n_panels + j.panels_per_part - 1) / j.panels_per_part;
+        j.panels_per_part = (j.nc + NR - 1) / NR;
         for (int pc = 0; pc < K; pc += KC) {
             j.pc = pc;
             j.kc = K - pc < KC ? K - pc : KC;
             j.add = accumulate || pc > 0;
-            j.bpack = tg_k_scratch(TG_SCRATCH_GEMM_B, (size_t)n_panels * NR * KC);
-            const int64_t tasks = (int64_t)j.m_blocks * j.n_parts;
-            if (par) {
-                j.apack = share_a ? tg_k_scratch(TG_SCRATCH_GEMM_A, (size_t)j.m_blocks * MC * KC) : NULL;
-                j.a_items = share_a ? j.m_blocks : 0;
-                j.b_groups = (n_panels + B_GROUP - 1) / B_GROUP;
-                tg_parallel_for(j.a_items + j.b_groups, 1, pack_range, &j);
-                tg_parallel_for(tasks, 1, compute_range, &j);
-            } else {
-                j.apack = NULL;
-                isa->pack_b(&j.g, jc, j.nc, pc, j.kc, j.bpack);
-                compute_range(&j, 0, tasks);
-            }
+            isa->pack_b(&j.g, jc, j.nc, pc, j.kc, j.bpack);
+            compute_range(&j, 0, j.m_blocks);
         }
     }
 }

@@ -44,10 +44,11 @@
  *       runs it inline when the work is small. There is no serial twin: a
  *       caller that must not split (a broadcast gradient, where two ranges
  *       would add into one place) calls X_range(&a, 0, n) itself.
- * Two places differ, on purpose: gemm (tensor/gemm.c) hands each K block to
- * the pool twice, a pack_range then a compute_range over one job whose block
- * fields advance between the calls, and runs the unthreaded case through
- * the same two functions; the optimizer's step_range and zero_range take the
+ * Two places differ, on purpose: gemm (tensor/gemm.c) hands the pool one
+ * job per call (tg_parallel_each), in which the threads claim the pack items
+ * and compute tasks of every K block in turn, each phase after the one
+ * before is done, and runs the unthreaded case through the same pack and
+ * compute functions; the optimizer's step_range and zero_range take the
  * tg_optim itself as their arguments. */
 /* Runs fn(ctx, i0, i1) over [0, n) split into contiguous chunks of at
  * least min_chunk items, a few per thread, claimed as threads come free;
