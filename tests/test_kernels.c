@@ -82,8 +82,11 @@ END_TEST
 START_TEST(test_gemm_blocked_shapes)
 {
     /* crosses KC = 256, MC, NC = 2048 and several NR panels; 2 and 3 threads
-     * split rows and panels */
+     * split rows and panels; 20 and 28 rows (two panels, the second short in
+     * the first) across K blocks */
     FOR_EACH_ISA(isa) {
+        check_gemm(20, 64, 300, 1);
+        check_gemm(28, 96, 513, 1);
         check_gemm(97, 70, 300, 1);
         check_gemm(200, 65, 513, 2);
         check_gemm(700, 70, 300, 2);
