@@ -125,12 +125,17 @@ tg_tensor *tg_gelu(tg_tensor *a) { return unary("tg_gelu", TG_UN_GELU, a, 0.0f);
 
 static void sigmoid_backward(tg_node *n)
 {
-    float *ga = tg_grad_of(n->in[0]);
+    bool add;
+    float *ga = tg_grad_dest(n, 0, &add);
     if (!ga)
         return;
     const float *y = n->out->data, *g = n->out->grad;
-    for (int64_t i = 0; i < n->out->numel; i++)
-        ga[i] += g[i] * (y[i] * (1.0f - y[i]));
+    if (add)
+        for (int64_t i = 0; i < n->out->numel; i++)
+            ga[i] += g[i] * (y[i] * (1.0f - y[i]));
+    else /* its first writer */
+        for (int64_t i = 0; i < n->out->numel; i++)
+            ga[i] = g[i] * (y[i] * (1.0f - y[i]));
 }
 
 tg_tensor *tg_sigmoid(tg_tensor *a)

@@ -18,7 +18,8 @@ typedef struct {
 
 static void masked_fill_backward(tg_node *n)
 {
-    float *ga = tg_grad_of(n->in[0]);
+    bool add; /* its first writer writes the filled places' zeros too */
+    float *ga = tg_grad_dest(n, 0, &add);
     if (!ga)
         return;
     const masked_fill_ctx *c = n->ctx;
@@ -31,7 +32,9 @@ static void masked_fill_backward(tg_node *n)
                 const float *m = c->mask + i0 * bc->sb[0] + i1 * bc->sb[1] + i2 * bc->sb[2];
                 for (int i3 = 0; i3 < bc->shape[3]; i3++, i++)
                     if (m[i3 * bc->sb[3]] == 0.0f) /* select, not multiply: NaN under the mask stays out */
-                        ga[i] += g[i];
+                        ga[i] = add ? ga[i] + g[i] : g[i];
+                    else if (!add)
+                        ga[i] = 0.0f;
             }
 }
 
@@ -75,7 +78,8 @@ tg_tensor *tg_masked_fill(tg_tensor *a, const tg_tensor *mask, float value)
 
 static void tri_backward(tg_node *n)
 {
-    float *ga = tg_grad_of(n->in[0]);
+    bool add; /* its first writer writes the zeroed places' zeros too */
+    float *ga = tg_grad_dest(n, 0, &add);
     if (!ga)
         return;
     const int R = n->out->shape[n->out->ndim - 2], C = n->out->shape[n->out->ndim - 1];
@@ -83,7 +87,9 @@ static void tri_backward(tg_node *n)
     for (int64_t i = 0; i < n->out->numel; i++) {
         const int r = (int)((i / C) % R), c = (int)(i % C);
         if (upper ? (c - r >= d) : (c - r <= d))
-            ga[i] += n->out->grad[i];
+            ga[i] = add ? ga[i] + n->out->grad[i] : n->out->grad[i];
+        else if (!add)
+            ga[i] = 0.0f;
     }
 }
 

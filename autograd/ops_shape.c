@@ -136,13 +136,17 @@ static void concat_backward(tg_node *n)
     for (int k = 0; k < n->n_in; k++) {
         tg_tensor *t = n->in[k];
         const int nk = t->shape[dim];
-        float *g = tg_grad_of(t);
+        bool add; /* its first writer copies: the slices cover the whole input */
+        float *g = tg_grad_dest(n, k, &add);
         if (g)
             for (int64_t o = 0; o < outer; o++) {
                 const float *src = n->out->grad + (o * nout + off) * inner;
                 float *dst = g + o * nk * inner;
-                for (int64_t i = 0; i < nk * inner; i++)
-                    dst[i] += src[i];
+                if (!add)
+                    memcpy(dst, src, (size_t)(nk * inner) * sizeof(float));
+                else
+                    for (int64_t i = 0; i < nk * inner; i++)
+                        dst[i] += src[i];
             }
         off += nk;
     }
@@ -287,13 +291,17 @@ static void stack_backward(tg_node *n)
     int nout;
     tg_split_dim(n->out, dim, &outer, &nout, &inner);
     for (int k = 0; k < n->n_in; k++) {
-        float *g = tg_grad_of(n->in[k]);
+        bool add; /* its first writer copies: the slices cover the whole input */
+        float *g = tg_grad_dest(n, k, &add);
         if (g)
             for (int64_t o = 0; o < outer; o++) {
                 const float *src = n->out->grad + (o * nout + k) * inner;
                 float *dst = g + o * inner;
-                for (int64_t i = 0; i < inner; i++)
-                    dst[i] += src[i];
+                if (!add)
+                    memcpy(dst, src, (size_t)inner * sizeof(float));
+                else
+                    for (int64_t i = 0; i < inner; i++)
+                        dst[i] += src[i];
             }
     }
 }
