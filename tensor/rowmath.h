@@ -34,6 +34,12 @@
  * float operations whichever it picks. */
 typedef float tg_row_vec __attribute__((vector_size(TG_ROW_LANES * sizeof(float))));
 typedef int32_t tg_row_ivec __attribute__((vector_size(TG_ROW_LANES * sizeof(float))));
+/* halves, quarters and eighths of it, for the trees that end a row */
+typedef float tg_row_vec8 __attribute__((vector_size(8 * sizeof(float))));
+typedef float tg_row_vec4 __attribute__((vector_size(4 * sizeof(float))));
+typedef float tg_row_vec2 __attribute__((vector_size(2 * sizeof(float))));
+typedef int32_t tg_row_ivec8 __attribute__((vector_size(8 * sizeof(float))));
+typedef int32_t tg_row_ivec4 __attribute__((vector_size(4 * sizeof(float))));
 
 /* *v = x[c : c + 16], the lanes at or past n set to pad (vectors go by
  * pointer: by value they would change the ABI between target clones) */
@@ -49,14 +55,21 @@ TG_ROW void tg_row_load(tg_row_vec *v, const float *x, int c, int n, float pad)
     }
 }
 
+/* the tree lane[l] += lane[l + w] for w = 8, 4, 2, 1, as halves of
+ * vectors added (one instruction a level, where gcc's loop over the lanes
+ * went through memory, one float at a time); the same additions */
 TG_ROW float tg_row_lanes_total(const tg_row_vec *v)
 {
-    float acc[TG_ROW_LANES];
-    memcpy(acc, v, sizeof acc);
-    for (int w = TG_ROW_LANES / 2; w >= 1; w /= 2)
-        for (int l = 0; l < w; l++)
-            acc[l] += acc[l + w];
-    return acc[0];
+    tg_row_vec8 h8[2];
+    tg_row_vec4 h4[2];
+    tg_row_vec2 h2[2];
+    memcpy(h8, v, sizeof h8);
+    const tg_row_vec8 s8 = h8[0] + h8[1];
+    memcpy(h4, &s8, sizeof h4);
+    const tg_row_vec4 s4 = h4[0] + h4[1];
+    memcpy(h2, &s4, sizeof h2);
+    const tg_row_vec2 s2 = h2[0] + h2[1];
+    return s2[0] + s2[1];
 }
 
 /* sum of x[0:n]; the zeros padding the last vector change no lane (a lane
@@ -94,12 +107,18 @@ TG_ROW float tg_row_max(const float *restrict x, int n)
         const tg_row_ivec gt = v > acc;
         acc = (tg_row_vec)(((tg_row_ivec)v & gt) | ((tg_row_ivec)acc & ~gt));
     }
-    float m[TG_ROW_LANES];
-    memcpy(m, &acc, sizeof m);
-    for (int w = TG_ROW_LANES / 2; w >= 1; w /= 2)
-        for (int l = 0; l < w; l++)
-            m[l] = m[l + w] > m[l] ? m[l + w] : m[l];
-    return m[0];
+    /* lane[l] = lane[l + w] > lane[l] ? lane[l + w] : lane[l], w = 8, 4, 2, 1,
+     * on vector halves as in tg_row_lanes_total */
+    tg_row_vec8 h8[2];
+    tg_row_vec4 h4[2];
+    memcpy(h8, &acc, sizeof h8);
+    const tg_row_ivec8 g8 = h8[1] > h8[0];
+    const tg_row_vec8 s8 = (tg_row_vec8)(((tg_row_ivec8)h8[1] & g8) | ((tg_row_ivec8)h8[0] & ~g8));
+    memcpy(h4, &s8, sizeof h4);
+    const tg_row_ivec4 g4 = h4[1] > h4[0];
+    const tg_row_vec4 s4 = (tg_row_vec4)(((tg_row_ivec4)h4[1] & g4) | ((tg_row_ivec4)h4[0] & ~g4));
+    const float a0 = s4[2] > s4[0] ? s4[2] : s4[0], a1 = s4[3] > s4[1] ? s4[3] : s4[1];
+    return a1 > a0 ? a1 : a0;
 }
 
 /* y = exp(x - max), *sum = their sum; returns the max (0 for an all -inf
