@@ -17,14 +17,11 @@
 #include <stdint.h>
 #include <string.h>
 
-static inline float tg_fast_expf(float x)
+/* e^(x - n ln2) for n = round(x / ln2): Cody-Waite's two-part ln2, then
+ * Cephes' degree-6 polynomial for e^r, |r| <= ln2/2 */
+static inline float tg_fast_exp_reduced(float x, float n)
 {
-    const float hi = 88.72283935546875f, lo = -103.972084f;
-    const float xc = x > hi ? hi : (x < lo ? lo : x);
-    /* n = round(x / ln2) by the magic-number trick (no libm call) */
-    const float magic = 12582912.0f; /* 1.5 * 2^23 */
-    const float n = (xc * 1.44269504088896341f + magic) - magic;
-    float r = xc - n * 0.693359375f;
+    float r = x - n * 0.693359375f;
     r = r - n * -2.12194440e-4f;
     const float r2 = r * r;
     float p = 1.9875691500E-4f;
@@ -33,7 +30,17 @@ static inline float tg_fast_expf(float x)
     p = p * r + 4.1665795894E-2f;
     p = p * r + 1.6666665459E-1f;
     p = p * r + 5.0000001201E-1f;
-    p = p * r2 + r + 1.0f;
+    return p * r2 + r + 1.0f;
+}
+
+static inline float tg_fast_expf(float x)
+{
+    const float hi = 88.72283935546875f, lo = -103.972084f;
+    const float xc = x > hi ? hi : (x < lo ? lo : x);
+    /* n = round(x / ln2) by the magic-number trick (no libm call) */
+    const float magic = 12582912.0f; /* 1.5 * 2^23 */
+    const float n = (xc * 1.44269504088896341f + magic) - magic;
+    const float p = tg_fast_exp_reduced(xc, n);
     /* scale by 2^n, n in [-150, 128], in two halves that are each a normal
      * float, so a denormal result is rounded once, by the last multiply */
     const int32_t ni = (int32_t)n;
@@ -53,16 +60,7 @@ static inline float tg_fast_expf_normal(float x)
     const float magic = 12582912.0f; /* 1.5 * 2^23 */
     const float t = x * 1.44269504088896341f + magic;
     const float n = t - magic;
-    float r = x - n * 0.693359375f;
-    r = r - n * -2.12194440e-4f;
-    const float r2 = r * r;
-    float p = 1.9875691500E-4f;
-    p = p * r + 1.3981999507E-3f;
-    p = p * r + 8.3334519073E-3f;
-    p = p * r + 4.1665795894E-2f;
-    p = p * r + 1.6666665459E-1f;
-    p = p * r + 5.0000001201E-1f;
-    p = p * r2 + r + 1.0f;
+    const float p = tg_fast_exp_reduced(x, n);
     /* t's bits are magic's plus n, and magic's shifted by 23 leave 32 bits:
      * (bits(t) << 23) + (127 << 23) is the float 2^n */
     uint32_t b;
