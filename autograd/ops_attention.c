@@ -110,19 +110,15 @@ static void draw_bits_through(attn_forward_job *f, int64_t h)
  *   dq += dS k (by query blocks), dv += dropout(P)^T dout, dk += dS^T q (by key
  *   blocks, from the block's first row on; the gemm's k range is split at
  *   multiples of TG_GEMM_KC so its summation order is the composed one's).
- * Each block of dq, dk and dv is made by one gemm call (or a chain of them),
- * once, so a first writer's gradient is written, not added to zeros. */
+ * Each block of dq, dk and dv is made by one gemm call, once, so a first
+ * writer's gradient is written, not added to zeros. v (as v^T), k, dout and
+ * q are packed once per head (tg_k_gemm_pack), the block gemms run on their
+ * leading rows and columns. */
 
-static void col_block_gemm(const float *A, int T, int j0, int bn, const float *B, int hd, int64_t ld, float *C,
-                           bool add)
+/* the packs of a head's operands: [K, N] for tb = false, one after another */
+static size_t pack_floats(int T, int hd, int n_tb, int n_rows)
 {
-    int ks = j0;
-    while (ks < T) {
-        const int ke = (ks / TG_GEMM_KC + 1) * TG_GEMM_KC < T ? (ks / TG_GEMM_KC + 1) * TG_GEMM_KC : T;
-        tg_k_gemm_ld(true, false, bn, hd, ke - ks, A + (int64_t)ks * T + j0, T, B + ks * ld, ld, C + j0 * ld, ld,
-                     add || ks > j0);
-        ks = ke;
-    }
+    return (size_t)n_tb * tg_k_gemm_packed_size(hd, T) + (size_t)n_rows * tg_k_gemm_packed_size(T, hd);
 }
 
 TG_TARGET_CLONES
@@ -133,14 +129,25 @@ static void attn_backward_range(void *vctx, int64_t h0, int64_t h1)
     const int64_t ld = j->ld;
     float *dS = tg_k_scratch(TG_SCRATCH_ATTN_0, (size_t)T * T);
     float *Pd = tg_k_scratch(TG_SCRATCH_ATTN_1, (size_t)T * T);
+    const size_t st = tg_k_gemm_packed_size(hd, T), sr = tg_k_gemm_packed_size(T, hd);
+    float *vtp = tg_k_scratch(TG_SCRATCH_ATTN_PACK, pack_floats(T, hd, 1, 3));
+    float *kp = vtp + st, *doutp = kp + sr, *qp = doutp + sr;
     for (int64_t h = h0; h < h1; h++) {
         const int64_t off = head_offset(j, h);
         const float *q = j->q + off, *k = j->k + off, *v = j->v + off, *dout = j->dout + off;
         const float *P = j->P + h * tri(T);
+        tg_k_gemm_pack(true, hd, T, v, ld, vtp);
+        if (j->gq)
+            tg_k_gemm_pack(false, T, hd, k, ld, kp);
+        if (j->gv)
+            tg_k_gemm_pack(false, T, hd, dout, ld, doutp);
+        if (j->gk)
+            tg_k_gemm_pack(false, T, hd, q, ld, qp);
         for (int i0 = 0; i0 < T; i0 += BLK) {
             const int i1 = i0 + BLK < T ? i0 + BLK : T;
             /* dPd[i0:i1, 0:i1] = dout[i0:i1] v[0:i1]^T */
-            tg_k_gemm_ld(false, true, i1 - i0, i1, hd, dout + i0 * ld, ld, v, ld, dS + (int64_t)i0 * T, T, false);
+            tg_k_gemm_packed(false, i1 - i0, i1, hd, dout + i0 * ld, ld, vtp, 0, hd, T, dS + (int64_t)i0 * T, T,
+                             false);
             for (int i = i0; i < i1; i++) {
                 float *ds = dS + (int64_t)i * T, *pd = Pd + (int64_t)i * T;
                 const float *p = P + tri(i);
@@ -159,15 +166,19 @@ static void attn_backward_range(void *vctx, int64_t h0, int64_t h1)
                     ds[c] = pd[c] = 0.0f;
             }
             if (j->gq) /* dq[i0:i1] += dS[i0:i1, 0:i1] k[0:i1] */
-                tg_k_gemm_ld(false, false, i1 - i0, hd, i1, dS + (int64_t)i0 * T, T, k, ld, j->gq + off + i0 * ld,
-                             ld, j->add_q);
+                tg_k_gemm_packed(false, i1 - i0, hd, i1, dS + (int64_t)i0 * T, T, kp, 0, T, hd,
+                                 j->gq + off + i0 * ld, ld, j->add_q);
         }
         for (int j0 = 0; j0 < T; j0 += BLK) {
             const int bn = j0 + BLK < T ? BLK : T - j0;
+            /* dv[j0:] = Pd[j0:T, j0:]^T dout[j0:T], dk the same with dS and q;
+             * k split at multiples of TG_GEMM_KC (the composed gemm's blocks) */
             if (j->gv)
-                col_block_gemm(Pd, T, j0, bn, dout, hd, ld, j->gv + off, j->add_v);
+                tg_k_gemm_packed(true, bn, hd, T - j0, Pd + (int64_t)j0 * T + j0, T, doutp, j0, T, hd,
+                                 j->gv + off + j0 * ld, ld, j->add_v);
             if (j->gk)
-                col_block_gemm(dS, T, j0, bn, q, hd, ld, j->gk + off, j->add_k);
+                tg_k_gemm_packed(true, bn, hd, T - j0, dS + (int64_t)j0 * T + j0, T, qp, j0, T, hd,
+                                 j->gk + off + j0 * ld, ld, j->add_k);
         }
     }
 }
@@ -183,6 +194,7 @@ static void sdpa_backward(tg_node *n)
     j.gv = tg_grad_dest(n, 2, &j.add_v);
     tg_k_scratch_reserve(TG_SCRATCH_ATTN_0, (size_t)j.T * j.T); /* dS and Pd on every thread */
     tg_k_scratch_reserve(TG_SCRATCH_ATTN_1, (size_t)j.T * j.T);
+    tg_k_scratch_reserve(TG_SCRATCH_ATTN_PACK, pack_floats(j.T, j.hd, 1, 3));
     tg_k_gemm_reserve(j.T > j.hd ? j.T : j.hd);
     tg_parallel_for(n->out->numel / ((int64_t)j.T * j.hd), 1, attn_backward_range, &j);
 }
@@ -203,14 +215,18 @@ static void attn_forward_range(void *vctx, int64_t h0, int64_t h1)
     const int T = j->T, hd = j->hd, ns = lanes_up(T); /* S's row stride */
     const int64_t ld = j->ld;
     float *S = tg_k_scratch(TG_SCRATCH_ATTN_0, (size_t)BLK * ns);
+    float *kp = tg_k_scratch(TG_SCRATCH_ATTN_PACK, pack_floats(T, hd, 1, 1));
+    float *vp = kp + tg_k_gemm_packed_size(hd, T);
     for (int64_t h = h0; h < h1; h++) {
         const int64_t off = head_offset(j, h);
         const float *q = j->q + off, *k = j->k + off, *v = j->v + off;
         float *P = j->P + h * tri(T);
+        tg_k_gemm_pack(true, hd, T, k, ld, kp); /* k^T and v, once for all the blocks */
+        tg_k_gemm_pack(false, T, hd, v, ld, vp);
         draw_bits_through(f, h);
         for (int i0 = 0; i0 < T; i0 += BLK) {
             const int i1 = i0 + BLK < T ? i0 + BLK : T, n = i1;
-            tg_k_gemm_ld(false, true, i1 - i0, n, hd, q + i0 * ld, ld, k, ld, S, ns, false);
+            tg_k_gemm_packed(false, i1 - i0, n, hd, q + i0 * ld, ld, kp, 0, hd, T, S, ns, false);
             for (int i = i0; i < i1; i++) {
                 /* the softmax runs over whole vectors: the columns from i + 1
                  * to np are -inf, whose exps only add zeros to the lane sums */
@@ -233,7 +249,7 @@ static void attn_forward_range(void *vctx, int64_t h0, int64_t h1)
                     memset(w + i + 1, 0, (size_t)(T - i - 1) * sizeof(float));
                 }
             }
-            tg_k_gemm_ld(false, false, i1 - i0, hd, n, S, ns, v, ld, j->out + off + i0 * ld, ld, false);
+            tg_k_gemm_packed(false, i1 - i0, hd, n, S, ns, vp, 0, T, hd, j->out + off + i0 * ld, ld, false);
         }
     }
 }
@@ -287,6 +303,7 @@ static tg_tensor *sdpa(const char *op, tg_tensor *q, tg_tensor *k, tg_tensor *v,
         }
         j.P = tg_tape_alloc((size_t)(heads * tri(T)) * sizeof(float));
         tg_k_scratch_reserve(TG_SCRATCH_ATTN_0, (size_t)BLK * lanes_up(T)); /* S on every thread */
+        tg_k_scratch_reserve(TG_SCRATCH_ATTN_PACK, pack_floats(T, hd, 1, 1)); /* k^T and v packed */
         tg_k_gemm_reserve(T > hd ? T : hd);
         tg_parallel_for(heads, 1, attn_forward_range, &f);
     } else if (out->numel > 0) {

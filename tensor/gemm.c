@@ -731,3 +731,78 @@ void tg_k_gemm_ld(bool ta, bool tb, int M, int N, int K, const float *A, int64_t
         }
     }
 }
+
+/* ---------------------------------------------------------------- op(B) packed once
+ * K block b (rows b*KC ..) at bp + b*KC*np, np = the panels' width (N up to
+ * whole panels), its panel q at + q*NR*kcb (kcb: the block's rows), as
+ * pack_b lays out one block; a prefix of a block's rows is the first rows
+ * of each of its panels, and the columns past N of the last panel used are
+ * computed but not stored, so each element of C gets the bits a fresh pack
+ * of just those rows and columns would give. */
+
+static const gemm_isa *current_isa(void)
+{
+    const gemm_isa *isa = __atomic_load_n(&g_isa, __ATOMIC_ACQUIRE);
+    if (!isa) {
+        tg_k_gemm_set_isa(TG_GEMM_BEST);
+        isa = g_isa;
+    }
+    return isa;
+}
+
+static inline int64_t panels_width(const gemm_isa *isa, int N) { return (int64_t)(N + isa->nr - 1) / isa->nr * isa->nr; }
+
+size_t tg_k_gemm_packed_size(int K, int N) { return (size_t)((int64_t)K * panels_width(current_isa(), N)); }
+
+void tg_k_gemm_pack(bool tb, int K, int N, const float *B, int64_t ldb, float *bp)
+{
+    const gemm_isa *isa = current_isa();
+    const gemm_args g = {.B = B, .N = N, .K = K, .ldb = ldb, .tb = tb};
+    const int64_t np = panels_width(isa, N);
+    for (int pc = 0; pc < K && N > 0; pc += KC)
+        isa->pack_b(&g, 0, N, pc, K - pc < KC ? K - pc : KC, bp + pc * np);
+}
+
+void tg_k_gemm_packed(bool ta, int M, int N, int K, const float *A, int64_t lda, const float *bp, int k0, int pK,
+                      int pN, float *C, int64_t ldc, bool accumulate)
+{
+    if (M == 0 || N == 0)
+        return;
+    if (K == 0) {
+        if (!accumulate)
+            for (int i = 0; i < M; i++)
+                memset(C + i * ldc, 0, (size_t)N * sizeof(float));
+        return;
+    }
+    if (N > pN || k0 < 0 || K > pK - k0)
+        tg_error("tg_k_gemm_packed", "columns 0:%d and rows %d:%d of a packed op(B) of %d x %d", N, k0, k0 + K, pK,
+                 pN);
+    const gemm_isa *isa = current_isa();
+    const int MR = isa->mr, NR = isa->nr, MC = isa->mc;
+    const int64_t np = panels_width(isa, pN);
+    const gemm_args g = {.A = A, .M = M, .K = K, .lda = lda, .ta = ta};
+    float *ap = tg_k_scratch(TG_SCRATCH_GEMM_A, (size_t)MC * KC);
+    for (int ks = k0; ks < k0 + K;) {
+        const int pc = ks / KC * KC, kcb = pK - pc < KC ? pK - pc : KC; /* the block of op(B) and its rows */
+        const int ke = pc + KC < k0 + K ? pc + KC : k0 + K, kc = ke - ks;
+        const float *bblock = bp + pc * np + (int64_t)(ks - pc) * NR;
+        const bool add = accumulate || ks > k0;
+        for (int i0 = 0; i0 < M; i0 += MC) {
+            const int mc = M - i0 < MC ? M - i0 : MC;
+            isa->pack_a(&g, i0, mc, ks - k0, kc, ap);
+            for (int x0 = 0; x0 < N; x0 += NR) {
+                const int nr = N - x0 < NR ? N - x0 : NR;
+                const float *b = bblock + (int64_t)x0 * kcb;
+                for (int r0 = 0; r0 < mc; r0 += MR) {
+                    const int mr = mc - r0 < MR ? mc - r0 : MR;
+                    float *c = C + (i0 + r0) * ldc + x0;
+                    if (mr < MR && isa->kernel_short)
+                        isa->kernel_short(kc, ap + (int64_t)r0 * kc, b, c, ldc, mr, nr, add);
+                    else
+                        isa->kernel(kc, ap + (int64_t)r0 * kc, b, c, ldc, mr, nr, add);
+                }
+            }
+        }
+        ks = ke;
+    }
+}

@@ -66,7 +66,7 @@ bool tg_in_parallel_region(void);
 /* Per-thread kernel scratch: at least n floats, 64-byte aligned, grown once
  * and then reused (so warm steps allocate nothing). One slot per user, so
  * a kernel that calls gemm keeps its own buffers. */
-enum { TG_SCRATCH_GEMM_A, TG_SCRATCH_GEMM_B, TG_SCRATCH_ATTN_0, TG_SCRATCH_ATTN_1, TG_SCRATCH_FF, TG_SCRATCH_FF_GRAD,
+enum { TG_SCRATCH_GEMM_A, TG_SCRATCH_GEMM_B, TG_SCRATCH_ATTN_0, TG_SCRATCH_ATTN_1, TG_SCRATCH_ATTN_PACK, TG_SCRATCH_FF, TG_SCRATCH_FF_GRAD,
        TG_SCRATCH_N };
 float *tg_k_scratch(int slot, size_t n);
 /* Grows slot to n floats on every thread of the pool at once (a no-op once
@@ -94,6 +94,21 @@ void tg_k_gemm(bool ta, bool tb, int M, int N, int K, const float *A, const floa
 void tg_k_gemm_ld(bool ta, bool tb, int M, int N, int K, const float *A, int64_t lda, const float *B, int64_t ldb,
                   float *C, int64_t ldc, bool accumulate);
 #define TG_GEMM_KC 256
+/* op(B) packed once for many gemms on its leading parts (the fused
+ * attention's K and V per head): tg_k_gemm_pack packs op(B) [pK,pN] (B
+ * stored [pK,pN], or [pN,pK] when tb) into bp, 64-byte aligned, of
+ * tg_k_gemm_packed_size(pK, pN) floats: the micro-kernel's panels in K
+ * blocks of TG_GEMM_KC from zero. tg_k_gemm_packed then computes, unthreaded
+ * (for a parallel chunk; A's pack buffer is tg_k_gemm_reserve's),
+ *   C[M,N] = (accumulate ? C : 0) + op(A)[M,K] @ op(B)[k0 : k0+K, 0 : N]
+ * (N <= pN, k0 + K <= pK), in k blocks split at op(B)'s multiples of
+ * TG_GEMM_KC: the same bits as tg_k_gemm_ld on those rows and columns of
+ * op(B) whenever that call's blocks are the same (k0 = 0, or k0 .. k0 + K
+ * inside one block). The pack and its gemms must run on one micro-kernel. */
+size_t tg_k_gemm_packed_size(int K, int N);
+void tg_k_gemm_pack(bool tb, int K, int N, const float *B, int64_t ldb, float *bp);
+void tg_k_gemm_packed(bool ta, int M, int N, int K, const float *A, int64_t lda, const float *bp, int k0, int pK,
+                      int pN, float *C, int64_t ldc, bool accumulate);
 /* The micro-kernel in use: the best the CPU has unless one is forced (tests
  * run each path this CPU can). Returns false, changing nothing, when the CPU
  * lacks it. Not to be switched while another thread is in a gemm. */
