@@ -182,6 +182,74 @@ START_TEST(test_gemm_zero_sizes)
 }
 END_TEST
 
+/* op(B) [300, 40] packed once: gemms on leading columns and on k ranges from
+ * 0, inside one K block and in the second block give tg_k_gemm_ld's bits
+ * on those rows and columns of op(B) (and the double reference's values) */
+START_TEST(test_gemm_packed_b)
+{
+    enum { M = 30, PK = 300, PN = 40 };
+    static const int cases[][3] = {{0, PK, PN}, {0, 100, 17}, {0, 270, 33}, {50, 150, 40}, {256, 44, 5}, {0, 7, 1}};
+    tg_generator g;
+    tg_manual_seed(&g, 77);
+    tg_tensor *A = tg_randn(&g, TG_SHAPE(M * PK)), *B = tg_randn(&g, TG_SHAPE(PK * PN));
+    float *C = malloc(sizeof(float) * M * PN), *W = malloc(sizeof(float) * M * PN);
+    double *R = malloc(sizeof(double) * M * PN);
+    float *Bs = malloc(sizeof(float) * PK * PN); /* op(B)'s sub-block, stored as op's input */
+    FOR_EACH_ISA(isa) {
+        float *bp = aligned_alloc(64, (tg_k_gemm_packed_size(PK, PN) * sizeof(float) + 63) / 64 * 64);
+        for (int c = 0; c < 4; c++) {
+            const bool ta = c & 1, tb = c & 2;
+            tg_k_gemm_pack(tb, PK, PN, B->data, tb ? PK : PN, bp);
+            for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++) {
+                const int k0 = cases[t][0], K = cases[t][1], N = cases[t][2];
+                const float *Bsub = B->data + (tb ? k0 : k0 * PN);
+                const int64_t ldb = tb ? PK : PN, lda = ta ? M : K;
+                for (int i = 0; i < M * N; i++)
+                    C[i] = W[i] = 0.25f;
+                tg_k_gemm_packed(ta, M, N, K, A->data, lda, bp, k0, PK, PN, C, N, t % 2 == 0);
+                tg_k_gemm_ld(ta, tb, M, N, K, A->data, lda, Bsub, ldb, W, N, t % 2 == 0);
+                for (int kk = 0; kk < K; kk++) /* op(B)[k0 + kk, j] as a [K, N] or [N, K] matrix */
+                    for (int j = 0; j < N; j++)
+                        Bs[tb ? j * K + kk : kk * N + j] = tb ? Bsub[j * ldb + kk] : Bsub[kk * ldb + j];
+                ref_gemm(ta, tb, M, N, K, A->data, Bs, R);
+                for (int i = 0; i < M * N; i++) {
+                    const double want = R[i] + (t % 2 == 0 ? 0.25 : 0.0);
+                    ck_assert_msg(memcmp(&C[i], &W[i], sizeof(float)) == 0 &&
+                                      fabs(C[i] - want) <= 1e-4 * sqrt((double)K) * (1.0 + fabs(want)),
+                                  "packed gemm %s ta=%d tb=%d k %d:%d N=%d: C[%d] = %.9g, gemm_ld %.9g, want %.9g",
+                                  tg_k_gemm_isa_name(), ta, tb, k0, k0 + K, N, i, (double)C[i], (double)W[i], want);
+                }
+            }
+        }
+        free(bp);
+    }
+    ck_assert(tg_k_gemm_set_isa(TG_GEMM_BEST));
+    free(Bs);
+    free(R);
+    free(W);
+    free(C);
+    tg_free(A);
+    tg_free(B);
+}
+END_TEST
+
+static void call_packed_past_end(void *ctx)
+{
+    float *buf = ctx;
+    tg_k_gemm_packed(false, 1, 4, 3, buf, 3, buf, 2, 4, 4, buf, 4, false); /* rows 2:5 of 4 */
+}
+
+START_TEST(test_gemm_packed_b_bad_range)
+{
+    float *buf = aligned_alloc(64, 64 * 64);
+    memset(buf, 0, 64 * 64);
+    char msg[256];
+    ck_assert(catch_error(call_packed_past_end, buf, msg, sizeof msg));
+    ck_assert_msg(strstr(msg, "tg_k_gemm_packed") && strstr(msg, "2:5") && strstr(msg, "4 x 4"), "%s", msg);
+    free(buf);
+}
+END_TEST
+
 static void mark(void *ctx, int64_t i0, int64_t i1)
 {
     int *hits = ctx;
@@ -469,6 +537,8 @@ static Suite *kernels_suite(void)
     tcase_add_test(tc, test_parallel_each_every_thread);
     tcase_add_test(tc, test_gemm_threads_bit_identical);
     tcase_add_test(tc, test_gemm_zero_sizes);
+    tcase_add_test(tc, test_gemm_packed_b);
+    tcase_add_test(tc, test_gemm_packed_b_bad_range);
     tcase_add_test(tc, test_parallel_for_covers_once);
     tcase_add_test(tc, test_threads_bit_identical);
     tcase_add_test(tc, test_sums_match_torch_exactly);
