@@ -186,6 +186,14 @@ static tg_tensor *f_sdpa(tg_tensor **in, void *ctx)
     return tg_sdpa_causal(in[0], in[1], in[2], *(const float *)ctx, true, &g, NULL);
 }
 
+/* q, k and v also used by later ops, whose backwards run first: the
+ * attention's backward must add to the gradients they wrote */
+static tg_tensor *f_sdpa_shared(tg_tensor **in, void *ctx)
+{
+    tg_tensor *y = f_sdpa(in, ctx); /* recorded first, so its backward runs last */
+    return tg_add(y, tg_add(tg_mul_scalar(in[0], 0.5f), tg_mul(in[1], in[2])));
+}
+
 START_TEST(test_gradcheck)
 {
     const float ps[] = {0.0f, 0.3f};
@@ -199,6 +207,9 @@ START_TEST(test_gradcheck)
         ck_assert_int_eq(r.n_inputs, 3);
         ck_assert_msg(r.ok, "p=%g: max abs err q %.3g k %.3g v %.3g", (double)ps[c], r.max_abs_err[0],
                       r.max_abs_err[1], r.max_abs_err[2]);
+        r = tg_gradcheck(f_sdpa_shared, (void *)&ps[c], in, 3, 1e-2, 1e-3, 1e-2);
+        ck_assert_msg(r.ok, "p=%g, inputs used again: max abs err q %.3g k %.3g v %.3g", (double)ps[c],
+                      r.max_abs_err[0], r.max_abs_err[1], r.max_abs_err[2]);
         for (int i = 0; i < 3; i++)
             tg_free(in[i]);
     }
