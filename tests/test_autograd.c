@@ -1735,10 +1735,11 @@ static void fw_model_free(fw_model *m)
         tg_free(m->p[i]);
 }
 
-/* Every op whose backward writes first: embedding, broadcast add, dropout,
- * layernorm, affine (with and without bias), view, the fused attention and
- * feed-forward, residual add, sub, matmul (folded, batched, with a batch-
- * broadcast intermediate), reshape, cross-entropy with an ignored target. */
+/* Every op whose backward writes first: broadcast add, dropout, layernorm,
+ * affine (with and without bias), view, the fused attention and feed-
+ * forward, residual add, sub, matmul (folded, batched, with a batch-
+ * broadcast intermediate), reshape, cross-entropy with an ignored target;
+ * after an embedding, whose backward adds (its weight is a parameter). */
 static tg_tensor *fw_loss(fw_model *m)
 {
     tg_tensor **p = m->p;

@@ -182,9 +182,59 @@ START_TEST(test_gemm_zero_sizes)
 }
 END_TEST
 
+/* Operands and C inside wider rows (lda, ldb, ldc past the matrix, as the
+ * attention's heads are): the same bits as tg_k_gemm on contiguous copies,
+ * and the floats between C's rows (NaN) never touched; every ISA, 1 and 2
+ * threads, adding and overwriting */
+START_TEST(test_gemm_ld_strides)
+{
+    enum { M = 60, N = 70, K = 300, PAD = 7 }; /* M*N*K over the threading threshold */
+    tg_generator g;
+    tg_manual_seed(&g, 5);
+    tg_tensor *A = tg_randn(&g, TG_SHAPE(M * K)), *B = tg_randn(&g, TG_SHAPE(K * N));
+    float *Aw = malloc(sizeof(float) * (M + PAD) * (K + PAD)), *Bw = malloc(sizeof(float) * (K + PAD) * (N + PAD));
+    float *Cw = malloc(sizeof(float) * M * (N + PAD)), *C = malloc(sizeof(float) * M * N);
+    FOR_EACH_ISA(isa)
+        for (int c = 0; c < 8; c++) {
+            const bool ta = c & 1, tb = c & 2, add = c & 4;
+            const int ar = ta ? K : M, ac = ta ? M : K, br = tb ? N : K, bc = tb ? K : N; /* as stored */
+            for (int r = 0; r < ar; r++)
+                memcpy(Aw + r * (ac + PAD), A->data + r * ac, sizeof(float) * ac);
+            for (int r = 0; r < br; r++)
+                memcpy(Bw + r * (bc + PAD), B->data + r * bc, sizeof(float) * bc);
+            for (int th = 1; th <= 2; th++) {
+                tg_set_num_threads(th);
+                for (int i = 0; i < M * (N + PAD); i++)
+                    Cw[i] = i % (N + PAD) < N ? 0.25f : NAN;
+                for (int i = 0; i < M * N; i++)
+                    C[i] = 0.25f;
+                tg_k_gemm_ld(ta, tb, M, N, K, Aw, ac + PAD, Bw, bc + PAD, Cw, N + PAD, add);
+                tg_k_gemm(ta, tb, M, N, K, A->data, B->data, C, add);
+                for (int i = 0; i < M; i++) {
+                    ck_assert_msg(memcmp(Cw + i * (N + PAD), C + i * N, sizeof(float) * N) == 0,
+                                  "gemm_ld %s ta=%d tb=%d add=%d threads=%d: row %d differs from tg_k_gemm's",
+                                  tg_k_gemm_isa_name(), ta, tb, add, th, i);
+                    for (int j = N; j < N + PAD; j++)
+                        ck_assert_msg(isnan(Cw[i * (N + PAD) + j]), "gemm_ld %s: C[%d][%d] past N written",
+                                      tg_k_gemm_isa_name(), i, j);
+                }
+            }
+        }
+    tg_set_num_threads(1);
+    ck_assert(tg_k_gemm_set_isa(TG_GEMM_BEST));
+    free(C);
+    free(Cw);
+    free(Bw);
+    free(Aw);
+    tg_free(A);
+    tg_free(B);
+}
+END_TEST
+
 /* op(B) [300, 40] packed once: gemms on leading columns and on k ranges from
  * 0, inside one K block and in the second block give tg_k_gemm_ld's bits
- * on those rows and columns of op(B) (and the double reference's values) */
+ * on those rows and columns of op(B) (and the double reference's values),
+ * each case adding to C and overwriting it (t even, odd) */
 START_TEST(test_gemm_packed_b)
 {
     enum { M = 30, PK = 300, PN = 40 };
@@ -200,8 +250,8 @@ START_TEST(test_gemm_packed_b)
         for (int c = 0; c < 4; c++) {
             const bool ta = c & 1, tb = c & 2;
             tg_k_gemm_pack(tb, PK, PN, B->data, tb ? PK : PN, bp);
-            for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++) {
-                const int k0 = cases[t][0], K = cases[t][1], N = cases[t][2];
+            for (size_t t = 0; t < 2 * sizeof cases / sizeof cases[0]; t++) {
+                const int k0 = cases[t / 2][0], K = cases[t / 2][1], N = cases[t / 2][2];
                 const float *Bsub = B->data + (tb ? k0 : k0 * PN);
                 const int64_t ldb = tb ? PK : PN, lda = ta ? M : K;
                 for (int i = 0; i < M * N; i++)
@@ -537,6 +587,7 @@ static Suite *kernels_suite(void)
     tcase_add_test(tc, test_parallel_each_every_thread);
     tcase_add_test(tc, test_gemm_threads_bit_identical);
     tcase_add_test(tc, test_gemm_zero_sizes);
+    tcase_add_test(tc, test_gemm_ld_strides);
     tcase_add_test(tc, test_gemm_packed_b);
     tcase_add_test(tc, test_gemm_packed_b_bad_range);
     tcase_add_test(tc, test_parallel_for_covers_once);
