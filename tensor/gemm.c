@@ -681,6 +681,20 @@ static void sched_run(void *vctx, int64_t i0, int64_t i1)
     }
 }
 
+/* Nothing to multiply (M, N or K zero): C is left as it is, or set to
+ * zero when not accumulating. True if so. */
+static bool gemm_empty(int M, int N, int K, float *C, int64_t ldc, bool accumulate)
+{
+    if (M == 0 || N == 0)
+        return true;
+    if (K > 0)
+        return false;
+    if (!accumulate)
+        for (int i = 0; i < M; i++)
+            memset(C + i * ldc, 0, (size_t)N * sizeof(float));
+    return true;
+}
+
 void tg_k_gemm(bool ta, bool tb, int M, int N, int K, const float *A, const float *B, float *C, bool accumulate)
 {
     tg_k_gemm_ld(ta, tb, M, N, K, A, ta ? M : K, B, tb ? K : N, C, N, accumulate);
@@ -689,14 +703,8 @@ void tg_k_gemm(bool ta, bool tb, int M, int N, int K, const float *A, const floa
 void tg_k_gemm_ld(bool ta, bool tb, int M, int N, int K, const float *A, int64_t lda, const float *B, int64_t ldb,
                   float *C, int64_t ldc, bool accumulate)
 {
-    if (M == 0 || N == 0)
+    if (gemm_empty(M, N, K, C, ldc, accumulate))
         return;
-    if (K == 0) {
-        if (!accumulate)
-            for (int i = 0; i < M; i++)
-                memset(C + i * ldc, 0, (size_t)N * sizeof(float));
-        return;
-    }
     const gemm_isa *isa = __atomic_load_n(&g_isa, __ATOMIC_ACQUIRE);
     if (!isa) {
         tg_k_gemm_set_isa(TG_GEMM_BEST);
@@ -766,14 +774,8 @@ void tg_k_gemm_pack(bool tb, int K, int N, const float *B, int64_t ldb, float *b
 void tg_k_gemm_packed(bool ta, int M, int N, int K, const float *A, int64_t lda, const float *bp, int k0, int pK,
                       int pN, float *C, int64_t ldc, bool accumulate)
 {
-    if (M == 0 || N == 0)
+    if (gemm_empty(M, N, K, C, ldc, accumulate))
         return;
-    if (K == 0) {
-        if (!accumulate)
-            for (int i = 0; i < M; i++)
-                memset(C + i * ldc, 0, (size_t)N * sizeof(float));
-        return;
-    }
     if (N > pN || k0 < 0 || K > pK - k0)
         tg_error("tg_k_gemm_packed", "columns 0:%d and rows %d:%d of a packed op(B) of %d x %d", N, k0, k0 + K, pK,
                  pN);
