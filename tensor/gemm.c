@@ -432,12 +432,19 @@ bool tg_k_gemm_set_isa(tg_gemm_isa isa)
     return true;
 }
 
-const char *tg_k_gemm_isa_name(void)
+/* The micro-kernel in use: the best this CPU has until tg_k_gemm_set_isa
+ * picks another. */
+static const gemm_isa *current_isa(void)
 {
-    if (!__atomic_load_n(&g_isa, __ATOMIC_ACQUIRE))
+    const gemm_isa *isa = __atomic_load_n(&g_isa, __ATOMIC_ACQUIRE);
+    if (!isa) {
         tg_k_gemm_set_isa(TG_GEMM_BEST);
-    return g_isa->name;
+        isa = g_isa;
+    }
+    return isa;
 }
+
+const char *tg_k_gemm_isa_name(void) { return current_isa()->name; }
 
 /* ---------------------------------------------------------------- scratch */
 
@@ -502,11 +509,7 @@ void tg_k_scratch_reserve(int slot, size_t n)
 
 void tg_k_gemm_reserve(int N)
 {
-    const gemm_isa *isa = __atomic_load_n(&g_isa, __ATOMIC_ACQUIRE);
-    if (!isa) {
-        tg_k_gemm_set_isa(TG_GEMM_BEST);
-        isa = g_isa;
-    }
+    const gemm_isa *isa = current_isa();
     const int nc = N < isa->nc ? N : isa->nc, n_panels = (nc + isa->nr - 1) / isa->nr;
     tg_k_scratch_reserve(TG_SCRATCH_GEMM_A, (size_t)isa->mc * KC);
     tg_k_scratch_reserve(TG_SCRATCH_GEMM_B, (size_t)n_panels * isa->nr * KC);
@@ -705,11 +708,7 @@ void tg_k_gemm_ld(bool ta, bool tb, int M, int N, int K, const float *A, int64_t
 {
     if (gemm_empty(M, N, K, C, ldc, accumulate))
         return;
-    const gemm_isa *isa = __atomic_load_n(&g_isa, __ATOMIC_ACQUIRE);
-    if (!isa) {
-        tg_k_gemm_set_isa(TG_GEMM_BEST);
-        isa = g_isa;
-    }
+    const gemm_isa *isa = current_isa();
     gemm_job j = {.g = {A, B, M, N, K, lda, ldb, ta, tb}, .isa = isa, .C = C, .ldc = ldc};
     /* below about a million multiply-adds a thread hand-off costs more than it saves */
     const int threads = tg_in_parallel_region() ? 1 : tg_get_num_threads();
@@ -747,16 +746,6 @@ void tg_k_gemm_ld(bool ta, bool tb, int M, int N, int K, const float *A, int64_t
  * of each of its panels, and the columns past N of the last panel used are
  * computed but not stored, so each element of C gets the bits a fresh pack
  * of just those rows and columns would give. */
-
-static const gemm_isa *current_isa(void)
-{
-    const gemm_isa *isa = __atomic_load_n(&g_isa, __ATOMIC_ACQUIRE);
-    if (!isa) {
-        tg_k_gemm_set_isa(TG_GEMM_BEST);
-        isa = g_isa;
-    }
-    return isa;
-}
 
 static inline int64_t panels_width(const gemm_isa *isa, int N) { return (int64_t)(N + isa->nr - 1) / isa->nr * isa->nr; }
 
