@@ -5,11 +5,24 @@
  *   bench_ops gemm  --threads N   GFLOP/s of the training step's gemm shapes
  *   bench_ops attn  --threads N   one causal attention layer, forward and
  *                                 backward (tg_sdpa_causal, dropout 0.1)
+ *   bench_ops gemm_pair [--pairs P]  the linear-layer shapes against the
+ *                                 system's BLAS (the libblas.so.3 torch uses),
+ *                                 in this one process: 1 and 2 threads of each,
+ *                                 in turn, P rounds
  *
  * One key=value line per measurement; each figure is the median of 5 timed
  * batches of about 0.1 s. bench_ops.py measures the same in PyTorch.
+ * gemm_pair instead takes, for every round, one batch of each of the four
+ * (tapegrad and the BLAS, 1 and 2 threads) back to back, and reports the
+ * median over the rounds of each ratio: the two libraries run on the same
+ * buffers within a fraction of a second of each other, so a burst of load
+ * from another process on a shared machine hits both sides of a ratio alike.
+ * The BLAS is only loaded (dlopen) by this mode, for the comparison; the
+ * library itself links nothing but libc and libm.
  */
+#include <dlfcn.h>
 #include <pthread.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -196,6 +209,121 @@ static int run_gemm(int threads)
     return 0;
 }
 
+/* ---------------------------------------------------------------- gemm against the BLAS, paired */
+
+/* cblas_sgemm's enums (cblas.h), so that no BLAS header is needed */
+enum { CBLAS_ROW_MAJOR = 101, CBLAS_NO_TRANS = 111, CBLAS_TRANS = 112 };
+typedef void (*cblas_sgemm_fn)(int order, int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+                               const float *B, int ldb, float beta, float *C, int ldc);
+
+typedef struct {
+    const gemm_shape *s;
+    float *A, *B, *C;
+    cblas_sgemm_fn sgemm;
+} blas_ctx;
+
+static void blas_call(void *vctx)
+{
+    const blas_ctx *c = vctx;
+    const gemm_shape *s = c->s;
+    c->sgemm(CBLAS_ROW_MAJOR, s->ta ? CBLAS_TRANS : CBLAS_NO_TRANS, s->tb ? CBLAS_TRANS : CBLAS_NO_TRANS, s->M,
+             s->N, s->K, 1.0f, c->A, s->ta ? s->M : s->K, c->B, s->tb ? s->K : s->N, 0.0f, c->C, s->N);
+}
+
+/* Seconds per call of `reps` calls in a row (after one untimed call, which
+ * also lets the other side's idle threads go back to sleep). */
+static double batch_time(void (*fn)(void *), void *ctx, int reps)
+{
+    fn(ctx);
+    const double t0 = now();
+    for (int r = 0; r < reps; r++)
+        fn(ctx);
+    return (now() - t0) / reps;
+}
+
+static double median_of(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+static int run_gemm_pair(int pairs)
+{
+    void *blas = dlopen("libblas.so.3", RTLD_NOW | RTLD_LOCAL);
+    cblas_sgemm_fn sgemm = NULL;
+    void (*set_threads)(int) = NULL;
+    const char *(*corename)(void) = NULL;
+    if (blas) {
+        *(void **)&sgemm = dlsym(blas, "cblas_sgemm");
+        *(void **)&set_threads = dlsym(blas, "openblas_set_num_threads");
+        *(void **)&corename = dlsym(blas, "openblas_get_corename");
+    }
+    if (!sgemm) {
+        printf("bench=gemm_pair note=no-cblas_sgemm-in-libblas.so.3 error=%s\n", blas ? "dlsym" : dlerror());
+        return 0;
+    }
+    Dl_info info = {0};
+    dladdr(*(void **)&sgemm, &info);
+    printf("bench=gemm_pair_blas blas=%s kind=%s core=%s\n", info.dli_fname ? info.dli_fname : "?",
+           set_threads ? "openblas" : "other", corename ? corename() : "-");
+    tg_generator g;
+    tg_manual_seed(&g, 1);
+    for (size_t i = 0; i < sizeof k_shapes / sizeof *k_shapes; i++) {
+        const gemm_shape *s = &k_shapes[i];
+        if (s->batch != 1)
+            continue; /* the linear layers' shapes */
+        tg_tensor *A = tg_randn(&g, TG_SHAPE(s->M * s->K)), *B = tg_randn(&g, TG_SHAPE(s->K * s->N));
+        float *C = malloc(sizeof(float) * (size_t)s->M * s->N), *Cb = malloc(sizeof(float) * (size_t)s->M * s->N);
+        gemm_ctx tc = {s, A->data, B->data, C};
+        blas_ctx bc = {s, A->data, B->data, Cb, sgemm};
+        /* the same product, as a check that both sides compute it */
+        gemm_call(&tc);
+        blas_call(&bc);
+        double err = 0.0;
+        for (int64_t e = 0; e < (int64_t)s->M * s->N; e++)
+            err = fabs(C[e] - Cb[e]) > err ? fabs(C[e] - Cb[e]) : err;
+        /* calls per batch: about 0.05 s of tapegrad on one thread */
+        tg_set_num_threads(1);
+        int reps = 1;
+        while (batch_time(gemm_call, &tc, reps) * reps < 0.05)
+            reps *= 2;
+        double *t = malloc(sizeof(double) * 4 * (size_t)pairs), r[6][256];
+        for (int p = 0; p < pairs; p++) { /* one round: tapegrad and the BLAS on 1 thread, then on 2 */
+            for (int th = 1; th <= 2; th++) {
+                tg_set_num_threads(th);
+                if (set_threads)
+                    set_threads(th);
+                t[4 * p + 2 * (th - 1)] = batch_time(gemm_call, &tc, reps);
+                t[4 * p + 2 * (th - 1) + 1] = batch_time(blas_call, &bc, reps);
+            }
+            const double *q = t + 4 * p; /* tg1 blas1 tg2 blas2 */
+            r[0][p] = q[1] / q[0]; /* tapegrad over the BLAS, 1 thread (speed) */
+            r[1][p] = q[3] / q[2]; /* the same, 2 threads */
+            r[2][p] = q[0] / q[2]; /* tapegrad 2 threads over 1 */
+            r[3][p] = q[1] / q[3]; /* the BLAS 2 threads over 1 */
+            r[4][p] = q[0];
+            r[5][p] = q[1];
+        }
+        const double flop = 2.0 * s->M * s->N * s->K, tg1 = flop / median_of(r[4], pairs) * 1e-9,
+                     bl1 = flop / median_of(r[5], pairs) * 1e-9;
+        for (int p = 0; p < pairs; p++)
+            r[4][p] = t[4 * p + 2], r[5][p] = t[4 * p + 3];
+        const double tg2 = flop / median_of(r[4], pairs) * 1e-9, bl2 = flop / median_of(r[5], pairs) * 1e-9;
+        printf("bench=gemm_pair shape=%s M=%d N=%d K=%d pairs=%d tapegrad_gflops_1t=%.1f blas_gflops_1t=%.1f "
+               "ratio_1t=%.3f tapegrad_gflops_2t=%.1f blas_gflops_2t=%.1f ratio_2t=%.3f tapegrad_scaling=%.3f "
+               "blas_scaling=%.3f max_abs_diff=%.2g\n",
+               s->name, s->M, s->N, s->K, pairs, tg1, bl1, median_of(r[0], pairs), tg2, bl2, median_of(r[1], pairs),
+               median_of(r[2], pairs), median_of(r[3], pairs), err);
+        fflush(stdout);
+        free(t);
+        free(C);
+        free(Cb);
+        tg_free(A);
+        tg_free(B);
+    }
+    return 0; /* the BLAS stays loaded: an OpenMP BLAS's idle threads still run its code */
+}
+
 /* ---------------------------------------------------------------- attention */
 
 typedef struct {
@@ -233,13 +361,19 @@ static int run_attn(int threads)
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        fprintf(stderr, "usage: bench_ops peak|gemm|attn [--threads N]\n");
+        fprintf(stderr, "usage: bench_ops peak|gemm|attn|gemm_pair [--threads N] [--pairs P]\n");
         return 2;
     }
-    int threads = 1;
+    int threads = 1, pairs = 15;
     for (int i = 2; i + 1 < argc; i += 2)
         if (!strcmp(argv[i], "--threads"))
             threads = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--pairs"))
+            pairs = atoi(argv[i + 1]);
+    if (pairs < 1 || pairs > 255) {
+        fprintf(stderr, "bench_ops: --pairs must be 1..255\n");
+        return 2;
+    }
     if (threads < 1 || threads > 64) {
         fprintf(stderr, "bench_ops: --threads must be 1..64\n");
         return 2;
@@ -251,6 +385,8 @@ int main(int argc, char **argv)
         return run_gemm(threads);
     if (!strcmp(argv[1], "attn"))
         return run_attn(threads);
+    if (!strcmp(argv[1], "gemm_pair"))
+        return run_gemm_pair(pairs);
     fprintf(stderr, "bench_ops: unknown mode %s\n", argv[1]);
     return 2;
 }
