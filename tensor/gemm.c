@@ -2,7 +2,8 @@
  *
  * The BLIS scheme: op(B) is packed into panels NR floats wide, contiguous in
  * K (bp[k*NR + x]); op(A) into panels MR rows tall, contiguous in K
- * (ap[k*MR + r]); a micro-kernel keeps an MR x NR tile of C in registers
+ * (ap[k*P + r], the pitch P = MR, or 16 on AVX-512: each k of a panel one
+ * aligned cache line, stored whole when packing); a micro-kernel keeps an MR x NR tile of C in registers
  * across a K block of KC, so every loaded value feeds several FMAs, and
  * writes the tile with vector stores. Transposed operands only change how
  * the panels are packed (with in-register 16x16 transposes on AVX-512).
@@ -41,11 +42,14 @@
 #define KC TG_GEMM_KC
 #define MR_MAX 14
 #define NR_MAX 32
+#define AP_PITCH 16 /* floats per k in an AVX-512 A panel: 14 rows, padded to a cache line */
 
 /* ---------------------------------------------------------------- the kernel table
  * kernel: C[mr x nr] = (add ? C : 0) + sum over k < kc of ap[k*MR + r] * bp[k*NR + x]
- * pack_a: the h rows i0.. of op(A) as ceil(h / MR) panels, panel q at ap + q*MR*kc:
- *         ap[q*MR*kc + k*MR + r] = op(A)[i0 + q*MR + r, p0 + k], zero past row h
+ * pack_a: the h rows i0.. of op(A) as ceil(h / MR) panels of pitch P (ap_pitch >= MR
+ *         floats per k), panel q at ap + q*P*kc:
+ *         ap[q*P*kc + k*P + r] = op(A)[i0 + q*MR + r, p0 + k], zero past row h (r < MR;
+ *         what the padding r >= MR holds is never read)
  * pack_b: the w columns j0.. of op(B) as ceil(w / NR) panels, panel q at bp + q*NR*kc:
  *         bp[q*NR*kc + k*NR + x] = op(B)[p0 + k, j0 + q*NR + x], zero past column w
  * An operand whose rows of one k are contiguous in memory (A when ta, B when
@@ -61,6 +65,7 @@ typedef struct {
 typedef struct {
     const char *name;
     int mr, nr, mc, nc;
+    int ap_pitch; /* floats per k in a packed A panel (mr, or more to align each k to a cache line) */
     void (*kernel)(int kc, const float *ap, const float *bp, float *c, int64_t ldc, int mr, int nr, bool add);
     void (*pack_a)(const gemm_args *g, int i0, int h, int p0, int kc, float *ap);
     void (*pack_b)(const gemm_args *g, int j0, int w, int p0, int kc, float *bp);
@@ -239,17 +244,17 @@ static AVX512 void pack_transposed(const float *src, int64_t ss, int rows, int k
 
 static AVX512 void pack_a_avx512(const gemm_args *g, int i0, int h, int p0, int kc, float *ap)
 {
-    if (g->ta) { /* A stored [K,M]: row k of the block, 14 floats to each panel */
+    if (g->ta) { /* A stored [K,M]: row k of the block, 14 floats to each panel, one aligned line */
         for (int k = 0; k < kc; k++) {
             const float *src = g->A + (p0 + k) * g->lda + i0;
-            for (int r0 = 0; r0 < h; r0 += MR_MAX)
-                _mm512_mask_storeu_ps(ap + (int64_t)r0 * kc + k * MR_MAX, lanes(MR_MAX),
-                                      _mm512_maskz_loadu_ps(lanes(h - r0 < MR_MAX ? h - r0 : MR_MAX), src + r0));
+            for (int r0 = 0, q = 0; r0 < h; r0 += MR_MAX, q++)
+                _mm512_store_ps(ap + ((int64_t)q * kc + k) * AP_PITCH,
+                                _mm512_maskz_loadu_ps(lanes(h - r0 < MR_MAX ? h - r0 : MR_MAX), src + r0));
         }
     } else {
-        for (int r0 = 0; r0 < h; r0 += MR_MAX)
+        for (int r0 = 0, q = 0; r0 < h; r0 += MR_MAX, q++)
             pack_transposed(g->A + (i0 + r0) * g->lda + p0, g->lda, h - r0 < MR_MAX ? h - r0 : MR_MAX, kc,
-                            ap + (int64_t)r0 * kc, MR_MAX, MR_MAX);
+                            ap + (int64_t)q * kc * AP_PITCH, AP_PITCH, AP_PITCH);
     }
 }
 
@@ -311,9 +316,9 @@ static AVX512 void kernel_avx512(int kc, const float *restrict ap, const float *
         const __m512 b0 = _mm512_load_ps(bp), b1 = _mm512_load_ps(bp + 16);
         _mm_prefetch((const char *)(bp + 8 * NR_MAX), _MM_HINT_T0);
         ROW_FMA(0); ROW_FMA(1); ROW_FMA(2); ROW_FMA(3); ROW_FMA(4); ROW_FMA(5); ROW_FMA(6);
-        _mm_prefetch((const char *)(ap + 8 * MR_MAX), _MM_HINT_T0);
+        _mm_prefetch((const char *)(ap + 8 * AP_PITCH), _MM_HINT_T0);
         ROW_FMA(7); ROW_FMA(8); ROW_FMA(9); ROW_FMA(10); ROW_FMA(11); ROW_FMA(12); ROW_FMA(13);
-        ap += MR_MAX;
+        ap += AP_PITCH;
         bp += NR_MAX;
     }
     const __mmask16 m0 = lanes(nr), m1 = lanes(nr - 16);
@@ -337,13 +342,13 @@ static inline __attribute__((always_inline)) AVX512 void kernel_avx512_rows(cons
     for (int k = 0; k < kc; k++) {
         const __m512 b0 = _mm512_load_ps(bp), b1 = _mm512_load_ps(bp + 16);
         _mm_prefetch((const char *)(bp + 8 * NR_MAX), _MM_HINT_T0);
-        _mm_prefetch((const char *)(ap + 8 * MR_MAX), _MM_HINT_T0);
+        _mm_prefetch((const char *)(ap + 8 * AP_PITCH), _MM_HINT_T0);
         for (int r = 0; r < R; r++) {
             const __m512 a = _mm512_set1_ps(ap[r]);
             acc[r][0] = _mm512_fmadd_ps(a, b0, acc[r][0]);
             acc[r][1] = _mm512_fmadd_ps(a, b1, acc[r][1]);
         }
-        ap += MR_MAX;
+        ap += AP_PITCH;
         bp += NR_MAX;
     }
     const __mmask16 m0 = lanes(nr), m1 = lanes(nr - 16);
@@ -386,13 +391,13 @@ static AVX512 void kernel_avx512_short(int kc, const float *restrict ap, const f
 
 /* ---------------------------------------------------------------- dispatch */
 
-static const gemm_isa g_generic = {"generic", 6, 16, 96, 2048, kernel_generic, pack_a_6, pack_b_16, NULL};
+static const gemm_isa g_generic = {"generic", 6, 16, 96, 2048, 6, kernel_generic, pack_a_6, pack_b_16, NULL};
 #ifdef TG_GEMM_X86
-static const gemm_isa g_avx2 = {"avx2", 6, 16, 96, 2048, kernel_avx2, pack_a_6, pack_b_16, NULL};
+static const gemm_isa g_avx2 = {"avx2", 6, 16, 96, 2048, 6, kernel_avx2, pack_a_6, pack_b_16, NULL};
 #ifndef AVX512_MC
 #define AVX512_MC (14 * 12)
 #endif
-static const gemm_isa g_avx512 = {"avx512", MR_MAX, NR_MAX, AVX512_MC, 2048, kernel_avx512, pack_a_avx512,
+static const gemm_isa g_avx512 = {"avx512", MR_MAX, NR_MAX, AVX512_MC, 2048, AP_PITCH, kernel_avx512, pack_a_avx512,
                                   pack_b_avx512, kernel_avx512_short};
 #endif
 
@@ -445,6 +450,11 @@ static const gemm_isa *current_isa(void)
 }
 
 const char *tg_k_gemm_isa_name(void) { return current_isa()->name; }
+
+/* Where row r of op(A)'s packed block starts (r a multiple of MR), and how
+ * many floats a block of h rows takes. */
+static inline int64_t a_offset(const gemm_isa *isa, int r, int kc) { return (int64_t)(r / isa->mr) * isa->ap_pitch * kc; }
+static inline size_t a_size(const gemm_isa *isa, int h, int kc) { return (size_t)a_offset(isa, h + isa->mr - 1, kc); }
 
 /* ---------------------------------------------------------------- scratch */
 
@@ -511,7 +521,7 @@ void tg_k_gemm_reserve(int N)
 {
     const gemm_isa *isa = current_isa();
     const int nc = N < isa->nc ? N : isa->nc, n_panels = (nc + isa->nr - 1) / isa->nr;
-    tg_k_scratch_reserve(TG_SCRATCH_GEMM_A, (size_t)isa->mc * KC);
+    tg_k_scratch_reserve(TG_SCRATCH_GEMM_A, a_size(isa, isa->mc, KC));
     tg_k_scratch_reserve(TG_SCRATCH_GEMM_B, (size_t)n_panels * isa->nr * KC);
 }
 
@@ -552,7 +562,7 @@ static void pack_range(void *vctx, int64_t p0, int64_t p1)
         if (p < j->a_items) {
             const int i0 = (int)p * A_GROUP * isa->mr;
             const int h = j->g.M - i0 < A_GROUP * isa->mr ? j->g.M - i0 : A_GROUP * isa->mr;
-            isa->pack_a(&j->g, i0, h, j->pc, j->kc, j->apack + (int64_t)i0 * j->kc);
+            isa->pack_a(&j->g, i0, h, j->pc, j->kc, j->apack + a_offset(isa, i0, j->kc));
         } else {
             const int x0 = (int)(p - j->a_items) * B_GROUP * isa->nr;
             const int w = j->nc - x0 < B_GROUP * isa->nr ? j->nc - x0 : B_GROUP * isa->nr;
@@ -567,14 +577,14 @@ static void compute_range(void *vctx, int64_t t0, int64_t t1)
     const gemm_job *j = vctx;
     const gemm_isa *isa = j->isa;
     const int MR = isa->mr, NR = isa->nr, MC = isa->mc, kc = j->kc;
-    float *ap = j->apack ? NULL : tg_k_scratch(TG_SCRATCH_GEMM_A, (size_t)MC * KC);
+    float *ap = j->apack ? NULL : tg_k_scratch(TG_SCRATCH_GEMM_A, a_size(isa, MC, KC));
     const int n_panels = (j->nc + NR - 1) / NR;
     int packed_block = -1;
     for (int64_t t = t0; t < t1; t++) {
         const int ib = (int)(t / j->n_parts), part = (int)(t % j->n_parts);
         const int i0 = ib * MC, mc = j->g.M - i0 < MC ? j->g.M - i0 : MC;
         if (j->apack) {
-            ap = j->apack + (int64_t)i0 * kc;
+            ap = j->apack + a_offset(isa, i0, kc);
         } else if (ib != packed_block) {
             isa->pack_a(&j->g, i0, mc, j->pc, kc, ap);
             packed_block = ib;
@@ -588,9 +598,9 @@ static void compute_range(void *vctx, int64_t t0, int64_t t1)
                 const int mr = mc - r0 < MR ? mc - r0 : MR;
                 float *c = j->C + (i0 + r0) * j->ldc + j->jc + x0;
                 if (mr < MR && isa->kernel_short)
-                    isa->kernel_short(kc, ap + (int64_t)r0 * kc, bp, c, j->ldc, mr, nr, j->add);
+                    isa->kernel_short(kc, ap + a_offset(isa, r0, kc), bp, c, j->ldc, mr, nr, j->add);
                 else
-                    isa->kernel(kc, ap + (int64_t)r0 * kc, bp, c, j->ldc, mr, nr, j->add);
+                    isa->kernel(kc, ap + a_offset(isa, r0, kc), bp, c, j->ldc, mr, nr, j->add);
             }
         }
     }
@@ -719,7 +729,7 @@ void tg_k_gemm_ld(bool ta, bool tb, int M, int N, int K, const float *A, int64_t
     j.bpack = tg_k_scratch(TG_SCRATCH_GEMM_B, (size_t)n_panels_max * NR * KC);
     if (par) {
         const bool share_a = j.m_blocks < 2 * threads;
-        j.apack = share_a ? tg_k_scratch(TG_SCRATCH_GEMM_A, (size_t)j.m_blocks * MC * KC) : NULL;
+        j.apack = share_a ? tg_k_scratch(TG_SCRATCH_GEMM_A, a_size(isa, j.m_blocks * MC, KC)) : NULL;
         gemm_sched s = {.base = j, .accumulate = accumulate, .n_pc = (K + KC - 1) / KC};
         tg_parallel_each(sched_run, &s);
         return;
@@ -772,7 +782,7 @@ void tg_k_gemm_packed(bool ta, int M, int N, int K, const float *A, int64_t lda,
     const int MR = isa->mr, NR = isa->nr, MC = isa->mc;
     const int64_t np = panels_width(isa, pN);
     const gemm_args g = {.A = A, .M = M, .K = K, .lda = lda, .ta = ta};
-    float *ap = tg_k_scratch(TG_SCRATCH_GEMM_A, (size_t)MC * KC);
+    float *ap = tg_k_scratch(TG_SCRATCH_GEMM_A, a_size(isa, MC, KC));
     for (int ks = k0; ks < k0 + K;) {
         const int pc = ks / KC * KC, kcb = pK - pc < KC ? pK - pc : KC; /* the block of op(B) and its rows */
         const int ke = pc + KC < k0 + K ? pc + KC : k0 + K, kc = ke - ks;
@@ -788,9 +798,9 @@ void tg_k_gemm_packed(bool ta, int M, int N, int K, const float *A, int64_t lda,
                     const int mr = mc - r0 < MR ? mc - r0 : MR;
                     float *c = C + (i0 + r0) * ldc + x0;
                     if (mr < MR && isa->kernel_short)
-                        isa->kernel_short(kc, ap + (int64_t)r0 * kc, b, c, ldc, mr, nr, add);
+                        isa->kernel_short(kc, ap + a_offset(isa, r0, kc), b, c, ldc, mr, nr, add);
                     else
-                        isa->kernel(kc, ap + (int64_t)r0 * kc, b, c, ldc, mr, nr, add);
+                        isa->kernel(kc, ap + a_offset(isa, r0, kc), b, c, ldc, mr, nr, add);
                 }
             }
         }
