@@ -20,12 +20,12 @@
  * and columns of C, so the result is the same bit for bit for any thread
  * count. op(B)'s block is packed first (by the threads together), then each
  * MC block of op(A) just before it is used (while it is in L2), by the
- * thread that takes it. When there are too few row blocks to share out, the
- * threads split the panels too, and pack all of op(A)'s block together
- * first, so that nothing is packed twice. With threads the whole call is
- * one job of the pool, the pack and compute phases of every block in a row
- * (see "the threaded schedule"). Pack buffers are scratch, grown once and
- * then reused, so a warm training step allocates nothing here.
+ * thread that takes it. With threads the whole call is one job of the pool,
+ * the pack and compute phases of every block in a row (see "the threaded
+ * schedule"). When there are too few row blocks to share out, each thread
+ * instead computes a slice of C's rows or columns on its own, packing its
+ * own operands (see "few row blocks"). Pack buffers are scratch, grown once
+ * and then reused, so a warm training step allocates nothing here.
  */
 #include "kernels.h"
 
@@ -544,55 +544,37 @@ typedef struct {
     bool add;            /* add to C (accumulate, or a K block after the first) */
     int jc, nc, pc, kc;  /* the current block of op(B) */
     float *bpack;
-    float *apack;        /* all of op(A)'s K block, packed by the threads together; or NULL */
-    int m_blocks, n_parts, panels_per_part;
-    int a_items, b_groups; /* pack items: the A row blocks (when apack), then groups of B panels */
+    int m_blocks;
 } gemm_job;
 
-/* panels of A and of B per pack item when threads share the packing */
-#define A_GROUP 4
+/* panels of B per pack item when threads share the packing */
 #define B_GROUP 2
 
-/* item p: A panels group p (p < a_items), else B panels group p - a_items */
+/* item p: B panels group p */
 static void pack_range(void *vctx, int64_t p0, int64_t p1)
 {
     const gemm_job *j = vctx;
     const gemm_isa *isa = j->isa;
     for (int64_t p = p0; p < p1; p++) {
-        if (p < j->a_items) {
-            const int i0 = (int)p * A_GROUP * isa->mr;
-            const int h = j->g.M - i0 < A_GROUP * isa->mr ? j->g.M - i0 : A_GROUP * isa->mr;
-            isa->pack_a(&j->g, i0, h, j->pc, j->kc, j->apack + a_offset(isa, i0, j->kc));
-        } else {
-            const int x0 = (int)(p - j->a_items) * B_GROUP * isa->nr;
-            const int w = j->nc - x0 < B_GROUP * isa->nr ? j->nc - x0 : B_GROUP * isa->nr;
-            isa->pack_b(&j->g, j->jc + x0, w, j->pc, j->kc, j->bpack + (int64_t)x0 * j->kc);
-        }
+        const int x0 = (int)p * B_GROUP * isa->nr;
+        const int w = j->nc - x0 < B_GROUP * isa->nr ? j->nc - x0 : B_GROUP * isa->nr;
+        isa->pack_b(&j->g, j->jc + x0, w, j->pc, j->kc, j->bpack + (int64_t)x0 * j->kc);
     }
 }
 
-/* task t: rows block t / n_parts (MC rows), panels range t % n_parts */
+/* task t: row block t (MC rows), its op(A) packed into this thread's scratch,
+ * against every panel of the packed op(B) block */
 static void compute_range(void *vctx, int64_t t0, int64_t t1)
 {
     const gemm_job *j = vctx;
     const gemm_isa *isa = j->isa;
     const int MR = isa->mr, NR = isa->nr, MC = isa->mc, kc = j->kc;
-    float *ap = j->apack ? NULL : tg_k_scratch(TG_SCRATCH_GEMM_A, a_size(isa, MC, KC));
-    const int n_panels = (j->nc + NR - 1) / NR;
-    int packed_block = -1;
+    float *ap = tg_k_scratch(TG_SCRATCH_GEMM_A, a_size(isa, MC, KC));
     for (int64_t t = t0; t < t1; t++) {
-        const int ib = (int)(t / j->n_parts), part = (int)(t % j->n_parts);
-        const int i0 = ib * MC, mc = j->g.M - i0 < MC ? j->g.M - i0 : MC;
-        if (j->apack) {
-            ap = j->apack + a_offset(isa, i0, kc);
-        } else if (ib != packed_block) {
-            isa->pack_a(&j->g, i0, mc, j->pc, kc, ap);
-            packed_block = ib;
-        }
-        const int q0 = part * j->panels_per_part;
-        const int q1 = q0 + j->panels_per_part < n_panels ? q0 + j->panels_per_part : n_panels;
-        for (int q = q0; q < q1; q++) {
-            const int x0 = q * NR, nr = j->nc - x0 < NR ? j->nc - x0 : NR;
+        const int i0 = (int)t * MC, mc = j->g.M - i0 < MC ? j->g.M - i0 : MC;
+        isa->pack_a(&j->g, i0, mc, j->pc, kc, ap);
+        for (int x0 = 0; x0 < j->nc; x0 += NR) {
+            const int nr = j->nc - x0 < NR ? j->nc - x0 : NR;
             const float *bp = j->bpack + (int64_t)x0 * kc;
             for (int r0 = 0; r0 < mc; r0 += MR) {
                 const int mr = mc - r0 < MR ? mc - r0 : MR;
@@ -606,19 +588,42 @@ static void compute_range(void *vctx, int64_t t0, int64_t t1)
     }
 }
 
+/* The whole product on this thread: for each column block and K block, op(B)
+ * packed into this thread's scratch, then every row block. */
+static void gemm_serial(const gemm_isa *isa, const gemm_args *g, float *C, int64_t ldc, bool accumulate)
+{
+    const int n_panels_max = ((g->N < isa->nc ? g->N : isa->nc) + isa->nr - 1) / isa->nr;
+    gemm_job j = {.g = *g, .isa = isa, .C = C, .ldc = ldc, .m_blocks = (g->M + isa->mc - 1) / isa->mc};
+    j.bpack = tg_k_scratch(TG_SCRATCH_GEMM_B, (size_t)n_panels_max * isa->nr * KC);
+    for (int jc = 0; jc < g->N; jc += isa->nc) {
+        j.jc = jc;
+        j.nc = g->N - jc < isa->nc ? g->N - jc : isa->nc;
+        for (int pc = 0; pc < g->K; pc += KC) {
+            j.pc = pc;
+            j.kc = g->K - pc < KC ? g->K - pc : KC;
+            j.add = accumulate || pc > 0;
+            isa->pack_b(&j.g, jc, j.nc, pc, j.kc, j.bpack);
+            compute_range(&j, 0, j.m_blocks);
+        }
+    }
+}
+
 /* ---------------------------------------------------------------- the threaded schedule
- * Every block (jc, pc) of the loops is two phases, packing (A_GROUP / B_GROUP
- * items) then computing (the tasks of compute_range). Items are numbered one
- * after another through all the phases; each thread of the pool claims the
- * next number (an atomic counter) and, before it runs the item, waits until
- * every item of the earlier phases is done (another counter: an item of a
- * phase only starts once all before the phase are done, so done >= the
- * phase's first number means exactly that). A single hand-off to the pool
- * per call then replaces two per K block, each with its wake-up and join;
- * a thread that joins late or never just leaves more items to the others,
- * so one thread alone still runs everything, in the same order. */
+ * Many row blocks (at least two per thread): the threads share out the row
+ * blocks, each packing its own block of op(A), against one op(B) block that
+ * they pack together. Every block (jc, pc) of the loops is then two phases,
+ * packing (B_GROUP items) then computing (the tasks of compute_range). Items
+ * are numbered one after another through all the phases; each thread of the
+ * pool claims the next number (an atomic counter) and, before it runs the
+ * item, waits until every item of the earlier phases is done (another
+ * counter: an item of a phase only starts once all before the phase are
+ * done, so done >= the phase's first number means exactly that). A single
+ * hand-off to the pool per call then replaces two per K block, each with its
+ * wake-up and join; a thread that joins late or never just leaves more items
+ * to the others, so one thread alone still runs everything, in the same
+ * order. */
 typedef struct {
-    gemm_job base;      /* g, isa, C, ldc, m_blocks, apack, bpack: the same for every block */
+    gemm_job base;      /* g, isa, C, ldc, m_blocks, bpack: the same for every block */
     bool accumulate;
     int n_pc;           /* K blocks per column block */
     int64_t next, done; /* atomic: the next item to claim, the items finished */
@@ -629,29 +634,15 @@ static void sched_block(const gemm_sched *s, int b, gemm_job *j)
 {
     *j = s->base;
     const gemm_isa *isa = j->isa;
-    const int threads = tg_get_num_threads();
     j->jc = b / s->n_pc * isa->nc;
     j->nc = j->g.N - j->jc < isa->nc ? j->g.N - j->jc : isa->nc;
     j->pc = b % s->n_pc * KC;
     j->kc = j->g.K - j->pc < KC ? j->g.K - j->pc : KC;
     j->add = s->accumulate || j->pc > 0;
-    const int n_panels = (j->nc + isa->nr - 1) / isa->nr;
-    /* Threads share out whole row blocks, each packing its own A block,
-     * when there are enough of them to balance; otherwise they split the
-     * panels too, and then pack all of op(A) together first, so that no
-     * task packs what another has packed already. */
-    const bool share_a = j->apack != NULL;
-    j->n_parts = 1;
-    if (share_a) {
-        j->n_parts = (4 * threads + j->m_blocks - 1) / j->m_blocks;
-        if (j->n_parts > n_panels)
-            j->n_parts = n_panels;
-    }
-    j->panels_per_part = (n_panels + j->n_parts - 1) / j->n_parts;
-    j->n_parts = (n_panels + j->panels_per_part - 1) / j->panels_per_part;
-    j->a_items = share_a ? (j->g.M + A_GROUP * isa->mr - 1) / (A_GROUP * isa->mr) : 0;
-    j->b_groups = (n_panels + B_GROUP - 1) / B_GROUP;
 }
+
+/* pack items of a block: its groups of B panels */
+static int64_t b_groups(const gemm_job *j) { return ((j->nc + j->isa->nr - 1) / j->isa->nr + B_GROUP - 1) / B_GROUP; }
 
 static void wait_done(gemm_sched *s, int64_t n)
 {
@@ -675,7 +666,7 @@ static void sched_run(void *vctx, int64_t i0, int64_t i1)
     sched_block(s, 0, &j);
     for (;;) {
         const int64_t t = __atomic_fetch_add(&s->next, 1, __ATOMIC_RELAXED);
-        int64_t size = phase ? (int64_t)j.m_blocks * j.n_parts : j.a_items + j.b_groups;
+        int64_t size = phase ? j.m_blocks : b_groups(&j);
         while (t >= start + size) {
             start += size;
             if (phase && ++b == n_blocks)
@@ -683,7 +674,7 @@ static void sched_run(void *vctx, int64_t i0, int64_t i1)
             if (phase)
                 sched_block(s, b, &j);
             phase = !phase;
-            size = phase ? (int64_t)j.m_blocks * j.n_parts : j.a_items + j.b_groups;
+            size = phase ? j.m_blocks : b_groups(&j);
         }
         wait_done(s, start);
         if (phase)
@@ -691,6 +682,48 @@ static void sched_run(void *vctx, int64_t i0, int64_t i1)
         else
             pack_range(&j, t - start, t - start + 1);
         __atomic_add_fetch(&s->done, 1, __ATOMIC_RELEASE);
+    }
+}
+
+/* ---------------------------------------------------------------- few row blocks: slices
+ * Too few row blocks to share out (a weight gradient dY^T X, say): each
+ * thread takes one slice of C, whole panels of rows (when M >= N) or of
+ * columns, and runs gemm_serial on it alone, packing its own op(A) and op(B)
+ * for the slice. The other operand is then packed once per thread, but
+ * nothing a thread reads was written by another core and there is no
+ * hand-off inside the call. On two cores this measured faster than packing
+ * shared by both threads (256 x 256 x 1024: 1.65x against 1.50x over one
+ * thread, the medians of 15 interleaved pairs). */
+typedef struct {
+    const gemm_isa *isa;
+    gemm_args g;
+    float *C;
+    int64_t ldc;
+    bool accumulate, by_rows;
+    int slices;
+} gemm_slices;
+
+static void slice_range(void *vctx, int64_t s0, int64_t s1)
+{
+    const gemm_slices *sl = vctx;
+    const int P = sl->by_rows ? sl->isa->mr : sl->isa->nr, n = sl->by_rows ? sl->g.M : sl->g.N;
+    const int panels = (n + P - 1) / P;
+    for (int64_t s = s0; s < s1; s++) {
+        const int x0 = (int)(s * panels / sl->slices) * P, x1 = (int)((s + 1) * panels / sl->slices) * P;
+        const int w = (x1 < n ? x1 : n) - x0;
+        gemm_args g = sl->g;
+        float *c = sl->C;
+        if (sl->by_rows) {
+            g.M = w;
+            g.A += g.ta ? x0 : x0 * g.lda;
+            c += x0 * sl->ldc;
+        } else {
+            g.N = w;
+            g.B += g.tb ? x0 * g.ldb : x0;
+            c += x0;
+        }
+        if (w > 0)
+            gemm_serial(sl->isa, &g, c, sl->ldc, sl->accumulate);
     }
 }
 
@@ -719,34 +752,28 @@ void tg_k_gemm_ld(bool ta, bool tb, int M, int N, int K, const float *A, int64_t
     if (gemm_empty(M, N, K, C, ldc, accumulate))
         return;
     const gemm_isa *isa = current_isa();
-    gemm_job j = {.g = {A, B, M, N, K, lda, ldb, ta, tb}, .isa = isa, .C = C, .ldc = ldc};
+    const gemm_args g = {A, B, M, N, K, lda, ldb, ta, tb};
     /* below about a million multiply-adds a thread hand-off costs more than it saves */
     const int threads = tg_in_parallel_region() ? 1 : tg_get_num_threads();
-    const bool par = threads > 1 && (int64_t)M * N * K >= (1 << 20);
-    const int MC = isa->mc, NR = isa->nr;
-    const int n_panels_max = ((N < isa->nc ? N : isa->nc) + NR - 1) / NR;
-    j.m_blocks = (M + MC - 1) / MC;
-    j.bpack = tg_k_scratch(TG_SCRATCH_GEMM_B, (size_t)n_panels_max * NR * KC);
-    if (par) {
-        const bool share_a = j.m_blocks < 2 * threads;
-        j.apack = share_a ? tg_k_scratch(TG_SCRATCH_GEMM_A, a_size(isa, j.m_blocks * MC, KC)) : NULL;
+    const int m_blocks = (M + isa->mc - 1) / isa->mc;
+    if (threads > 1 && (int64_t)M * N * K >= (1 << 20) && m_blocks >= 2 * threads) {
+        gemm_job j = {.g = g, .isa = isa, .C = C, .ldc = ldc, .m_blocks = m_blocks};
+        const int n_panels_max = ((N < isa->nc ? N : isa->nc) + isa->nr - 1) / isa->nr;
+        j.bpack = tg_k_scratch(TG_SCRATCH_GEMM_B, (size_t)n_panels_max * isa->nr * KC);
         gemm_sched s = {.base = j, .accumulate = accumulate, .n_pc = (K + KC - 1) / KC};
         tg_parallel_each(sched_run, &s);
         return;
     }
-    for (int jc = 0; jc < N; jc += isa->nc) {
-        j.jc = jc;
-        j.nc = N - jc < isa->nc ? N - jc : isa->nc;
-        j.n_parts = 1;
-        j.panels_per_part = (j.nc + NR - 1) / NR;
-        for (int pc = 0; pc < K; pc += KC) {
-            j.pc = pc;
-            j.kc = K - pc < KC ? K - pc : KC;
-            j.add = accumulate || pc > 0;
-            isa->pack_b(&j.g, jc, j.nc, pc, j.kc, j.bpack);
-            compute_range(&j, 0, j.m_blocks);
-        }
+    const int row_panels = (M + isa->mr - 1) / isa->mr, col_panels = (N + isa->nr - 1) / isa->nr;
+    if (threads > 1 && (int64_t)M * N * K >= (1 << 20) && (row_panels >= threads || col_panels >= threads)) {
+        const bool by_rows = col_panels < threads || (M >= N && row_panels >= threads);
+        gemm_slices sl = {isa, g, C, ldc, accumulate, by_rows, threads};
+        /* every thread's pack buffers, for the widest slice: no slice grows them in a later call */
+        tg_k_gemm_reserve(by_rows ? N : (col_panels + threads - 1) / threads * isa->nr);
+        tg_parallel_for(threads, 1, slice_range, &sl);
+        return;
     }
+    gemm_serial(isa, &g, C, ldc, accumulate);
 }
 
 /* ---------------------------------------------------------------- op(B) packed once

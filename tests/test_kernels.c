@@ -82,8 +82,9 @@ END_TEST
 START_TEST(test_gemm_blocked_shapes)
 {
     /* crosses KC = 256, MC, NC = 2048 and several NR panels; 2 and 3 threads
-     * split rows and panels; 20 and 28 rows (two panels, the second short in
-     * the first) across K blocks */
+     * share out row blocks (700 rows) or take slices of rows (200 x 65) or of
+     * columns (40 x 300); 20 and 28 rows (two panels, the second short in the
+     * first) across K blocks */
     FOR_EACH_ISA(isa) {
         check_gemm(20, 64, 300, 1);
         check_gemm(28, 96, 513, 1);
@@ -92,6 +93,9 @@ START_TEST(test_gemm_blocked_shapes)
         check_gemm(700, 70, 300, 2);
         check_gemm(64, 2050, 3, 2);
         check_gemm(29, 300, 40, 3);
+        check_gemm(40, 300, 513, 2);
+        check_gemm(40, 300, 513, 3);
+        check_gemm(330, 100, 300, 3);
     }
     ck_assert(tg_k_gemm_set_isa(TG_GEMM_BEST));
 }
@@ -123,9 +127,6 @@ static void check_threads_bit_identical(int M, int N, int K)
     tg_free(B);
 }
 
-/* Threads split only rows and columns of C: the bits never depend on the
- * thread count. M = 300 gives AVX-512 two row blocks (the threads split the
- * panels and pack op(A) together), M = 700 five (each thread packs its own). */
 /* tg_parallel_each runs its function once on every pool thread, the
  * caller's included, each on a thread of its own (tg_k_scratch_reserve
  * grows every thread's scratch through it), also on the call that starts
@@ -164,10 +165,15 @@ START_TEST(test_parallel_each_every_thread)
 }
 END_TEST
 
+/* Threads split only rows and columns of C: the bits never depend on the
+ * thread count. For AVX-512, 300 x 333 is two row blocks (each thread takes a
+ * slice of the columns), 700 x 333 five (the threads share out row blocks),
+ * 400 x 150 three (slices of the rows). */
 START_TEST(test_gemm_threads_bit_identical)
 {
     for (int M = 300; M <= 700; M += 400)
         check_threads_bit_identical(M, 333, 600);
+    check_threads_bit_identical(400, 150, 600);
 }
 END_TEST
 
