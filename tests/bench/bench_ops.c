@@ -230,11 +230,16 @@ static void blas_call(void *vctx)
              s->N, s->K, 1.0f, c->A, s->ta ? s->M : s->K, c->B, s->tb ? s->K : s->N, 0.0f, c->C, s->N);
 }
 
-/* Seconds per call of `reps` calls in a row (after one untimed call, which
- * also lets the other side's idle threads go back to sleep). */
+/* Seconds per call of `reps` calls in a row, after 10 ms of untimed calls:
+ * a thread that slept through the last batches (the second core, after a
+ * batch on one thread) is running again, and the other library's idle
+ * threads have gone back to sleep, before the clock starts. */
 static double batch_time(void (*fn)(void *), void *ctx, int reps)
 {
-    fn(ctx);
+    const double w = now();
+    do
+        fn(ctx);
+    while (now() - w < 0.01);
     const double t0 = now();
     for (int r = 0; r < reps; r++)
         fn(ctx);
@@ -246,6 +251,40 @@ static double median_of(double *v, int n)
     qsort(v, (size_t)n, sizeof *v, cmp_double);
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
+
+/* The FMA loop of peak_avx512 as a job of the pool, a fixed amount of work
+ * split between the threads: on 2 threads it takes half the time of 1 at
+ * best, the ceiling for a gemm's 2-thread scaling at that moment on this
+ * host (a shared machine gives the second core less at times). */
+#if defined(__x86_64__) && defined(__GNUC__)
+typedef struct {
+    long iters; /* for all threads together */
+    float sink[64];
+} fma_job;
+
+__attribute__((target("avx512f"))) static void fma_range(void *vctx, int64_t c0, int64_t c1)
+{
+    fma_job *j = vctx;
+    const long n = j->iters / tg_get_num_threads();
+    for (int64_t c = c0; c < c1; c++) {
+        __m512 a0 = _mm512_set1_ps(1e-3f), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+        __m512 a8 = a0, a9 = a0;
+        const __m512 x = _mm512_set1_ps(0.999999f), y = _mm512_set1_ps(1e-7f);
+        for (long i = 0; i < n; i++) {
+            a0 = _mm512_fmadd_ps(a0, x, y), a1 = _mm512_fmadd_ps(a1, x, y), a2 = _mm512_fmadd_ps(a2, x, y);
+            a3 = _mm512_fmadd_ps(a3, x, y), a4 = _mm512_fmadd_ps(a4, x, y), a5 = _mm512_fmadd_ps(a5, x, y);
+            a6 = _mm512_fmadd_ps(a6, x, y), a7 = _mm512_fmadd_ps(a7, x, y), a8 = _mm512_fmadd_ps(a8, x, y);
+            a9 = _mm512_fmadd_ps(a9, x, y);
+        }
+        const __m512 s = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)),
+                                       _mm512_add_ps(_mm512_add_ps(a4, a5), _mm512_add_ps(_mm512_add_ps(a6, a7),
+                                                                                          _mm512_add_ps(a8, a9))));
+        j->sink[c & 63] = _mm512_reduce_add_ps(s);
+    }
+}
+
+static void fma_call(void *vctx) { tg_parallel_for(tg_get_num_threads(), 1, fma_range, vctx); }
+#endif
 
 static int run_gemm_pair(int pairs)
 {
@@ -287,7 +326,14 @@ static int run_gemm_pair(int pairs)
         int reps = 1;
         while (batch_time(gemm_call, &tc, reps) * reps < 0.05)
             reps *= 2;
-        double *t = malloc(sizeof(double) * 4 * (size_t)pairs), r[6][256];
+        double *t = malloc(sizeof(double) * 4 * (size_t)pairs), r[7][256];
+#if defined(__x86_64__) && defined(__GNUC__)
+        /* the FMA job: as long on one thread as one call of this gemm at the peak */
+        fma_job fj = {.iters = (long)(2.0 * s->M * s->N * s->K / (10 * 16 * 2))};
+        const bool fma = __builtin_cpu_supports("avx512f");
+#else
+        const bool fma = false;
+#endif
         for (int p = 0; p < pairs; p++) { /* one round: tapegrad and the BLAS on 1 thread, then on 2 */
             for (int th = 1; th <= 2; th++) {
                 tg_set_num_threads(th);
@@ -303,6 +349,15 @@ static int run_gemm_pair(int pairs)
             r[3][p] = q[1] / q[3]; /* the BLAS 2 threads over 1 */
             r[4][p] = q[0];
             r[5][p] = q[1];
+            r[6][p] = NAN;
+#if defined(__x86_64__) && defined(__GNUC__)
+            if (fma) {
+                tg_set_num_threads(1);
+                const double f1 = batch_time(fma_call, &fj, reps);
+                tg_set_num_threads(2);
+                r[6][p] = f1 / batch_time(fma_call, &fj, reps); /* the FMA job's 2 threads over 1 */
+            }
+#endif
         }
         const double flop = 2.0 * s->M * s->N * s->K, tg1 = flop / median_of(r[4], pairs) * 1e-9,
                      bl1 = flop / median_of(r[5], pairs) * 1e-9;
@@ -311,9 +366,9 @@ static int run_gemm_pair(int pairs)
         const double tg2 = flop / median_of(r[4], pairs) * 1e-9, bl2 = flop / median_of(r[5], pairs) * 1e-9;
         printf("bench=gemm_pair shape=%s M=%d N=%d K=%d pairs=%d tapegrad_gflops_1t=%.1f blas_gflops_1t=%.1f "
                "ratio_1t=%.3f tapegrad_gflops_2t=%.1f blas_gflops_2t=%.1f ratio_2t=%.3f tapegrad_scaling=%.3f "
-               "blas_scaling=%.3f max_abs_diff=%.2g\n",
+               "blas_scaling=%.3f fma_scaling=%.3f max_abs_diff=%.2g\n",
                s->name, s->M, s->N, s->K, pairs, tg1, bl1, median_of(r[0], pairs), tg2, bl2, median_of(r[1], pairs),
-               median_of(r[2], pairs), median_of(r[3], pairs), err);
+               median_of(r[2], pairs), median_of(r[3], pairs), fma ? median_of(r[6], pairs) : NAN, err);
         fflush(stdout);
         free(t);
         free(C);
