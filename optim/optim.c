@@ -458,7 +458,7 @@ int tg_grad_norms_top(const tg_params *params, int k, int *out, double *norms)
     int n = 0;
     for (int i = 0; i < params->n && k > 0; i++) {
         const tg_tensor *t = params->items[i].t;
-        if (!t->grad)
+        if (!t->grad || listed_before(params, i))
             continue;
         double s = 0;
         for (int64_t j = 0; j < t->numel; j++)

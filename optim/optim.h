@@ -162,8 +162,9 @@ float tg_clip_grad_norm(const tg_params *params, double max_norm);
 
 /* The k largest per-parameter gradient norms (L2, summed in double), largest
  * first: out[i] is the index into params and norms[i] its norm. Parameters
- * without a grad are skipped, a NaN norm counts as the largest. Returns how
- * many were written (<= k). Allocates nothing. */
+ * without a grad are skipped, a NaN norm counts as the largest, and a tensor
+ * listed twice (tied weights) appears once, at its first index, as in
+ * tg_clip_grad_norm. Returns how many were written (<= k). Allocates nothing. */
 int tg_grad_norms_top(const tg_params *params, int k, int *out, double *norms);
 
 /* ---------------------------------------------------------------- schedules

@@ -979,7 +979,8 @@ START_TEST(test_errors)
 END_TEST
 
 /* tg_grad_norms_top: sqrt of the sum of squares, largest first, NaN first
- * of all, parameters without a grad skipped, at most k. */
+ * of all, parameters without a grad skipped, a tensor listed twice (tied)
+ * once, at most k. */
 START_TEST(test_grad_norms_top)
 {
     const float g[5][2] = {{3, 4}, {1, 0}, {0, 0}, {NAN, 1}, {6, 8}};
@@ -997,6 +998,7 @@ START_TEST(test_grad_norms_top)
         snprintf(name, sizeof name, "p%d", i);
         tg_params_add(&ps, NULL, name, t[i]);
     }
+    tg_params_add(&ps, NULL, "p4_tied", t[4]); /* index 6: the largest again, listed a second time */
     int idx[4];
     double norm[4];
     ck_assert_int_eq(tg_grad_norms_top(&ps, 4, idx, norm), 4);
@@ -1006,8 +1008,10 @@ START_TEST(test_grad_norms_top)
     ck_assert(idx[3] == 1 && norm[3] == 1.0);
     int idx10[10];
     double n10[10];
-    ck_assert_int_eq(tg_grad_norms_top(&ps, 10, idx10, n10), 5);   /* p5 has no grad */
+    ck_assert_int_eq(tg_grad_norms_top(&ps, 10, idx10, n10), 5);   /* p5 has no grad, p4_tied is p4 */
     ck_assert(idx10[4] == 2 && n10[4] == 0.0);
+    for (int i = 0; i < 5; i++)
+        ck_assert_int_ne(idx10[i], 6);
     tg_params_free(&ps);
     for (int i = 0; i < 6; i++)
         tg_free(t[i]);
