@@ -190,11 +190,14 @@ END_TEST
 
 /* Operands and C inside wider rows (lda, ldb, ldc past the matrix, as the
  * attention's heads are): the same bits as tg_k_gemm on contiguous copies,
- * and the floats between C's rows (NaN) never touched; every ISA, 1 and 2
- * threads, adding and overwriting */
-START_TEST(test_gemm_ld_strides)
+ * and the floats between C's rows (NaN) never touched; every ISA, 1 to 3
+ * threads, adding and overwriting. Each shape is over the threading
+ * threshold; with threads, 60 x 70 takes slices of C's columns, 70 x 60
+ * slices of its rows (a slice's offset into A and C is in lda and ldc) and
+ * 700 x 20 shares out row blocks. */
+static void check_gemm_ld(int M, int N, int K)
 {
-    enum { M = 60, N = 70, K = 300, PAD = 7 }; /* M*N*K over the threading threshold */
+    enum { PAD = 7 };
     tg_generator g;
     tg_manual_seed(&g, 5);
     tg_tensor *A = tg_randn(&g, TG_SHAPE(M * K)), *B = tg_randn(&g, TG_SHAPE(K * N));
@@ -208,7 +211,7 @@ START_TEST(test_gemm_ld_strides)
                 memcpy(Aw + r * (ac + PAD), A->data + r * ac, sizeof(float) * ac);
             for (int r = 0; r < br; r++)
                 memcpy(Bw + r * (bc + PAD), B->data + r * bc, sizeof(float) * bc);
-            for (int th = 1; th <= 2; th++) {
+            for (int th = 1; th <= 3; th++) {
                 tg_set_num_threads(th);
                 for (int i = 0; i < M * (N + PAD); i++)
                     Cw[i] = i % (N + PAD) < N ? 0.25f : NAN;
@@ -218,11 +221,11 @@ START_TEST(test_gemm_ld_strides)
                 tg_k_gemm(ta, tb, M, N, K, A->data, B->data, C, add);
                 for (int i = 0; i < M; i++) {
                     ck_assert_msg(memcmp(Cw + i * (N + PAD), C + i * N, sizeof(float) * N) == 0,
-                                  "gemm_ld %s ta=%d tb=%d add=%d threads=%d: row %d differs from tg_k_gemm's",
-                                  tg_k_gemm_isa_name(), ta, tb, add, th, i);
+                                  "gemm_ld %s %dx%dx%d ta=%d tb=%d add=%d threads=%d: row %d differs from tg_k_gemm's",
+                                  tg_k_gemm_isa_name(), M, N, K, ta, tb, add, th, i);
                     for (int j = N; j < N + PAD; j++)
-                        ck_assert_msg(isnan(Cw[i * (N + PAD) + j]), "gemm_ld %s: C[%d][%d] past N written",
-                                      tg_k_gemm_isa_name(), i, j);
+                        ck_assert_msg(isnan(Cw[i * (N + PAD) + j]), "gemm_ld %s %dx%dx%d: C[%d][%d] past N written",
+                                      tg_k_gemm_isa_name(), M, N, K, i, j);
                 }
             }
         }
@@ -234,6 +237,13 @@ START_TEST(test_gemm_ld_strides)
     free(Aw);
     tg_free(A);
     tg_free(B);
+}
+
+START_TEST(test_gemm_ld_strides)
+{
+    check_gemm_ld(60, 70, 300);
+    check_gemm_ld(70, 60, 300);
+    check_gemm_ld(700, 20, 300);
 }
 END_TEST
 
