@@ -3,10 +3,11 @@
  * The BLIS scheme: op(B) is packed into panels NR floats wide, contiguous in
  * K (bp[k*NR + x]); op(A) into panels MR rows tall, contiguous in K
  * (ap[k*P + r], the pitch P = MR, or 16 on AVX-512: each k of a panel one
- * aligned cache line, stored whole when packing); a micro-kernel keeps an MR x NR tile of C in registers
- * across a K block of KC, so every loaded value feeds several FMAs, and
- * writes the tile with vector stores. Transposed operands only change how
- * the panels are packed (with in-register 16x16 transposes on AVX-512).
+ * aligned cache line, stored whole when packing); a micro-kernel keeps an
+ * MR x NR tile of C in registers across a K block of KC, so every loaded
+ * value feeds several FMAs, and writes the tile with vector stores.
+ * Transposed operands only change how the panels are packed (with
+ * in-register 16x16 transposes on AVX-512).
  *
  * Three micro-kernels, picked at run time from what the CPU has:
  *   avx512  14 x 32, 28 zmm accumulators, FMA (Skylake-X and later); the
@@ -45,7 +46,7 @@
 #define AP_PITCH 16 /* floats per k in an AVX-512 A panel: 14 rows, padded to a cache line */
 
 /* ---------------------------------------------------------------- the kernel table
- * kernel: C[mr x nr] = (add ? C : 0) + sum over k < kc of ap[k*MR + r] * bp[k*NR + x]
+ * kernel: C[mr x nr] = (add ? C : 0) + sum over k < kc of ap[k*P + r] * bp[k*NR + x]
  * pack_a: the h rows i0.. of op(A) as ceil(h / MR) panels of pitch P (ap_pitch >= MR
  *         floats per k), panel q at ap + q*P*kc:
  *         ap[q*P*kc + k*P + r] = op(A)[i0 + q*MR + r, p0 + k], zero past row h (r < MR;

@@ -45,11 +45,13 @@
  *       caller that must not split (a broadcast gradient, where two ranges
  *       would add into one place) calls X_range(&a, 0, n) itself.
  * Two places differ, on purpose: gemm (tensor/gemm.c) hands the pool one
- * job per call (tg_parallel_each), in which the threads claim the pack items
- * and compute tasks of every K block in turn, each phase after the one
- * before is done, and runs the unthreaded case through the same pack and
- * compute functions; the optimizer's step_range and zero_range take the
- * tg_optim itself as their arguments. */
+ * job per call, either (many row blocks, tg_parallel_each) one in which the
+ * threads claim the pack items and compute tasks of every K block in turn,
+ * each phase after the one before is done, or (few row blocks,
+ * tg_parallel_for) one slice of C's rows or columns per thread, each slice
+ * the unthreaded gemm through the same pack and compute functions; the
+ * optimizer's step_range and zero_range take the tg_optim itself as their
+ * arguments. */
 /* Runs fn(ctx, i0, i1) over [0, n) split into contiguous chunks of at
  * least min_chunk items, a few per thread, claimed as threads come free;
  * runs inline when n is below min_chunk * 2 or one thread is set. */
