@@ -8,11 +8,13 @@
  * intermediates), tg_tape_dot (checked by Graphviz where installed), and a
  * warm training step with scopes, names and hooks that mallocs nothing:
  * this binary is linked with --wrap=malloc,... (Makefile) so every call the
- * library makes is counted.
+ * library makes is counted (which also checks that a gemm on slices of C
+ * grows every pool thread's pack buffers at once).
  */
 #include "testutil.h"
 
 #include "nn/nn.h"
+#include "tensor/kernels.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -497,6 +499,40 @@ static void count_hook(tg_tensor *t, float *grad, void *ctx)
  * scopes (the model's forward), full parameter names, a hook on a leaf
  * and one on an intermediate each step: after the first two steps, no
  * malloc at all. */
+/* A gemm with too few row blocks for 2 threads, M < N, gives each thread a
+ * slice of C's columns; claims are dynamic, so either thread may take the
+ * wider slice in a later call. The call therefore grows every pool thread's
+ * op(B) pack buffer for the widest slice (an odd number of NR panels here,
+ * so the widest is one panel wider): growing any thread's buffer to that
+ * size afterwards allocates nothing. */
+static void grow_gemm_b(void *ctx, int64_t i0, int64_t i1)
+{
+    (void)i0, (void)i1;
+    tg_k_scratch(TG_SCRATCH_GEMM_B, *(const size_t *)ctx);
+}
+
+START_TEST(test_gemm_column_slices_reserve_every_thread)
+{
+    enum { M = 40, N = 270, K = 128 }; /* 9 panels of 32 (AVX-512) or 17 of 16 */
+    const int nr = strcmp(tg_k_gemm_isa_name(), "avx512") == 0 ? 32 : 16;
+    const int panels = (N + nr - 1) / nr;
+    ck_assert_int_eq(panels % 2, 1);
+    size_t widest = (size_t)(panels + 1) / 2 * nr * TG_GEMM_KC;
+    float *A = calloc(M * K, sizeof(float)), *B = calloc(K * N, sizeof(float)), *C = calloc(M * N, sizeof(float));
+    tg_set_num_threads(2);
+    tg_k_gemm(false, false, M, N, K, A, B, C, false);
+    const long before = __atomic_load_n(&g_allocs, __ATOMIC_RELAXED);
+    const bool ran = tg_parallel_each(grow_gemm_b, &widest); /* no ck_assert in between: Check mallocs */
+    const long grown = __atomic_load_n(&g_allocs, __ATOMIC_RELAXED) - before;
+    ck_assert(ran);
+    ck_assert_msg(grown == 0, "a pool thread grew its op(B) buffer for the widest slice: %ld mallocs", grown);
+    tg_set_num_threads(1);
+    free(A);
+    free(B);
+    free(C);
+}
+END_TEST
+
 START_TEST(test_warm_steps_no_mallocs_with_scopes_and_hooks)
 {
     tg_tape *tape = tg_tape_new();
@@ -564,6 +600,7 @@ static Suite *suite(void)
     tc = tcase_create("graph");
     tcase_add_test(tc, test_tape_dot_graph);
     tcase_add_test(tc, test_warm_steps_no_mallocs_with_scopes_and_hooks);
+    tcase_add_test(tc, test_gemm_column_slices_reserve_every_thread);
     suite_add_tcase(s, tc);
     return s;
 }
