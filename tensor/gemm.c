@@ -456,6 +456,11 @@ const char *tg_k_gemm_isa_name(void) { return current_isa()->name; }
  * many floats a block of h rows takes. */
 static inline int64_t a_offset(const gemm_isa *isa, int r, int kc) { return (int64_t)(r / isa->mr) * isa->ap_pitch * kc; }
 static inline size_t a_size(const gemm_isa *isa, int h, int kc) { return (size_t)a_offset(isa, h + isa->mr - 1, kc); }
+/* Floats of one K block of op(B) packed, for N columns (up to the column block NC). */
+static inline size_t b_size(const gemm_isa *isa, int N)
+{
+    return (size_t)(((N < isa->nc ? N : isa->nc) + isa->nr - 1) / isa->nr) * isa->nr * KC;
+}
 
 /* ---------------------------------------------------------------- scratch */
 
@@ -521,9 +526,8 @@ void tg_k_scratch_reserve(int slot, size_t n)
 void tg_k_gemm_reserve(int N)
 {
     const gemm_isa *isa = current_isa();
-    const int nc = N < isa->nc ? N : isa->nc, n_panels = (nc + isa->nr - 1) / isa->nr;
     tg_k_scratch_reserve(TG_SCRATCH_GEMM_A, a_size(isa, isa->mc, KC));
-    tg_k_scratch_reserve(TG_SCRATCH_GEMM_B, (size_t)n_panels * isa->nr * KC);
+    tg_k_scratch_reserve(TG_SCRATCH_GEMM_B, b_size(isa, N));
 }
 
 void tg_k_release_scratch(void)
@@ -593,9 +597,8 @@ static void compute_range(void *vctx, int64_t t0, int64_t t1)
  * packed into this thread's scratch, then every row block. */
 static void gemm_serial(const gemm_isa *isa, const gemm_args *g, float *C, int64_t ldc, bool accumulate)
 {
-    const int n_panels_max = ((g->N < isa->nc ? g->N : isa->nc) + isa->nr - 1) / isa->nr;
     gemm_job j = {.g = *g, .isa = isa, .C = C, .ldc = ldc, .m_blocks = (g->M + isa->mc - 1) / isa->mc};
-    j.bpack = tg_k_scratch(TG_SCRATCH_GEMM_B, (size_t)n_panels_max * isa->nr * KC);
+    j.bpack = tg_k_scratch(TG_SCRATCH_GEMM_B, b_size(isa, g->N));
     for (int jc = 0; jc < g->N; jc += isa->nc) {
         j.jc = jc;
         j.nc = g->N - jc < isa->nc ? g->N - jc : isa->nc;
@@ -757,17 +760,17 @@ void tg_k_gemm_ld(bool ta, bool tb, int M, int N, int K, const float *A, int64_t
     const gemm_args g = {A, B, M, N, K, lda, ldb, ta, tb};
     /* below about a million multiply-adds a thread hand-off costs more than it saves */
     const int threads = tg_in_parallel_region() ? 1 : tg_get_num_threads();
+    const bool par = threads > 1 && (int64_t)M * N * K >= (1 << 20);
     const int m_blocks = (M + isa->mc - 1) / isa->mc;
-    if (threads > 1 && (int64_t)M * N * K >= (1 << 20) && m_blocks >= 2 * threads) {
+    if (par && m_blocks >= 2 * threads) {
         gemm_job j = {.g = g, .isa = isa, .C = C, .ldc = ldc, .m_blocks = m_blocks};
-        const int n_panels_max = ((N < isa->nc ? N : isa->nc) + isa->nr - 1) / isa->nr;
-        j.bpack = tg_k_scratch(TG_SCRATCH_GEMM_B, (size_t)n_panels_max * isa->nr * KC);
+        j.bpack = tg_k_scratch(TG_SCRATCH_GEMM_B, b_size(isa, N));
         gemm_sched s = {.base = j, .accumulate = accumulate, .n_pc = (K + KC - 1) / KC};
         tg_parallel_each(sched_run, &s);
         return;
     }
     const int row_panels = (M + isa->mr - 1) / isa->mr, col_panels = (N + isa->nr - 1) / isa->nr;
-    if (threads > 1 && (int64_t)M * N * K >= (1 << 20) && (row_panels >= threads || col_panels >= threads)) {
+    if (par && (row_panels >= threads || col_panels >= threads)) {
         const bool by_rows = col_panels < threads || (M >= N && row_panels >= threads);
         gemm_slices sl = {isa, g, C, ldc, accumulate, by_rows, threads};
         /* every thread's pack buffers, for the widest slice: no slice grows them in a later call */
