@@ -253,10 +253,10 @@ static double median_of(double *v, int n)
 }
 
 /* A loop of independent FMAs (10 accumulators, as peak_avx512 with fewer)
- * as a job of the pool, a fixed amount of work
- * split between the threads: on 2 threads it takes half the time of 1 at
- * best, the ceiling for a gemm's 2-thread scaling at that moment on this
- * host (a shared machine gives the second core less at times). */
+ * as a job of the pool, a fixed amount of work split between the threads:
+ * on 2 threads it takes half the time of 1 at best, the ceiling for a
+ * gemm's 2-thread scaling at that moment on this host (a shared machine
+ * gives the second core less at times). */
 #if defined(__x86_64__) && defined(__GNUC__)
 typedef struct {
     long iters; /* for all threads together */
