@@ -567,29 +567,39 @@ static void pack_range(void *vctx, int64_t p0, int64_t p1)
     }
 }
 
+/* C[mc, n] (+)= one packed block of op(A) (mc rows) times n columns of
+ * packed op(B) panels (panel q at bp + q * bstride), tile by tile; the
+ * block's last panel, when short, by the kernel of as few rows. */
+static void block_tiles(const gemm_isa *isa, int kc, const float *ap, int mc, const float *bp, int64_t bstride,
+                        int n, float *C, int64_t ldc, bool add)
+{
+    const int MR = isa->mr, NR = isa->nr;
+    for (int x0 = 0, q = 0; x0 < n; x0 += NR, q++) {
+        const int nr = n - x0 < NR ? n - x0 : NR;
+        for (int r0 = 0; r0 < mc; r0 += MR) {
+            const int mr = mc - r0 < MR ? mc - r0 : MR;
+            float *c = C + r0 * ldc + x0;
+            if (mr < MR && isa->kernel_short)
+                isa->kernel_short(kc, ap + a_offset(isa, r0, kc), bp + q * bstride, c, ldc, mr, nr, add);
+            else
+                isa->kernel(kc, ap + a_offset(isa, r0, kc), bp + q * bstride, c, ldc, mr, nr, add);
+        }
+    }
+}
+
 /* task t: row block t (MC rows), its op(A) packed into this thread's scratch,
  * against every panel of the packed op(B) block */
 static void compute_range(void *vctx, int64_t t0, int64_t t1)
 {
     const gemm_job *j = vctx;
     const gemm_isa *isa = j->isa;
-    const int MR = isa->mr, NR = isa->nr, MC = isa->mc, kc = j->kc;
+    const int MC = isa->mc, kc = j->kc;
     float *ap = tg_k_scratch(TG_SCRATCH_GEMM_A, a_size(isa, MC, KC));
     for (int64_t t = t0; t < t1; t++) {
         const int i0 = (int)t * MC, mc = j->g.M - i0 < MC ? j->g.M - i0 : MC;
         isa->pack_a(&j->g, i0, mc, j->pc, kc, ap);
-        for (int x0 = 0; x0 < j->nc; x0 += NR) {
-            const int nr = j->nc - x0 < NR ? j->nc - x0 : NR;
-            const float *bp = j->bpack + (int64_t)x0 * kc;
-            for (int r0 = 0; r0 < mc; r0 += MR) {
-                const int mr = mc - r0 < MR ? mc - r0 : MR;
-                float *c = j->C + (i0 + r0) * j->ldc + j->jc + x0;
-                if (mr < MR && isa->kernel_short)
-                    isa->kernel_short(kc, ap + a_offset(isa, r0, kc), bp, c, j->ldc, mr, nr, j->add);
-                else
-                    isa->kernel(kc, ap + a_offset(isa, r0, kc), bp, c, j->ldc, mr, nr, j->add);
-            }
-        }
+        block_tiles(isa, kc, ap, mc, j->bpack, (int64_t)isa->nr * kc, j->nc, j->C + i0 * j->ldc + j->jc, j->ldc,
+                    j->add);
     }
 }
 
@@ -811,7 +821,7 @@ void tg_k_gemm_packed(bool ta, int M, int N, int K, const float *A, int64_t lda,
         tg_error("tg_k_gemm_packed", "columns 0:%d and rows %d:%d of a packed op(B) of %d x %d", N, k0, k0 + K, pK,
                  pN);
     const gemm_isa *isa = current_isa();
-    const int MR = isa->mr, NR = isa->nr, MC = isa->mc;
+    const int NR = isa->nr, MC = isa->mc;
     const int64_t np = panels_width(isa, pN);
     const gemm_args g = {.A = A, .M = M, .K = K, .lda = lda, .ta = ta};
     float *ap = tg_k_scratch(TG_SCRATCH_GEMM_A, a_size(isa, MC, KC));
@@ -823,18 +833,7 @@ void tg_k_gemm_packed(bool ta, int M, int N, int K, const float *A, int64_t lda,
         for (int i0 = 0; i0 < M; i0 += MC) {
             const int mc = M - i0 < MC ? M - i0 : MC;
             isa->pack_a(&g, i0, mc, ks - k0, kc, ap);
-            for (int x0 = 0; x0 < N; x0 += NR) {
-                const int nr = N - x0 < NR ? N - x0 : NR;
-                const float *b = bblock + (int64_t)x0 * kcb;
-                for (int r0 = 0; r0 < mc; r0 += MR) {
-                    const int mr = mc - r0 < MR ? mc - r0 : MR;
-                    float *c = C + (i0 + r0) * ldc + x0;
-                    if (mr < MR && isa->kernel_short)
-                        isa->kernel_short(kc, ap + a_offset(isa, r0, kc), b, c, ldc, mr, nr, add);
-                    else
-                        isa->kernel(kc, ap + a_offset(isa, r0, kc), b, c, ldc, mr, nr, add);
-                }
-            }
+            block_tiles(isa, kc, ap, mc, bblock, (int64_t)NR * kcb, N, C + i0 * ldc, ldc, add);
         }
         ks = ke;
     }
