@@ -569,15 +569,20 @@ static void pack_range(void *vctx, int64_t p0, int64_t p1)
 
 /* C[mc, n] (+)= one packed block of op(A) (mc rows) times n columns of
  * packed op(B) panels (panel q at bp + q * bstride), tile by tile; the
- * block's last panel, when short, by the kernel of as few rows. */
+ * block's last panel, when short, by the kernel of as few rows. Row panel
+ * outermost: one A panel (KC x 16 floats, 16 KB) stays in L1 while the B
+ * panels (32 KB each) stream past it from L2. The other way round, a B
+ * panel and the A panels streaming past it filled all 48 KB of L1; this
+ * order measured 1-4.5% faster on the training shapes (1024 x 1024 x 256
+ * 1.033x on 1 thread, 1.045x on 2; the median of 31 pairs, never slower). */
 static void block_tiles(const gemm_isa *isa, int kc, const float *ap, int mc, const float *bp, int64_t bstride,
                         int n, float *C, int64_t ldc, bool add)
 {
     const int MR = isa->mr, NR = isa->nr;
-    for (int x0 = 0, q = 0; x0 < n; x0 += NR, q++) {
-        const int nr = n - x0 < NR ? n - x0 : NR;
-        for (int r0 = 0; r0 < mc; r0 += MR) {
-            const int mr = mc - r0 < MR ? mc - r0 : MR;
+    for (int r0 = 0; r0 < mc; r0 += MR) {
+        const int mr = mc - r0 < MR ? mc - r0 : MR;
+        for (int x0 = 0, q = 0; x0 < n; x0 += NR, q++) {
+            const int nr = n - x0 < NR ? n - x0 : NR;
             float *c = C + r0 * ldc + x0;
             if (mr < MR && isa->kernel_short)
                 isa->kernel_short(kc, ap + a_offset(isa, r0, kc), bp + q * bstride, c, ldc, mr, nr, add);
