@@ -287,6 +287,25 @@ __attribute__((target("avx512f"))) static void fma_range(void *vctx, int64_t c0,
 static void fma_call(void *vctx) { tg_parallel_for(tg_get_num_threads(), 1, fma_range, vctx); }
 #endif
 
+/* Two whole single-thread products at once, one on each thread of the
+ * pool, each on its own operands: the work of two calls on one thread.
+ * Twice one call's time on one thread over this job's time is the ceiling
+ * for a gemm's 2-thread scaling that counts what the FMA job leaves out:
+ * two cores moving operands through their caches and memory at the same
+ * time, with nothing shared and no splitting. */
+typedef struct {
+    gemm_ctx one[2];
+} two_ctx;
+
+static void two_range(void *vctx, int64_t c0, int64_t c1)
+{
+    two_ctx *t = vctx;
+    for (int64_t c = c0; c < c1; c++)
+        gemm_batch_range(&t->one[c], 0, 1);
+}
+
+static void two_call(void *vctx) { tg_parallel_each(two_range, vctx); }
+
 static int run_gemm_pair(int pairs)
 {
     void *blas = dlopen("libblas.so.3", RTLD_NOW | RTLD_LOCAL);
@@ -317,6 +336,9 @@ static int run_gemm_pair(int pairs)
         float *C = malloc(sizeof(float) * (size_t)s->M * s->N), *Cb = malloc(sizeof(float) * (size_t)s->M * s->N);
         gemm_ctx tc = {s, A->data, B->data, C};
         blas_ctx bc = {s, A->data, B->data, Cb, sgemm};
+        tg_tensor *A2 = tg_randn(&g, TG_SHAPE(s->M * s->K)), *B2 = tg_randn(&g, TG_SHAPE(s->K * s->N));
+        float *C2 = malloc(sizeof(float) * (size_t)s->M * s->N);
+        two_ctx two = {{tc, {s, A2->data, B2->data, C2}}};
         /* the same product, as a check that both sides compute it */
         gemm_call(&tc);
         blas_call(&bc);
@@ -333,7 +355,7 @@ static int run_gemm_pair(int pairs)
         int reps = 1;
         while (batch_time(gemm_call, &tc, reps) * reps < 0.05)
             reps *= 2;
-        double *t = malloc(sizeof(double) * 4 * (size_t)pairs), r[7][256];
+        double *t = malloc(sizeof(double) * 4 * (size_t)pairs), r[8][256];
 #if defined(__x86_64__) && defined(__GNUC__)
         /* the FMA job: as long on one thread as one call of this gemm at the peak */
         fma_job fj = {.iters = (long)(2.0 * s->M * s->N * s->K / (10 * 16 * 2))};
@@ -357,6 +379,8 @@ static int run_gemm_pair(int pairs)
             r[4][p] = q[0];
             r[5][p] = q[1];
             r[6][p] = NAN;
+            tg_set_num_threads(2);
+            r[7][p] = 2.0 * q[0] / batch_time(two_call, &two, reps); /* two 1-thread calls at once */
 #if defined(__x86_64__) && defined(__GNUC__)
             if (fma) {
                 tg_set_num_threads(1);
@@ -373,15 +397,18 @@ static int run_gemm_pair(int pairs)
         const double tg2 = flop / median_of(r[4], pairs) * 1e-9, bl2 = flop / median_of(r[5], pairs) * 1e-9;
         printf("bench=gemm_pair shape=%s M=%d N=%d K=%d pairs=%d tapegrad_gflops_1t=%.1f blas_gflops_1t=%.1f "
                "ratio_1t=%.3f tapegrad_gflops_2t=%.1f blas_gflops_2t=%.1f ratio_2t=%.3f tapegrad_scaling=%.3f "
-               "blas_scaling=%.3f fma_scaling=%.3f max_abs_diff=%.2g\n",
+               "blas_scaling=%.3f fma_scaling=%.3f two_scaling=%.3f max_abs_diff=%.2g\n",
                s->name, s->M, s->N, s->K, pairs, tg1, bl1, median_of(r[0], pairs), tg2, bl2, median_of(r[1], pairs),
-               median_of(r[2], pairs), median_of(r[3], pairs), fma ? median_of(r[6], pairs) : NAN, err);
+               median_of(r[2], pairs), median_of(r[3], pairs), fma ? median_of(r[6], pairs) : NAN, median_of(r[7], pairs), err);
         fflush(stdout);
         free(t);
         free(C);
         free(Cb);
+        free(C2);
         tg_free(A);
         tg_free(B);
+        tg_free(A2);
+        tg_free(B2);
     }
     return 0; /* the BLAS stays loaded: an OpenMP BLAS's idle threads still run its code */
 }
