@@ -58,9 +58,9 @@
 typedef void (*tg_range_fn)(void *ctx, int64_t i0, int64_t i1);
 void tg_parallel_for(int64_t n, int64_t min_chunk, tg_range_fn fn, void *ctx);
 /* Runs fn(ctx, i, i + 1) once on every thread of the pool, the caller's
- * included (i numbers the threads). Returns false when it could run only
- * on the calling thread (another user thread had the pool, or inside a
- * chunk). */
+ * included (i numbers the threads), as many as tg_set_num_threads last set.
+ * Returns false when it could run only on the calling thread (another user
+ * thread had the pool, no worker thread could start, or inside a chunk). */
 bool tg_parallel_each(tg_range_fn fn, void *ctx);
 /* True inside a tg_parallel_for chunk (where a nested one runs inline). */
 bool tg_in_parallel_region(void);

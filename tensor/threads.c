@@ -28,6 +28,7 @@ static struct {
     pthread_t tid[TG_MAX_THREADS];
     int n_workers;           /* threads started */
     int n_threads;           /* configured (>= 1) */
+    int job_threads;         /* the current job's: n_threads when it started (workers 0.. job_threads - 2 take part) */
     bool configured;
     /* the current job */
     tg_range_fn fn;
@@ -68,13 +69,22 @@ static void run_chunks(void)
 
 static _Thread_local bool t_in_chunk;
 
+typedef struct {
+    unsigned long generation; /* the generation before the job it was started for */
+    int index;                /* 0 .. n_workers - 1 */
+} worker_start;
+
+static worker_start g_starts[TG_MAX_THREADS];
+
 static void *worker(void *arg)
 {
     t_in_chunk = true;
+    const worker_start *ws = arg;
     pthread_mutex_lock(&pool.mu);
     /* the generation before the job it was started for, so it joins that
      * job (tg_parallel_each needs every thread in it) */
-    unsigned long seen = (unsigned long)(uintptr_t)arg;
+    unsigned long seen = ws->generation;
+    const int index = ws->index;
     for (;;) {
         if (pool.generation == seen && !pool.quit) {
             /* spin a little without the lock before sleeping */
@@ -88,7 +98,8 @@ static void *worker(void *arg)
         seen = pool.generation;
         if (pool.quit)
             break;
-        run_chunks();
+        if (index < pool.job_threads - 1) /* a worker past the thread count set for this job sits it out */
+            run_chunks();
     }
     pthread_mutex_unlock(&pool.mu);
     tg_k_release_scratch();
@@ -138,9 +149,10 @@ int tg_get_num_threads(void)
 }
 
 /* The pool's job: fn over [0, n) in chunks of `chunk`, or with each, one
- * chunk [i, i+1) per thread, the caller's included. Returns false, running
- * nothing, when another user thread has the pool (the caller then runs the
- * loop inline). */
+ * chunk [i, i+1) per thread, the caller's included, on as many threads as
+ * tg_set_num_threads last set. Returns false, running nothing, when another
+ * user thread has the pool or no worker could start (the caller then runs
+ * the loop inline). */
 static bool run_job(int64_t n, int64_t chunk, bool each, tg_range_fn fn, void *ctx);
 
 void tg_parallel_for(int64_t n, int64_t min_chunk, tg_range_fn fn, void *ctx)
@@ -190,18 +202,21 @@ static bool run_job(int64_t n, int64_t chunk, bool each, tg_range_fn fn, void *c
         registered = true;
     }
     while (pool.n_workers < pool.n_threads - 1 && !pool.quit) {
-        if (pthread_create(&pool.tid[pool.n_workers], NULL, worker, (void *)(uintptr_t)pool.generation) != 0)
+        g_starts[pool.n_workers] = (worker_start){pool.generation, pool.n_workers};
+        if (pthread_create(&pool.tid[pool.n_workers], NULL, worker, &g_starts[pool.n_workers]) != 0)
             break;
         pool.n_workers++;
     }
-    if (pool.n_workers == 0) { /* no worker could start: run here */
+    if (pool.n_workers == 0) { /* no worker could start: the caller runs the loop inline */
         pthread_mutex_unlock(&pool.mu);
         pthread_mutex_unlock(&g_job_mu);
-        fn(ctx, 0, each ? 1 : n);
-        return true;
+        return false;
     }
+    /* the thread count set now, not the workers started: after a higher
+     * count the extra workers sit this job out */
+    pool.job_threads = pool.n_workers + 1 < pool.n_threads ? pool.n_workers + 1 : pool.n_threads;
     if (each)
-        n = pool.n_workers + 1;
+        n = pool.job_threads;
     pool.fn = fn;
     pool.ctx = ctx;
     pool.n = n;

@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "tensor/kernels.h"
 #include "testutil.h"
@@ -150,7 +151,11 @@ static void each_record(void *ctx, int64_t i0, int64_t i1)
 
 START_TEST(test_parallel_each_every_thread)
 {
-    for (int threads = 1; threads <= 3; threads++) {
+    /* up, then down again: a count set lower than the workers started is
+     * the count that runs */
+    static const int counts[] = {1, 2, 3, 2, 1, 3};
+    for (size_t ci = 0; ci < sizeof counts / sizeof *counts; ci++) {
+        const int threads = counts[ci];
         tg_set_num_threads(threads);
         for (int rep = 0; rep < 20; rep++) {
             each_log l = {.mu = PTHREAD_MUTEX_INITIALIZER};
@@ -160,6 +165,45 @@ START_TEST(test_parallel_each_every_thread)
                 for (int b = a + 1; b < l.calls; b++)
                     ck_assert(!pthread_equal(l.seen[a], l.seen[b]));
         }
+    }
+    tg_set_num_threads(1);
+}
+END_TEST
+
+/* tg_parallel_for runs on at most the threads set: after 3 (two workers
+ * started), 2 leaves one worker out. Each chunk waits until it has run for
+ * a millisecond, so a third thread, if it took part, would claim some of
+ * the 16. */
+static void for_record(void *ctx, int64_t i0, int64_t i1)
+{
+    (void)i0, (void)i1;
+    each_log *l = ctx;
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    do
+        clock_gettime(CLOCK_MONOTONIC, &t);
+    while ((t.tv_sec - t0.tv_sec) * 1000000000L + (t.tv_nsec - t0.tv_nsec) < 1000000L);
+    pthread_mutex_lock(&l->mu);
+    bool seen = false;
+    for (int a = 0; a < l->calls && a < 8; a++)
+        seen = seen || pthread_equal(l->seen[a], pthread_self());
+    if (!seen && l->calls < 8)
+        l->seen[l->calls++] = pthread_self();
+    pthread_mutex_unlock(&l->mu);
+}
+
+START_TEST(test_parallel_for_fewer_threads)
+{
+    tg_set_num_threads(3);
+    each_log l3 = {.mu = PTHREAD_MUTEX_INITIALIZER};
+    tg_parallel_for(16, 1, for_record, &l3); /* starts the two workers */
+    ck_assert_int_le(l3.calls, 3);
+    for (int rep = 0; rep < 5; rep++) {
+        tg_set_num_threads(2);
+        each_log l = {.mu = PTHREAD_MUTEX_INITIALIZER}; /* calls: the distinct threads */
+        tg_parallel_for(16, 1, for_record, &l);
+        ck_assert_int_le(l.calls, 2);
+        ck_assert_int_ge(l.calls, 1);
     }
     tg_set_num_threads(1);
 }
@@ -601,6 +645,7 @@ static Suite *kernels_suite(void)
     tcase_add_test(tc, test_gemm_small_shapes);
     tcase_add_test(tc, test_gemm_blocked_shapes);
     tcase_add_test(tc, test_parallel_each_every_thread);
+    tcase_add_test(tc, test_parallel_for_fewer_threads);
     tcase_add_test(tc, test_gemm_threads_bit_identical);
     tcase_add_test(tc, test_gemm_zero_sizes);
     tcase_add_test(tc, test_gemm_ld_strides);
