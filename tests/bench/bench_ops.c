@@ -17,6 +17,9 @@
  * median over the rounds of each ratio: the two libraries run on the same
  * buffers within a fraction of a second of each other, so a burst of load
  * from another process on a shared machine hits both sides of a ratio alike.
+ * Each round also times two ceilings for the 2-thread scaling at that
+ * moment: an FMA loop as a job of the pool (fma_scaling), and two whole
+ * 1-thread calls at once, one per thread (two_scaling).
  * The BLAS is only loaded (dlopen) by this mode, for the comparison; the
  * library itself links nothing but libc and libm.
  */
@@ -292,7 +295,9 @@ static void fma_call(void *vctx) { tg_parallel_for(tg_get_num_threads(), 1, fma_
  * Twice one call's time on one thread over this job's time is the ceiling
  * for a gemm's 2-thread scaling that counts what the FMA job leaves out:
  * two cores moving operands through their caches and memory at the same
- * time, with nothing shared and no splitting. */
+ * time, with nothing shared and no splitting. A ceiling of the moment, not
+ * a bound: the 1-thread time is an earlier batch's, and a split call has
+ * half the working set per core, so a round can read above it (or above 2). */
 typedef struct {
     gemm_ctx one[2];
 } two_ctx;
@@ -300,9 +305,9 @@ typedef struct {
 static void two_range(void *vctx, int64_t c0, int64_t c1)
 {
     two_ctx *t = vctx;
-    /* c < 2: a pool started with more threads (--threads 3 runs the first
-     * check product on three) keeps them for tg_parallel_each, whose
-     * threads past the second then have no call of their own and idle */
+    /* the caller sets 2 threads first; c < 2 keeps any other count from
+     * reading past one[] (before tensor/threads.c ran jobs on the count
+     * set, a pool started on three by --threads 3 kept all three) */
     for (int64_t c = c0; c < c1 && c < 2; c++)
         gemm_batch_range(&t->one[c], 0, 1);
 }
