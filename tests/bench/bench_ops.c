@@ -95,27 +95,33 @@ typedef struct {
     float sink;
 } peak_arg;
 
-/* 20 independent accumulators hide the FMA latency on two FMA ports */
-__attribute__((target("avx512f"))) static void *peak_avx512(void *varg)
-{
-    peak_arg *a = varg;
-    /* named accumulators (an array would go through the stack each iteration) */
+/* n rounds of 20 independent FMAs (20 accumulators hide the FMA latency on
+ * two FMA ports); the sum returned keeps the loop from being dropped. */
 #define ACC(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12) X(13) X(14) X(15) X(16) \
     X(17) X(18) X(19)
+#define FMA_ACCS 20
 #define DECL(i) __m512 acc##i = _mm512_set1_ps((float)i * 1e-3f);
 #define STEP(i) acc##i = _mm512_fmadd_ps(acc##i, x, y);
 #define SUM(i) s = _mm512_add_ps(s, acc##i);
+__attribute__((target("avx512f"))) static float fma_loop(long n)
+{
+    /* named accumulators (an array would go through the stack each iteration) */
     ACC(DECL)
     const __m512 x = _mm512_set1_ps(0.999999f), y = _mm512_set1_ps(1e-7f);
-    const double t0 = now();
-    for (long it = 0; it < PEAK_ITERS; it++) {
+    for (long it = 0; it < n; it++) {
         ACC(STEP)
     }
-    const double dt = now() - t0;
     __m512 s = _mm512_setzero_ps();
     ACC(SUM)
-    a->sink = _mm512_reduce_add_ps(s);
-    a->gflops = (double)PEAK_ITERS * 20 * 16 * 2 / dt * 1e-9;
+    return _mm512_reduce_add_ps(s);
+}
+
+static void *peak_thread(void *varg)
+{
+    peak_arg *a = varg;
+    const double t0 = now();
+    a->sink = fma_loop(PEAK_ITERS);
+    a->gflops = (double)PEAK_ITERS * FMA_ACCS * 16 * 2 / (now() - t0) * 1e-9;
     return NULL;
 }
 
@@ -130,7 +136,7 @@ static int run_peak(int threads)
         pthread_t tid[64];
         peak_arg args[64];
         for (int t = 0; t < threads; t++)
-            pthread_create(&tid[t], NULL, peak_avx512, &args[t]);
+            pthread_create(&tid[t], NULL, peak_thread, &args[t]);
         double sum = 0.0;
         for (int t = 0; t < threads; t++) {
             pthread_join(tid[t], NULL);
@@ -255,36 +261,21 @@ static double median_of(double *v, int n)
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-/* A loop of independent FMAs (10 accumulators, as peak_avx512 with fewer)
- * as a job of the pool, a fixed amount of work split between the threads:
- * on 2 threads it takes half the time of 1 at best, the ceiling for a
- * gemm's 2-thread scaling at that moment on this host (a shared machine
- * gives the second core less at times). */
+/* The peak's FMA loop as a job of the pool, a fixed amount of work split
+ * between the threads: on 2 threads it takes half the time of 1 at best,
+ * the ceiling for a gemm's 2-thread scaling at that moment on this host (a
+ * shared machine gives the second core less at times). */
 #if defined(__x86_64__) && defined(__GNUC__)
 typedef struct {
     long iters; /* for all threads together */
     float sink[64];
 } fma_job;
 
-__attribute__((target("avx512f"))) static void fma_range(void *vctx, int64_t c0, int64_t c1)
+static void fma_range(void *vctx, int64_t c0, int64_t c1)
 {
     fma_job *j = vctx;
-    const long n = j->iters / tg_get_num_threads();
-    for (int64_t c = c0; c < c1; c++) {
-        __m512 a0 = _mm512_set1_ps(1e-3f), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
-        __m512 a8 = a0, a9 = a0;
-        const __m512 x = _mm512_set1_ps(0.999999f), y = _mm512_set1_ps(1e-7f);
-        for (long i = 0; i < n; i++) {
-            a0 = _mm512_fmadd_ps(a0, x, y), a1 = _mm512_fmadd_ps(a1, x, y), a2 = _mm512_fmadd_ps(a2, x, y);
-            a3 = _mm512_fmadd_ps(a3, x, y), a4 = _mm512_fmadd_ps(a4, x, y), a5 = _mm512_fmadd_ps(a5, x, y);
-            a6 = _mm512_fmadd_ps(a6, x, y), a7 = _mm512_fmadd_ps(a7, x, y), a8 = _mm512_fmadd_ps(a8, x, y);
-            a9 = _mm512_fmadd_ps(a9, x, y);
-        }
-        const __m512 s = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)),
-                                       _mm512_add_ps(_mm512_add_ps(a4, a5), _mm512_add_ps(_mm512_add_ps(a6, a7),
-                                                                                          _mm512_add_ps(a8, a9))));
-        j->sink[c & 63] = _mm512_reduce_add_ps(s);
-    }
+    for (int64_t c = c0; c < c1; c++)
+        j->sink[c & 63] = fma_loop(j->iters / tg_get_num_threads());
 }
 
 static void fma_call(void *vctx) { tg_parallel_for(tg_get_num_threads(), 1, fma_range, vctx); }
@@ -305,9 +296,7 @@ typedef struct {
 static void two_range(void *vctx, int64_t c0, int64_t c1)
 {
     two_ctx *t = vctx;
-    /* the caller sets 2 threads first; c < 2 keeps any other count from
-     * reading past one[] (before tensor/threads.c ran jobs on the count
-     * set, a pool started on three by --threads 3 kept all three) */
+    /* run on 2 threads; c < 2 keeps any other count from reading past one[] */
     for (int64_t c = c0; c < c1 && c < 2; c++)
         gemm_batch_range(&t->one[c], 0, 1);
 }
@@ -366,7 +355,7 @@ static int run_gemm_pair(int pairs)
         double *t = malloc(sizeof(double) * 4 * (size_t)pairs), r[8][256];
 #if defined(__x86_64__) && defined(__GNUC__)
         /* the FMA job: as long on one thread as one call of this gemm at the peak */
-        fma_job fj = {.iters = (long)(2.0 * s->M * s->N * s->K / (10 * 16 * 2))};
+        fma_job fj = {.iters = (long)(2.0 * s->M * s->N * s->K / (FMA_ACCS * 16 * 2))};
         const bool fma = __builtin_cpu_supports("avx512f");
 #else
         const bool fma = false;
